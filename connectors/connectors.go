@@ -1,0 +1,240 @@
+// Package connectors holds the two narrow interfaces the sync activities need:
+// one for an email marketing platform (Mailchimp first) and one for a CRM
+// (NetSuite, Salesforce; Dynamics 365 and Bullhorn fit the same shape).
+//
+// A new system is a new package under connectors/ that implements one of
+// them; nothing else in the product changes. Every call takes a context,
+// every page is bounded (MaxPageSize), and every cursor is an opaque string
+// that is safe to store in a Temporal heartbeat or workflow input.
+package connectors
+
+import (
+	"context"
+	"time"
+)
+
+// MaxPageSize bounds every page a connector returns.
+const MaxPageSize = 1000
+
+// MemberStatus is a marketing-platform member's subscription status.
+// The values are Mailchimp's, which other platforms map onto.
+type MemberStatus string
+
+// The member statuses. Unsubscribed and Cleaned are the "compliance" states:
+// nothing in this product ever moves a member out of them to Subscribed.
+const (
+	StatusSubscribed    MemberStatus = "subscribed"
+	StatusUnsubscribed  MemberStatus = "unsubscribed"
+	StatusCleaned       MemberStatus = "cleaned"
+	StatusPending       MemberStatus = "pending"
+	StatusTransactional MemberStatus = "transactional"
+	StatusArchived      MemberStatus = "archived"
+	// StatusNotFound is reported by MemberStatuses for an address that is
+	// not in the audience at all.
+	StatusNotFound MemberStatus = ""
+)
+
+// Blocked reports whether a member in this status must get no updates and
+// must never be set back to subscribed: an unsubscribe is an opt-out and a
+// clean is a bounce.
+func (s MemberStatus) Blocked() bool {
+	return s == StatusUnsubscribed || s == StatusCleaned
+}
+
+// Member is one audience member as the sync sees it.
+type Member struct {
+	Email       string
+	Status      MemberStatus
+	LastChanged time.Time
+}
+
+// ChangesRequest asks for members in one status that changed since a watermark.
+type ChangesRequest struct {
+	Audience string
+	// Status is StatusUnsubscribed or StatusCleaned: the two are told apart
+	// because a cleaned address is a bounce, not an opt-out.
+	Status MemberStatus
+	// Since is the watermark: only members whose status may have changed
+	// after it are returned.
+	Since time.Time
+	// Cursor is "" for the first page, then the Next of the previous page.
+	Cursor string
+	// PageSize is at most MaxPageSize; 0 means MaxPageSize.
+	PageSize int
+}
+
+// MemberPage is one bounded page of members.
+type MemberPage struct {
+	Members []Member
+	// Next resumes after this page; "" means there are no more pages.
+	Next string
+}
+
+// MemberFields carries mapped field values for one address, written to the
+// audience's merge fields.
+type MemberFields struct {
+	Email  string
+	Fields map[string]string
+}
+
+// Failure says why one record or member of a batch was not written. A
+// batch call returns the failures of the items it could not write and
+// leaves the others written.
+type Failure struct {
+	// Key is the email address (marketing side) or the record reference
+	// (CRM side, "type/id") of the item that failed.
+	Key string
+	// Code is the vendor's error code or title, e.g. "Member In Compliance State".
+	Code string
+	// Message is the vendor's message, with no secret in it.
+	Message string
+	// Compliance marks an answer that is final by law or policy (the member is
+	// unsubscribed, cleaned or permanently deleted): it is recorded, never
+	// retried, and never counted as a failure of the run.
+	Compliance bool
+	// Retryable marks a transient failure worth retrying on a later run.
+	Retryable bool
+}
+
+// BatchResult is the outcome of one batch write.
+type BatchResult struct {
+	// Written counts items that now hold the requested state (including
+	// those that already did).
+	Written int
+	// Added counts new members created (UpsertMembers only).
+	Added int
+	// Failed lists the items that were not written.
+	Failed []Failure
+}
+
+// Marketing is an email marketing platform's audience, as the sync needs it.
+type Marketing interface {
+	// ChangedMembers pages through members in req.Status whose status may
+	// have changed since req.Since, oldest change first. An unsubscribe that
+	// is already known (its member only had a field edited since) should
+	// not be reported again where the platform makes that possible.
+	ChangedMembers(ctx context.Context, req ChangesRequest) (MemberPage, error)
+
+	// Unsubscribe sets each address to unsubscribed. Addresses not in the
+	// audience are added as unsubscribed, so that a later import cannot
+	// subscribe them. At most MaxBatch() addresses per call.
+	Unsubscribe(ctx context.Context, audience string, emails []string) (BatchResult, error)
+
+	// UpsertMembers writes mapped fields of existing members without
+	// touching their status, and adds new members with statusIfNew. The
+	// caller leaves out members whose status is Blocked. At most MaxBatch()
+	// members per call.
+	UpsertMembers(ctx context.Context, audience string, members []MemberFields, statusIfNew MemberStatus) (BatchResult, error)
+
+	// MemberStatuses looks up the status of each address; an address not in
+	// the audience maps to StatusNotFound. At most MaxBatch() per call.
+	MemberStatuses(ctx context.Context, audience string, emails []string) (map[string]MemberStatus, error)
+
+	// MaxBatch is the largest batch the write and lookup calls take.
+	MaxBatch() int
+}
+
+// RecordRef names one CRM record: its type as the CRM spells it
+// ("customer", "contact", "Contact", "Lead", "Account") and its id.
+type RecordRef struct {
+	Type string
+	ID   string
+}
+
+// String is the reference as it appears in failures and logs: "type/id".
+func (r RecordRef) String() string { return r.Type + "/" + r.ID }
+
+// Record is one CRM record as the sync sees it.
+type Record struct {
+	Ref   RecordRef
+	Email string
+	// OptedOut is the record's opt-out as the integration defines it (the
+	// standard field, the mapped custom field, or the inverted opt-in field).
+	OptedOut bool
+	// InLists is true when the record is inside at least one of the
+	// requested CRM lists, or when no lists were requested.
+	InLists bool
+	// Fields holds the mapped fields read by ListMembers, keyed by CRM field name.
+	Fields map[string]string
+}
+
+// OptOutField says which CRM field carries the opt-out.
+type OptOutField struct {
+	// Kind is OptOutStandard (the CRM's own opt-out, e.g. NetSuite
+	// globalSubscriptionStatus Soft Opt-Out, Salesforce HasOptedOutOfEmail),
+	// OptOutCustom (a custom boolean field that is true when opted out) or
+	// OptOutInverted (a custom boolean opt-in field that is cleared on opt-out).
+	Kind OptOutKind
+	// Field is the custom field's API name; empty for OptOutStandard.
+	Field string
+}
+
+// OptOutKind is how the opt-out is stored in the CRM.
+type OptOutKind string
+
+// The opt-out kinds.
+const (
+	OptOutStandard OptOutKind = "standard"
+	OptOutCustom   OptOutKind = "custom"
+	OptOutInverted OptOutKind = "inverted"
+)
+
+// OptOutQuery asks a CRM for opted-out records.
+type OptOutQuery struct {
+	// Types are the record types to read (e.g. "customer", "contact").
+	Types []string
+	// Field is where the opt-out lives.
+	Field OptOutField
+	// Since is the watermark: records modified (or, where the CRM records it,
+	// added to a list) after it.
+	Since time.Time
+	// Lists are the CRM lists (saved searches, campaigns, marketing lists,
+	// tearsheets) that scope the sync; empty means no scoping. Opted-out
+	// records outside them are still returned, with InLists false, so that
+	// the run can count them and say why they were left alone.
+	Lists []string
+	// Cursor is "" for the first page, then the Next of the previous page.
+	Cursor string
+	// PageSize is at most MaxPageSize; 0 means MaxPageSize.
+	PageSize int
+}
+
+// RecordPage is one bounded page of CRM records.
+type RecordPage struct {
+	Records []Record
+	// Next resumes after this page; "" means there are no more pages.
+	Next string
+}
+
+// ListMembersQuery asks for the members of the integration's CRM lists
+// (or of the record types when no list is given) with their mapped fields.
+type ListMembersQuery struct {
+	Types  []string
+	Lists  []string
+	Fields []string
+	// Since limits the read to records modified after it; zero reads all.
+	Since    time.Time
+	Cursor   string
+	PageSize int
+}
+
+// CRM is a CRM, eCommerce or ERP system's people records, as the sync needs them.
+type CRM interface {
+	// OptedOut pages through records opted out since q.Since.
+	OptedOut(ctx context.Context, q OptOutQuery) (RecordPage, error)
+
+	// FindByEmail returns every record, of the given types, whose address is
+	// one of emails (case-insensitive). One address can sit on several
+	// records: an opt-out goes to all of them. At most MaxBatch() addresses.
+	FindByEmail(ctx context.Context, types []string, field OptOutField, emails []string) ([]Record, error)
+
+	// SetOptOut writes the opt-out on each record through field. The write
+	// is idempotent. At most MaxBatch() records per call.
+	SetOptOut(ctx context.Context, field OptOutField, refs []RecordRef) (BatchResult, error)
+
+	// ListMembers pages through list members with their mapped fields.
+	ListMembers(ctx context.Context, q ListMembersQuery) (RecordPage, error)
+
+	// MaxBatch is the largest batch FindByEmail and SetOptOut take.
+	MaxBatch() int
+}
