@@ -212,6 +212,9 @@ type ListMembersQuery struct {
 	Types  []string
 	Lists  []string
 	Fields []string
+	// Field is where the opt-out lives, so that each record's OptedOut is
+	// set: an opted-out person is never added to the audience as new.
+	Field OptOutField
 	// Since limits the read to records modified after it; zero reads all.
 	Since    time.Time
 	Cursor   string
