@@ -1,0 +1,174 @@
+// Package activities holds the activities SyncWorkflow calls: each reads one
+// bounded stretch of a marketing audience or a CRM through the connector
+// interfaces, writes what must be written, and returns counts, a cursor and
+// the failures by address hash, never the records themselves.
+//
+// No secret is ever an activity argument: the worker holds the connectors
+// (and so the credentials) in a Registry, and the workflow passes only the
+// integration id.
+package activities
+
+import (
+	"crypto/md5"
+	"encoding/hex"
+	"strings"
+	"time"
+
+	"github.com/optoutsync/optoutsync/connectors"
+)
+
+// Settings are an integration's non-secret settings, as the workflow sees
+// them. The worker reads them from its configuration file.
+type Settings struct {
+	IntegrationID string
+	// MarketingKind and CRMKind name the connectors ("mailchimp", "netsuite", "salesforce").
+	MarketingKind string
+	CRMKind       string
+	Audience      string
+	// RecordTypes are the CRM record types synced ("customer", "contact", "Contact", "Lead", "Account").
+	RecordTypes []string
+	// Lists scope the sync to CRM lists (saved searches, campaigns...); empty means no scoping.
+	Lists []string
+	// CRMToMarketing is the Step 1 toggle: unsubscribe CRM opt-outs from the audience. Off by default.
+	CRMToMarketing bool
+	// OptOut is where the CRM keeps the opt-out.
+	OptOut connectors.OptOutField
+	// CleanedField, when set, is a custom CRM boolean set on records whose
+	// address Mailchimp cleaned (a bounce, not an opt-out).
+	CleanedField string
+	// FieldMap maps CRM fields to merge fields (Step 3); empty turns Step 3 off.
+	FieldMap map[string]string
+	// StatusIfNew is the status of members Step 3 adds ("subscribed" or "pending"...).
+	StatusIfNew connectors.MemberStatus
+	// Overlap is subtracted from each watermark so clock skew cannot hide a change.
+	Overlap time.Duration
+	// PageSize is the page size asked of the connectors (≤ 1000).
+	PageSize int
+	// PagesPerActivity bounds how many pages one activity call handles
+	// before it returns its cursor to the workflow.
+	PagesPerActivity int
+}
+
+// Direction names the three steps of a run.
+type Direction string
+
+// The steps.
+const (
+	// MarketingToCRM writes unsubscribes (and cleans) from the audience to the CRM.
+	MarketingToCRM Direction = "marketing-to-crm"
+	// CRMToMarketing unsubscribes CRM opt-outs from the audience (Step 1).
+	CRMToMarketing Direction = "crm-to-marketing"
+	// FieldSync writes mapped CRM fields to merge fields (Step 3).
+	FieldSync Direction = "field-sync"
+)
+
+// PageInput asks an activity to handle pages from a cursor on.
+type PageInput struct {
+	IntegrationID string
+	// Status is used by the marketing-to-CRM activity: unsubscribed or cleaned.
+	Status connectors.MemberStatus
+	Since  time.Time
+	Cursor string
+}
+
+// Counts are what a step did. Every field adds up across pages and runs of
+// one workflow; zero fields are left out of the JSON.
+type Counts struct {
+	// Pages and Read count what was read.
+	Pages int `json:"pages,omitempty"`
+	Read  int `json:"read,omitempty"`
+
+	// Marketing → CRM.
+	Unsubscribes     int `json:"unsubscribes,omitempty"`       // unsubscribed members seen
+	Cleaned          int `json:"cleaned,omitempty"`            // cleaned (bounced) members seen
+	CRMOptedOut      int `json:"crmOptedOut,omitempty"`        // CRM records set to opted out
+	CRMAlreadyOut    int `json:"crmAlreadyOptedOut,omitempty"` // CRM records that already were
+	CleanedRecorded  int `json:"cleanedRecorded,omitempty"`    // CRM records given the cleaned field
+	NotInCRM         int `json:"notInCRM,omitempty"`           // addresses with no CRM record
+	DuplicateRecords int `json:"duplicateRecords,omitempty"`   // extra records sharing an address
+
+	// CRM → marketing.
+	CRMOptOuts     int `json:"crmOptOuts,omitempty"`     // opted-out CRM records seen
+	Unsubscribed   int `json:"unsubscribed,omitempty"`   // addresses now unsubscribed in the audience
+	OutsideLists   int `json:"outsideLists,omitempty"`   // opted-out records left alone: outside the lists
+	InvalidEmails  int `json:"invalidEmails,omitempty"`  // records skipped for a missing or invalid address
+	ComplianceHeld int `json:"complianceHeld,omitempty"` // writes refused by a compliance state (final)
+
+	// Field sync.
+	FieldsUpdated  int `json:"fieldsUpdated,omitempty"`  // existing members updated
+	MembersAdded   int `json:"membersAdded,omitempty"`   // new members added with status_if_new
+	SkippedBlocked int `json:"skippedBlocked,omitempty"` // unsubscribed/cleaned members given no update
+	SkippedOptOut  int `json:"skippedOptOut,omitempty"`  // CRM opt-outs not added as new members
+
+	Failed int `json:"failed,omitempty"` // items not written; retried by the next run
+}
+
+// Add adds o into c.
+func (c *Counts) Add(o Counts) {
+	c.Pages += o.Pages
+	c.Read += o.Read
+	c.Unsubscribes += o.Unsubscribes
+	c.Cleaned += o.Cleaned
+	c.CRMOptedOut += o.CRMOptedOut
+	c.CRMAlreadyOut += o.CRMAlreadyOut
+	c.CleanedRecorded += o.CleanedRecorded
+	c.NotInCRM += o.NotInCRM
+	c.DuplicateRecords += o.DuplicateRecords
+	c.CRMOptOuts += o.CRMOptOuts
+	c.Unsubscribed += o.Unsubscribed
+	c.OutsideLists += o.OutsideLists
+	c.InvalidEmails += o.InvalidEmails
+	c.ComplianceHeld += o.ComplianceHeld
+	c.FieldsUpdated += o.FieldsUpdated
+	c.MembersAdded += o.MembersAdded
+	c.SkippedBlocked += o.SkippedBlocked
+	c.SkippedOptOut += o.SkippedOptOut
+	c.Failed += o.Failed
+}
+
+// FailureReport is one item that was not written, named by address hash
+// (Mailchimp's subscriber hash: MD5 of the lower-cased address) and, on the
+// CRM side, by record, never by the address itself.
+type FailureReport struct {
+	Direction   Direction `json:"direction"`
+	AddressHash string    `json:"addressHash,omitempty"`
+	Record      string    `json:"record,omitempty"`
+	Code        string    `json:"code,omitempty"`
+	Reason      string    `json:"reason"`
+	// Compliance marks a refusal that is final (unsubscribed, cleaned or
+	// permanently deleted): recorded, never retried, not a failure of the run.
+	Compliance bool `json:"compliance,omitempty"`
+	// HoldsWatermark marks a failure that keeps its step's watermark where it
+	// was, so the next run reads the item again and retries it.
+	HoldsWatermark bool `json:"holdsWatermark,omitempty"`
+}
+
+// MaxFailureReports bounds the failures one activity result carries; the
+// counts stay exact beyond it.
+const MaxFailureReports = 50
+
+// PageResult is what an activity did with its pages.
+type PageResult struct {
+	Counts   Counts          `json:"counts"`
+	Failures []FailureReport `json:"failures,omitempty"`
+	// HoldWatermark is true when an item failed in a way the next run must
+	// retry: the step's watermark must not move past this run's start.
+	HoldWatermark bool `json:"holdWatermark,omitempty"`
+	// Next is the cursor to continue from; "" means the step is done.
+	Next string `json:"next,omitempty"`
+	// CRMAPIUsage is the CRM's daily API budget as last reported, where it reports one.
+	CRMAPIUsage *APIUsage `json:"crmApiUsage,omitempty"`
+}
+
+// APIUsage is a daily API budget: calls used of the maximum.
+type APIUsage struct {
+	Used int `json:"used"`
+	Max  int `json:"max"`
+}
+
+// AddressHash is how an address appears in results and logs: Mailchimp's
+// subscriber hash, MD5 of the lower-cased address.
+func AddressHash(email string) string {
+	sum := md5.Sum([]byte(strings.ToLower(strings.TrimSpace(email))))
+	return hex.EncodeToString(sum[:])
+}
