@@ -213,7 +213,7 @@ func SyncWorkflow(ctx workflow.Context, in SyncInput) (SyncResult, error) {
 		var res activities.PageResult
 		calls++
 		if err := workflow.ExecuteActivity(ctx, fn, input).Get(ctx, &res); err != nil {
-			return fail(fmt.Errorf("%s: %w", st.Phase, err))
+			return fail(err) // the phase is in the status; the error keeps its type
 		}
 		counts.Add(res.Counts)
 		if res.CRMAPIUsage != nil {

@@ -1,0 +1,329 @@
+package workflows_test
+
+import (
+	"errors"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/log"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/optoutsync/optoutsync/activities"
+	"github.com/optoutsync/optoutsync/connectors"
+	"github.com/optoutsync/optoutsync/workflows"
+)
+
+const id = "acme"
+
+type fixture struct {
+	mk       *fakeMarketing
+	crm      *fakeCRM
+	settings activities.Settings
+}
+
+func newFixture() *fixture {
+	return &fixture{
+		mk:  newFakeMarketing(),
+		crm: &fakeCRM{},
+		settings: activities.Settings{
+			IntegrationID: id, Audience: "aud1", RecordTypes: []string{"customer", "contact"},
+			OptOut: connectors.OptOutField{Kind: connectors.OptOutStandard}, StatusIfNew: connectors.StatusSubscribed,
+			PageSize: 1000, PagesPerActivity: 10,
+		},
+	}
+}
+
+// run executes one SyncWorkflow run in the SDK's test environment with the
+// real activities over the fakes.
+func (f *fixture) run(t *testing.T, in workflows.SyncInput, last *workflows.SyncResult) (workflows.SyncResult, error) {
+	t.Helper()
+	var s testsuite.WorkflowTestSuite
+	s.SetLogger(log.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+	env := s.NewTestWorkflowEnvironment()
+	reg := activities.MapRegistry{id: {Settings: f.settings, Marketing: f.mk, CRM: f.crm}}
+	env.RegisterActivity(activities.New(reg, nil))
+	env.RegisterWorkflow(workflows.SyncWorkflow)
+	if last != nil {
+		env.SetLastCompletionResult(*last)
+	}
+	if in.IntegrationID == "" {
+		in.IntegrationID = id
+	}
+	env.ExecuteWorkflow(workflows.SyncWorkflow, in)
+	require.True(t, env.IsWorkflowCompleted())
+	if err := env.GetWorkflowError(); err != nil {
+		return workflows.SyncResult{}, err
+	}
+	var res workflows.SyncResult
+	require.NoError(t, env.GetWorkflowResult(&res))
+	var st workflows.Status
+	q, err := env.QueryWorkflow(workflows.StatusQuery)
+	require.NoError(t, err)
+	require.NoError(t, q.Get(&st))
+	require.Equal(t, workflows.PhaseDone, st.Phase)
+	require.Equal(t, res.Counts, st.Counts)
+	return res, nil
+}
+
+func (f *fixture) mustRun(t *testing.T, in workflows.SyncInput, last *workflows.SyncResult) workflows.SyncResult {
+	t.Helper()
+	res, err := f.run(t, in, last)
+	require.NoError(t, err)
+	return res
+}
+
+func TestMarketingToCRMSetsStandardOptOutOnEveryDuplicate(t *testing.T) {
+	f := newFixture()
+	f.mk.add("ann@example.com", connectors.StatusUnsubscribed)
+	f.mk.add("bob@example.com", connectors.StatusSubscribed)
+	f.mk.add("cat@example.com", connectors.StatusCleaned)
+	f.mk.add("dan@example.com", connectors.StatusSubscribed)
+	annCustomer := f.crm.add("customer", "ann@example.com", "1")
+	annContact := f.crm.add("contact", "Ann@Example.com", "3")
+	bob := f.crm.add("customer", "bob@example.com", "1")
+	cat := f.crm.add("customer", "cat@example.com", "1")
+	dan := f.crm.add("customer", "dan@example.com", "2") // opted out in the CRM; Step 1 is off
+
+	res := f.mustRun(t, workflows.SyncInput{}, nil)
+
+	require.Equal(t, "2", f.crm.get(annCustomer.ref.ID).status)
+	require.Equal(t, "2", f.crm.get(annContact.ref.ID).status)
+	require.Equal(t, "1", f.crm.get(bob.ref.ID).status)
+	require.Equal(t, "1", f.crm.get(cat.ref.ID).status, "a clean is a bounce, not an opt-out")
+	require.Equal(t, "2", f.crm.get(dan.ref.ID).status)
+	require.Equal(t, connectors.StatusSubscribed, f.mk.member("dan@example.com").status, "Step 1 off: CRM opt-outs stay in the CRM")
+	m := res.Counts.MarketingToCRM
+	require.Equal(t, 1, m.Unsubscribes)
+	require.Equal(t, 2, m.CRMOptedOut)
+	require.Equal(t, 1, m.DuplicateRecords)
+	require.Equal(t, 1, m.Cleaned)
+	require.Zero(t, res.Counts.CRMToMarketing)
+	require.Contains(t, res.Notes, "CRM → Marketing is off (Step 1 toggle): CRM opt-outs were not sent to the audience.")
+	require.False(t, res.Next.Unsubscribed.IsZero())
+	require.True(t, res.Next.CRMOptOuts.IsZero(), "a step that is off keeps its watermark")
+}
+
+func TestCustomAndInvertedOptOutFieldsReplaceTheStandardOne(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		kind connectors.OptOutKind
+		want bool
+	}{
+		{"custom", connectors.OptOutCustom, true},
+		{"inverted", connectors.OptOutInverted, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture()
+			f.settings.OptOut = connectors.OptOutField{Kind: tc.kind, Field: "custentity_mc"}
+			f.mk.add("ann@example.com", connectors.StatusUnsubscribed)
+			r := f.crm.add("customer", "ann@example.com", "1")
+			if tc.kind == connectors.OptOutInverted {
+				r.custom["custentity_mc"] = true // opted in
+			}
+			res := f.mustRun(t, workflows.SyncInput{}, nil)
+			got := f.crm.get(r.ref.ID)
+			require.Equal(t, tc.want, got.custom["custentity_mc"])
+			require.Equal(t, "1", got.status, "the standard field is left alone")
+			require.Equal(t, 1, res.Counts.MarketingToCRM.CRMOptedOut)
+		})
+	}
+}
+
+func TestCleanedMembersAreRecordedInTheMappedField(t *testing.T) {
+	f := newFixture()
+	f.settings.CleanedField = "custentity_bounced"
+	f.mk.add("cat@example.com", connectors.StatusCleaned)
+	r := f.crm.add("customer", "cat@example.com", "1")
+	res := f.mustRun(t, workflows.SyncInput{}, nil)
+	got := f.crm.get(r.ref.ID)
+	require.True(t, got.custom["custentity_bounced"])
+	require.Equal(t, "1", got.status)
+	require.Equal(t, 1, res.Counts.MarketingToCRM.CleanedRecorded)
+}
+
+func TestCRMToMarketingIsScopedToListsAndPicksUpARecordAddedLater(t *testing.T) {
+	f := newFixture()
+	f.settings.CRMToMarketing = true
+	f.settings.Lists = []string{"customsearch_mc"}
+	for _, e := range []string{"in@example.com", "out@example.com", "gone@example.com"} {
+		f.mk.add(e, connectors.StatusSubscribed)
+	}
+	f.crm.add("customer", "in@example.com", "2", "customsearch_mc")
+	out := f.crm.add("contact", "out@example.com", "4")
+	f.crm.add("customer", "", "2", "customsearch_mc") // bad record: reported, skipped
+
+	first := f.mustRun(t, workflows.SyncInput{}, nil)
+	require.Equal(t, connectors.StatusUnsubscribed, f.mk.member("in@example.com").status)
+	require.Equal(t, connectors.StatusSubscribed, f.mk.member("out@example.com").status, "outside the lists: left alone")
+	k := first.Counts.CRMToMarketing
+	require.Equal(t, 1, k.Unsubscribed)
+	require.Equal(t, 1, k.OutsideLists)
+	require.Equal(t, 1, k.InvalidEmails)
+	require.Contains(t, notesText(first), "1 opted-out CRM record(s) were left alone because they are outside the integration's lists")
+
+	f.crm.addToList(out, "customsearch_mc")
+	second := f.mustRun(t, workflows.SyncInput{}, &first)
+	require.Equal(t, connectors.StatusUnsubscribed, f.mk.member("out@example.com").status, "picked up after joining the list")
+	require.Equal(t, 1, second.Counts.CRMToMarketing.Unsubscribed)
+	require.Zero(t, second.Counts.CRMToMarketing.OutsideLists)
+}
+
+func TestFieldSyncSkipsBlockedMembersAndNeverResubscribes(t *testing.T) {
+	f := newFixture()
+	f.settings.FieldMap = map[string]string{"firstname": "FNAME"}
+	f.settings.Lists = []string{"L"}
+	f.mk.add("sub@example.com", connectors.StatusSubscribed)
+	f.mk.add("uns@example.com", connectors.StatusUnsubscribed)
+	f.mk.add("cln@example.com", connectors.StatusCleaned)
+	for _, e := range []string{"sub@example.com", "uns@example.com", "cln@example.com", "new@example.com"} {
+		r := f.crm.add("customer", e, "1", "L")
+		r.fields["firstname"] = "N-" + e[:3]
+	}
+	f.crm.add("customer", "optout@example.com", "2", "L")
+
+	res := f.mustRun(t, workflows.SyncInput{}, nil)
+
+	require.Equal(t, "N-sub", f.mk.member("sub@example.com").fields["FNAME"])
+	require.Equal(t, connectors.StatusSubscribed, f.mk.member("sub@example.com").status)
+	for _, e := range []string{"uns@example.com", "cln@example.com"} {
+		require.Empty(t, f.mk.member(e).fields, e)
+	}
+	require.Equal(t, connectors.StatusUnsubscribed, f.mk.member("uns@example.com").status)
+	require.Equal(t, connectors.StatusCleaned, f.mk.member("cln@example.com").status)
+	require.Equal(t, connectors.StatusSubscribed, f.mk.member("new@example.com").status)
+	require.Equal(t, "N-new", f.mk.member("new@example.com").fields["FNAME"])
+	require.Equal(t, connectors.StatusNotFound, f.mk.member("optout@example.com").status, "an opted-out record is never added")
+	fs := res.Counts.FieldSync
+	require.Equal(t, 1, fs.FieldsUpdated)
+	require.Equal(t, 1, fs.MembersAdded)
+	require.Equal(t, 2, fs.SkippedBlocked)
+	require.Equal(t, 1, fs.SkippedOptOut)
+}
+
+func TestComplianceAnswerIsRecordedNotRetriedNotAFailure(t *testing.T) {
+	f := newFixture()
+	f.settings.CRMToMarketing = true
+	f.mk.add("forgot@example.com", connectors.StatusSubscribed)
+	f.mk.members["forgot@example.com"].forgotten = true
+	f.crm.add("customer", "forgot@example.com", "2")
+
+	res := f.mustRun(t, workflows.SyncInput{}, nil)
+	require.Equal(t, 1, res.Counts.CRMToMarketing.ComplianceHeld)
+	require.Zero(t, res.Counts.CRMToMarketing.Failed)
+	require.Len(t, res.Failures, 1)
+	require.True(t, res.Failures[0].Compliance)
+	require.Equal(t, activities.AddressHash("forgot@example.com"), res.Failures[0].AddressHash)
+	require.Equal(t, 1, f.mk.calls["unsubscribe"], "not retried")
+	require.False(t, res.Next.CRMOptOuts.IsZero(), "a compliance answer does not hold the watermark")
+}
+
+func TestRejectedRecordIsReportedAndRetriedByTheNextRun(t *testing.T) {
+	f := newFixture()
+	f.mk.add("ann@example.com", connectors.StatusUnsubscribed)
+	f.mk.add("bob@example.com", connectors.StatusUnsubscribed)
+	bad := f.crm.add("customer", "ann@example.com", "1")
+	bad.reject = true
+	good := f.crm.add("customer", "bob@example.com", "1")
+
+	first := f.mustRun(t, workflows.SyncInput{}, nil)
+	require.Equal(t, "2", f.crm.get(good.ref.ID).status, "the rest of the run goes on")
+	require.Equal(t, 1, first.Counts.MarketingToCRM.Failed)
+	require.Len(t, first.Failures, 1)
+	require.Equal(t, "customer/"+bad.ref.ID, first.Failures[0].Record)
+	require.Equal(t, activities.AddressHash("ann@example.com"), first.Failures[0].AddressHash)
+	require.True(t, first.Next.Unsubscribed.IsZero(), "the failed step keeps its watermark")
+
+	f.crm.mu.Lock()
+	bad.reject = false
+	f.crm.mu.Unlock()
+	second := f.mustRun(t, workflows.SyncInput{}, &first)
+	require.Equal(t, "2", f.crm.get(bad.ref.ID).status, "retried by the next run")
+	require.Equal(t, 1, second.Counts.MarketingToCRM.CRMOptedOut)
+	require.Equal(t, 1, second.Counts.MarketingToCRM.CRMAlreadyOut)
+	require.False(t, second.Next.Unsubscribed.IsZero())
+}
+
+func TestSecondRunReadsOnlyNewChanges(t *testing.T) {
+	f := newFixture()
+	f.mk.add("ann@example.com", connectors.StatusUnsubscribed)
+	f.crm.add("customer", "ann@example.com", "1")
+	first := f.mustRun(t, workflows.SyncInput{}, nil)
+	require.Equal(t, 1, first.Counts.MarketingToCRM.Unsubscribes)
+
+	writes := f.crm.writes
+	second := f.mustRun(t, workflows.SyncInput{}, &first)
+	require.Zero(t, second.Counts.MarketingToCRM.Unsubscribes)
+	require.Equal(t, writes, f.crm.writes)
+
+	f.mk.add("bob@example.com", connectors.StatusUnsubscribed)
+	f.crm.add("contact", "bob@example.com", "1")
+	third := f.mustRun(t, workflows.SyncInput{}, &second)
+	require.Equal(t, 1, third.Counts.MarketingToCRM.Unsubscribes)
+	require.Equal(t, 1, third.Counts.MarketingToCRM.CRMOptedOut)
+}
+
+func TestContinueAsNewCarriesCursorCountsAndWatermarks(t *testing.T) {
+	f := newFixture()
+	f.settings.PageSize, f.settings.PagesPerActivity = 2, 1
+	for _, e := range []string{"a@x.io", "b@x.io", "c@x.io", "d@x.io", "e@x.io"} {
+		f.mk.add(e, connectors.StatusUnsubscribed)
+		f.crm.add("customer", e, "1")
+	}
+	since := workflows.Watermarks{Unsubscribed: time.Now().Add(-time.Hour)}
+	in := workflows.SyncInput{IntegrationID: id, Since: &since, ContinueAfter: 2}
+	var res workflows.SyncResult
+	hops := 0
+	for {
+		var err error
+		res, err = f.run(t, in, nil)
+		var can *workflow.ContinueAsNewError
+		if !errors.As(err, &can) {
+			require.NoError(t, err)
+			break
+		}
+		hops++
+		require.NoError(t, converter.GetDefaultDataConverter().FromPayloads(can.Input, &in))
+		require.NotNil(t, in.State)
+		require.Equal(t, since.Unsubscribed.UTC(), in.State.Since.Unsubscribed.UTC(), "the watermark is carried over")
+		require.Equal(t, hops, in.State.Continued)
+		require.Less(t, hops, 10)
+	}
+	require.GreaterOrEqual(t, hops, 1)
+	require.Equal(t, 5, res.Counts.MarketingToCRM.Unsubscribes)
+	require.Equal(t, 5, res.Counts.MarketingToCRM.CRMOptedOut)
+	require.Equal(t, 4, res.Counts.MarketingToCRM.Pages, "3 pages of unsubscribes and 1 of cleans")
+}
+
+func TestRejectedCredentialsFailTheRunWithoutRetrying(t *testing.T) {
+	f := newFixture()
+	f.mk.err = &connectors.APIError{System: "mailchimp", Status: 401, Kind: connectors.ErrUnauthorized, Code: "API Key Invalid"}
+	_, err := f.run(t, workflows.SyncInput{}, nil)
+	var appErr *temporal.ApplicationError
+	require.ErrorAs(t, err, &appErr)
+	require.Equal(t, activities.ErrTypeUnauthorized, appErr.Type())
+	require.True(t, appErr.NonRetryable())
+	require.Equal(t, 1, f.mk.calls["changed"], "a rejected key is not retried")
+}
+
+func TestLastCompletionResultSetsTheWatermark(t *testing.T) {
+	f := newFixture()
+	f.mk.add("old@example.com", connectors.StatusUnsubscribed)
+	f.crm.add("customer", "old@example.com", "1")
+	last := workflows.SyncResult{Next: workflows.Watermarks{Unsubscribed: time.Now().Add(time.Minute)}}
+	res := f.mustRun(t, workflows.SyncInput{}, &last)
+	require.Zero(t, res.Counts.MarketingToCRM.Unsubscribes, "changes before the last run's watermark are not read again")
+}
+
+func notesText(r workflows.SyncResult) string {
+	s := ""
+	for _, n := range r.Notes {
+		s += n + "\n"
+	}
+	return s
+}
