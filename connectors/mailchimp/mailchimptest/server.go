@@ -302,6 +302,9 @@ func credential(r *http.Request) string {
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	// The Date header follows the emulator's clock, so that a client
+	// comparing timestamps with it sees one consistent time.
+	w.Header().Set("Date", s.now().UTC().Format(http.TimeFormat))
 	switch cred := credential(r); {
 	case cred == "":
 		// UNCONFIRMED: title and detail of a request without credentials;

@@ -186,7 +186,9 @@ func (l *list) insertOrder(i int32, lc int64) {
 	// back): insert and renumber the live entries after it.
 	k := sort.Search(n, func(j int) bool { return l.order[j].lc > lc })
 	l.order = slices.Insert(l.order, k, orderEntry{idx: i, lc: lc})
-	for j := k + 1; j < len(l.order); j++ {
+	// Walk down so that a member's live entry, once moved, cannot be
+	// confused with a dead entry of the same member just below it.
+	for j := len(l.order) - 1; j > k; j-- {
 		m := &l.members[l.order[j].idx]
 		if m.pos == int32(j-1) {
 			m.pos = int32(j)

@@ -1,0 +1,461 @@
+package mailchimp_test
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/optoutsync/optoutsync/connectors"
+	"github.com/optoutsync/optoutsync/connectors/emulator"
+	"github.com/optoutsync/optoutsync/connectors/mailchimp"
+	"github.com/optoutsync/optoutsync/connectors/mailchimp/mailchimptest"
+)
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = t
+}
+
+var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func newEnv(t *testing.T, opts mailchimptest.Options) (*mailchimptest.Server, *clock, *mailchimp.Client) {
+	t.Helper()
+	clk := &clock{t: t0}
+	opts.Now = clk.Now
+	s := mailchimptest.NewServer(opts)
+	t.Cleanup(s.Close)
+	s.AddList("L1", "Newsletter")
+	return s, clk, newClient(t, s, 0)
+}
+
+func newClient(t *testing.T, s *mailchimptest.Server, retryMax int) *mailchimp.Client {
+	t.Helper()
+	c, err := mailchimp.New(mailchimp.Config{
+		APIKey: s.APIKey, BaseURL: s.URL, RetryMax: retryMax,
+		RetryWaitMin: time.Millisecond, RetryWaitMax: 5 * time.Millisecond,
+	})
+	require.NoError(t, err)
+	return c
+}
+
+func TestNewValidatesConfig(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  mailchimp.Config
+		want string
+	}{
+		{mailchimp.Config{}, "Config.APIKey or Config.OAuthToken is required"},
+		{mailchimp.Config{APIKey: "0123456789abcdef"}, "Config.APIKey has no data center"},
+		{mailchimp.Config{APIKey: "0123-us6-x"}, "Config.APIKey has no data center"},
+		{mailchimp.Config{APIKey: "0123-us6", DC: "us1"}, "Config.DC"},
+		{mailchimp.Config{APIKey: "0123-us6", OAuthToken: "t"}, "only one of"},
+		{mailchimp.Config{OAuthToken: "secret-token"}, "Config.DC is required"},
+		{mailchimp.Config{OAuthToken: "secret-token", DC: "https://x"}, "Config.DC"},
+		{mailchimp.Config{APIKey: "0123-us6", BaseURL: "nohost"}, "Config.BaseURL"},
+		{mailchimp.Config{APIKey: "0123-us6", MaxInFlight: -1}, "Config.MaxInFlight"},
+	} {
+		_, err := mailchimp.New(tc.cfg)
+		require.ErrorContains(t, err, tc.want)
+		require.NotContains(t, err.Error(), "0123")
+		require.NotContains(t, err.Error(), "secret-token")
+	}
+	_, err := mailchimp.New(mailchimp.Config{OAuthToken: "t", DC: "us19"})
+	require.NoError(t, err)
+	_, err = mailchimp.New(mailchimp.Config{APIKey: "0123-us6"})
+	require.NoError(t, err)
+	require.Equal(t, "62eeb292278cc15f5817cb78f7790b08", mailchimp.SubscriberHash("Urist.McVankab@freddiesjokes.com"))
+}
+
+func TestPingAndCredentials(t *testing.T) {
+	s, _, c := newEnv(t, mailchimptest.Options{OAuthTokens: []string{"tok"}})
+	require.NoError(t, c.Ping(t.Context()))
+
+	oc, err := mailchimp.New(mailchimp.Config{OAuthToken: "tok", DC: "us6", BaseURL: s.URL})
+	require.NoError(t, err)
+	require.NoError(t, oc.Ping(t.Context()))
+
+	// A wrong key is final: no retry.
+	s.ResetCounts()
+	bad, err := mailchimp.New(mailchimp.Config{APIKey: "ffff-us6", BaseURL: s.URL, RetryWaitMin: time.Millisecond})
+	require.NoError(t, err)
+	err = bad.Ping(t.Context())
+	require.ErrorIs(t, err, connectors.ErrUnauthorized)
+	var ae *connectors.APIError
+	require.ErrorAs(t, err, &ae)
+	require.Equal(t, "API Key Invalid", ae.Code)
+	require.True(t, connectors.Permanent(err))
+	require.Equal(t, 1, s.Counts()["GET /ping"])
+}
+
+func TestRetries(t *testing.T) {
+	s, _, _ := newEnv(t, mailchimptest.Options{})
+	c := newClient(t, s, 10)
+
+	// Half the requests get a 429: every call still succeeds, by retrying.
+	s.SetFaults(emulator.Faults{Rate429: 0.5})
+	for range 20 {
+		require.NoError(t, c.Ping(t.Context()))
+	}
+	require.Positive(t, s.Faulted()["429"])
+	require.Equal(t, 20+s.Faulted()["429"], s.Counts()["GET /ping"])
+
+	// Always 429: retried RetryMax times, then a retryable typed error.
+	s.ResetCounts()
+	s.SetFaults(emulator.Faults{Rate429: 1})
+	err := newClient(t, s, 2).Ping(t.Context())
+	require.ErrorIs(t, err, connectors.ErrRateLimited)
+	require.False(t, connectors.Permanent(err))
+	var ae *connectors.APIError
+	require.ErrorAs(t, err, &ae)
+	require.Equal(t, "TooManyRequests", ae.Code)
+	require.Equal(t, 3, s.Counts()["GET /ping"])
+
+	s.ResetCounts()
+	s.SetFaults(emulator.Faults{Rate5xx: 1})
+	err = newClient(t, s, 1).Ping(t.Context())
+	require.ErrorIs(t, err, connectors.ErrServer)
+	require.Equal(t, 2, s.Counts()["GET /ping"])
+
+	// A reset connection is retried too.
+	s.ResetCounts()
+	s.SetFaults(emulator.Faults{RateReset: 0.5})
+	for range 10 {
+		require.NoError(t, c.Ping(t.Context()))
+	}
+}
+
+// changed reads all pages of a ChangedMembers poll, calling between after
+// each page.
+func changed(t *testing.T, c *mailchimp.Client, req connectors.ChangesRequest, between func(page int, ms []connectors.Member)) []connectors.Member {
+	t.Helper()
+	var all []connectors.Member
+	for page := 0; ; page++ {
+		require.Less(t, page, 1000, "paging does not end")
+		p, err := c.ChangedMembers(t.Context(), req)
+		require.NoError(t, err)
+		require.LessOrEqual(t, len(p.Members), max(req.PageSize, 1))
+		all = append(all, p.Members...)
+		if p.Next == "" {
+			return all
+		}
+		if between != nil {
+			between(page, p.Members)
+		}
+		req.Cursor = p.Next
+	}
+}
+
+func emails(ms []connectors.Member) []string {
+	out := make([]string, 0, len(ms))
+	for _, m := range ms {
+		if !slices.Contains(out, m.Email) {
+			out = append(out, m.Email)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestChangedMembersPagesWithoutSkipping(t *testing.T) {
+	s, clk, c := newEnv(t, mailchimptest.Options{})
+	var want []string
+	for i := range 30 {
+		e := fmt.Sprintf("u%02d@example.com", i)
+		want = append(want, e)
+		// Three members per second, so pages end inside a second.
+		require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: e, Status: "unsubscribed", LastChanged: t0.Add(time.Duration(i/3) * time.Second)}))
+	}
+	require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: "sub@example.com", LastChanged: t0}))
+	clk.Set(t0.Add(time.Hour))
+	edit := func(e string) {
+		require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: e, Status: "unsubscribed", MergeFields: map[string]string{"FNAME": "edited"}}))
+	}
+
+	// Unchanged audience: every member once, in last_changed order.
+	got := changed(t, c, connectors.ChangesRequest{Audience: "L1", Status: connectors.StatusUnsubscribed, Since: t0.Add(-time.Minute), PageSize: 4}, nil)
+	require.Len(t, got, 30)
+	require.True(t, slices.IsSortedFunc(got, func(a, b connectors.Member) int { return a.LastChanged.Compare(b.LastChanged) }))
+	require.Equal(t, want, emails(got))
+
+	// Members edited while we page (the first of each page, which plain
+	// offset paging would turn into a skipped member) are all still seen.
+	got = changed(t, c, connectors.ChangesRequest{Audience: "L1", Status: connectors.StatusUnsubscribed, Since: t0.Add(-time.Minute), PageSize: 4},
+		func(page int, ms []connectors.Member) {
+			if page < 4 {
+				edit(ms[0].Email)
+			}
+		})
+	require.Equal(t, want, emails(got))
+}
+
+func TestChangedMembersBoundarySecondShift(t *testing.T) {
+	s, clk, c := newEnv(t, mailchimptest.Options{})
+	var want []string
+	for i := range 10 {
+		e := fmt.Sprintf("same%d@example.com", i)
+		want = append(want, e)
+		require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: e, Status: "cleaned", LastChanged: t0}))
+	}
+	clk.Set(t0.Add(time.Hour))
+	// All ten share one second. After the first page, the first of them
+	// changes: those left at that second shift one place forward.
+	got := changed(t, c, connectors.ChangesRequest{Audience: "L1", Status: connectors.StatusCleaned, Since: t0.Add(-time.Minute), PageSize: 3},
+		func(page int, ms []connectors.Member) {
+			if page == 0 {
+				require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: ms[0].Email, Status: "cleaned", MergeFields: map[string]string{"LNAME": "x"}}))
+			}
+		})
+	require.Equal(t, want, emails(got))
+}
+
+func TestChangedMembersRandomEdits(t *testing.T) {
+	for seed := range uint64(6) {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) { randomEdits(t, seed) })
+	}
+}
+
+// randomEdits pages through an audience while members change between
+// pages, many in the very second the pages are at.
+func randomEdits(t *testing.T, seed uint64) {
+	s, clk, c := newEnv(t, mailchimptest.Options{})
+	rng := rand.New(rand.NewPCG(seed, 11))
+	var want []string
+	for i := range 200 {
+		e := fmt.Sprintf("r%03d@example.com", i)
+		want = append(want, e)
+		require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: e, Status: "unsubscribed", LastChanged: t0.Add(time.Duration(rng.IntN(20)) * time.Second)}))
+	}
+	// The clock is past every seeded change: last_changed is never in
+	// the server's future.
+	now := t0.Add(time.Hour)
+	clk.Set(now)
+	got := changed(t, c, connectors.ChangesRequest{Audience: "L1", Status: connectors.StatusUnsubscribed, Since: t0.Add(-time.Minute), PageSize: 7},
+		func(page int, ms []connectors.Member) {
+			if page > 40 {
+				return
+			}
+			// Edit a few members anywhere, some in the same second.
+			if rng.IntN(2) == 0 {
+				now = now.Add(time.Second)
+				clk.Set(now)
+			}
+			for range rng.IntN(3) {
+				e := want[rng.IntN(len(want))]
+				require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: e, Status: "unsubscribed", MergeFields: map[string]string{"FNAME": fmt.Sprint(rng.Int())}}))
+			}
+		})
+	require.Equal(t, want, emails(got))
+}
+
+func TestChangedMembersSkipsKnownUnsubscribes(t *testing.T) {
+	s, clk, c := newEnv(t, mailchimptest.Options{})
+	watermark := t0.Add(-24 * time.Hour)
+	// Unsubscribed ten days before the watermark, merge fields edited since.
+	require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: "known@example.com", Status: "unsubscribed",
+		UnsubscribedAt: watermark.Add(-240 * time.Hour), LastChanged: watermark.Add(-240 * time.Hour)}))
+	require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: "bounced@example.com", Status: "cleaned", LastChanged: watermark.Add(-240 * time.Hour)}))
+	clk.Set(watermark.Add(time.Hour))
+	require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: "known@example.com", Status: "unsubscribed",
+		UnsubscribedAt: watermark.Add(-240 * time.Hour), MergeFields: map[string]string{"FNAME": "edited"}}))
+	require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: "bounced@example.com", Status: "cleaned", MergeFields: map[string]string{"FNAME": "edited"}}))
+	// A real new unsubscribe, in the watermark's own second.
+	clk.Set(watermark)
+	require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: "fresh@example.com", Status: "unsubscribed"}))
+
+	got := changed(t, c, connectors.ChangesRequest{Audience: "L1", Status: connectors.StatusUnsubscribed, Since: watermark}, nil)
+	require.Equal(t, []string{"fresh@example.com"}, emails(got))
+	require.Equal(t, connectors.StatusUnsubscribed, got[0].Status)
+	require.Equal(t, watermark, got[0].LastChanged)
+
+	// Cleaned has no such filter: the edited bounce comes back (documented).
+	got = changed(t, c, connectors.ChangesRequest{Audience: "L1", Status: connectors.StatusCleaned, Since: watermark}, nil)
+	require.Equal(t, []string{"bounced@example.com"}, emails(got))
+
+	_, err := c.ChangedMembers(t.Context(), connectors.ChangesRequest{Audience: "L1", Status: connectors.StatusUnsubscribed, Cursor: "garbage!"})
+	require.ErrorContains(t, err, "Cursor")
+	_, err = c.ChangedMembers(t.Context(), connectors.ChangesRequest{Audience: "L1", Status: connectors.StatusUnsubscribed, PageSize: 1001})
+	require.ErrorContains(t, err, "PageSize")
+	_, err = c.ChangedMembers(t.Context(), connectors.ChangesRequest{Audience: "NOPE", Status: connectors.StatusUnsubscribed})
+	require.ErrorIs(t, err, connectors.ErrNotFound)
+}
+
+func TestUnsubscribeBatch(t *testing.T) {
+	s, _, c := newEnv(t, mailchimptest.Options{})
+	require.Equal(t, 500, c.MaxBatch())
+	require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: "sub@example.com"}))
+	require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: "already@example.com", Status: "unsubscribed"}))
+	require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: "bounce@example.com", Status: "cleaned"}))
+	require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: "gone@example.com", Forgotten: true}))
+
+	res, err := c.Unsubscribe(t.Context(), "L1", []string{
+		"sub@example.com", "Already@Example.com", "fresh@example.com", "bounce@example.com", "gone@example.com", "not an address", "SUB@example.com",
+	})
+	require.NoError(t, err)
+	require.Equal(t, 3, res.Written)
+	require.Len(t, res.Failed, 3)
+	byKey := map[string]connectors.Failure{}
+	for _, f := range res.Failed {
+		byKey[f.Key] = f
+	}
+	require.True(t, byKey["bounce@example.com"].Compliance)
+	require.Equal(t, "Member In Compliance State", byKey["bounce@example.com"].Code)
+	require.True(t, byKey["gone@example.com"].Compliance)
+	require.Equal(t, "Forgotten Email Not Subscribed", byKey["gone@example.com"].Code)
+	require.NotContains(t, byKey["gone@example.com"].Message, "gone@example.com")
+	require.False(t, byKey["not an address"].Compliance)
+	require.Equal(t, "invalid_email", byKey["not an address"].Code)
+
+	for _, e := range []string{"sub@example.com", "already@example.com", "fresh@example.com"} {
+		m, ok := s.Member("L1", e)
+		require.True(t, ok, e)
+		require.Equal(t, "unsubscribed", m.Status, e)
+	}
+	m, _ := s.Member("L1", "bounce@example.com")
+	require.Equal(t, "cleaned", m.Status)
+	require.Equal(t, 1, s.Counts()["POST /lists/{list_id}"])
+
+	_, err = c.Unsubscribe(t.Context(), "L1", make([]string, 501))
+	require.ErrorContains(t, err, "MaxBatch")
+	_, err = c.Unsubscribe(t.Context(), "NOPE", []string{"a@example.com"})
+	require.ErrorIs(t, err, connectors.ErrNotFound)
+}
+
+func TestUpsertNeverChangesStatus(t *testing.T) {
+	s, _, c := newEnv(t, mailchimptest.Options{})
+	require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: "unsub@example.com", Status: "unsubscribed", LastChanged: t0.Add(-time.Hour)}))
+	require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: "sub@example.com", MergeFields: map[string]string{"FNAME": "Old"}, LastChanged: t0.Add(-time.Hour)}))
+	require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: "pend@example.com", Status: "pending", LastChanged: t0.Add(-time.Hour)}))
+	require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: "gone@example.com", Forgotten: true}))
+
+	res, err := c.UpsertMembers(t.Context(), "L1", []connectors.MemberFields{
+		{Email: "unsub@example.com", Fields: map[string]string{"FNAME": "Una"}},
+		{Email: "sub@example.com", Fields: map[string]string{"FNAME": "New"}},
+		{Email: "pend@example.com", Fields: map[string]string{"LNAME": "P"}},
+		{Email: "new1@example.com", Fields: map[string]string{"FNAME": "N1"}},
+		{Email: "New2@example.com"},
+		{Email: "gone@example.com", Fields: map[string]string{"FNAME": "G"}},
+		{Email: "bogus"},
+	}, connectors.StatusSubscribed)
+	require.NoError(t, err)
+	require.Equal(t, 5, res.Written)
+	require.Equal(t, 2, res.Added)
+	require.Len(t, res.Failed, 2)
+	for _, f := range res.Failed {
+		switch f.Key {
+		case "gone@example.com":
+			require.True(t, f.Compliance)
+			require.Equal(t, "Forgotten Email Not Subscribed", f.Code)
+		case "bogus":
+			require.False(t, f.Compliance)
+		default:
+			t.Fatalf("unexpected failure %+v", f)
+		}
+	}
+	for e, st := range map[string]string{"unsub@example.com": "unsubscribed", "sub@example.com": "subscribed", "pend@example.com": "pending", "new1@example.com": "subscribed", "new2@example.com": "subscribed"} {
+		m, ok := s.Member("L1", e)
+		require.True(t, ok, e)
+		require.Equal(t, st, m.Status, e)
+	}
+	m, _ := s.Member("L1", "unsub@example.com")
+	require.Equal(t, "Una", m.MergeFields["FNAME"])
+	m, _ = s.Member("L1", "sub@example.com")
+	require.Equal(t, "New", m.MergeFields["FNAME"])
+	g, _ := s.Member("L1", "gone@example.com")
+	require.True(t, g.Forgotten)
+
+	// Written again unchanged: nothing is added the second time.
+	res, err = c.UpsertMembers(t.Context(), "L1", []connectors.MemberFields{{Email: "sub@example.com", Fields: map[string]string{"FNAME": "New"}}}, connectors.StatusSubscribed)
+	require.NoError(t, err)
+	require.Equal(t, connectors.BatchResult{Written: 1}, res)
+
+	_, err = c.UpsertMembers(t.Context(), "L1", nil, connectors.StatusCleaned)
+	require.ErrorContains(t, err, "statusIfNew")
+	_, err = c.UpsertMembers(t.Context(), "NOPE", []connectors.MemberFields{{Email: "a@example.com"}}, connectors.StatusSubscribed)
+	require.ErrorIs(t, err, connectors.ErrNotFound)
+}
+
+func TestMemberStatuses(t *testing.T) {
+	s, _, c := newEnv(t, mailchimptest.Options{})
+	require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: "sub@example.com"}))
+	require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: "un@example.com", Status: "unsubscribed"}))
+	require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: "cl@example.com", Status: "cleaned"}))
+	require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: "ar@example.com", Status: "archived"}))
+	require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: "gone@example.com", Forgotten: true}))
+	got, err := c.MemberStatuses(t.Context(), "L1", []string{"Sub@Example.com", "un@example.com", "cl@example.com", "ar@example.com", "gone@example.com", "nobody@example.com"})
+	require.NoError(t, err)
+	require.Equal(t, map[string]connectors.MemberStatus{
+		"Sub@Example.com": connectors.StatusSubscribed, "un@example.com": connectors.StatusUnsubscribed,
+		"cl@example.com": connectors.StatusCleaned, "ar@example.com": connectors.StatusArchived,
+		"gone@example.com": connectors.StatusNotFound, "nobody@example.com": connectors.StatusNotFound,
+	}, got)
+	_, err = c.MemberStatuses(t.Context(), "NOPE", []string{"sub@example.com"})
+	require.ErrorIs(t, err, connectors.ErrNotFound)
+}
+
+func TestSharedLimiterAcrossClients(t *testing.T) {
+	// No cap in the emulator, so its peak shows what the clients really sent.
+	s, _, c1 := newEnv(t, mailchimptest.Options{MaxConnections: -1})
+	c2 := newClient(t, s, 0)
+	s.SetFaults(emulator.Faults{Latency: 2 * time.Millisecond})
+	var addrs []string
+	for i := range 300 {
+		addrs = append(addrs, fmt.Sprintf("m%d@example.com", i))
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := range 8 {
+		c := c1
+		if g%2 == 1 {
+			c = c2
+		}
+		wg.Go(func() {
+			if g < 4 {
+				_, err := c.MemberStatuses(t.Context(), "L1", addrs)
+				errs <- err
+				return
+			}
+			fields := make([]connectors.MemberFields, 0, 100)
+			for _, a := range addrs[g*10 : g*10+100] {
+				fields = append(fields, connectors.MemberFields{Email: a, Fields: map[string]string{"FNAME": "x"}})
+			}
+			_, err := c.UpsertMembers(t.Context(), "L1", fields, connectors.StatusSubscribed)
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	require.LessOrEqual(t, s.PeakInFlight(), 10)
+	require.GreaterOrEqual(t, s.PeakInFlight(), 2)
+	require.Zero(t, s.Faulted()["over-limit"])
+}
+
+func TestErrorsRedactAddresses(t *testing.T) {
+	s, _, _ := newEnv(t, mailchimptest.Options{})
+	require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: "private.person@example.com", Status: "unsubscribed"}))
+	s.SetFaults(emulator.Faults{Rate5xx: 1})
+	_, err := newClient(t, s, -1).MemberStatuses(t.Context(), "L1", []string{"private.person@example.com"})
+	require.ErrorIs(t, err, connectors.ErrServer)
+	require.False(t, strings.Contains(err.Error(), "private.person"), err.Error())
+	require.False(t, errors.Is(err, connectors.ErrNotFound))
+}
