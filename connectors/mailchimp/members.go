@@ -356,6 +356,12 @@ func failureFrom(email string, err error) (connectors.Failure, bool) {
 // no older than a few seconds before the answer's Date. An existing member
 // that was itself created in those seconds and is written again unchanged
 // would be counted too; Added is a report figure, nothing depends on it.
+//
+// A refusal of one member (compliance state, invalid address) is a Failure
+// and the rest stand. An error that concerns the whole call (credentials,
+// audience missing, throttling left after the retries, an outage) stops it
+// and is returned; the writes already made stand, and calling again is
+// safe because each PUT is idempotent.
 func (c *Client) UpsertMembers(ctx context.Context, audience string, members []connectors.MemberFields, statusIfNew connectors.MemberStatus) (connectors.BatchResult, error) {
 	var res connectors.BatchResult
 	if audience == "" {
