@@ -113,6 +113,9 @@ func (t *table) column(e *entity, col string) value {
 	case int:
 		return value{k: kNum, n: float64(v)}
 	}
+	if t.custom[col] {
+		return boolean(false) // an unticked checkbox reads "F", never NULL
+	}
 	return value{}
 }
 

@@ -273,9 +273,10 @@ func compare(a, b value) (int, bool) {
 }
 
 type selItem struct {
-	star bool
-	e    expr
-	name string
+	star    bool
+	e       expr
+	name    string
+	aliased bool
 }
 
 type orderItem struct {
@@ -368,7 +369,7 @@ func parseQuery(q string, params []string, loc *time.Location, tables func(strin
 				if t.typ != 'i' || reserved[strings.ToUpper(t.text)] {
 					return nil, fmt.Errorf("expected an alias after AS")
 				}
-				it.name = strings.ToLower(t.text)
+				it.name, it.aliased = strings.ToLower(t.text), true
 			}
 			out.items = append(out.items, it)
 		}
@@ -427,7 +428,7 @@ func parseQuery(q string, params []string, loc *time.Location, tables func(strin
 	// An ORDER BY may name a select alias.
 	aliases := map[string]expr{}
 	for _, it := range out.items {
-		if !it.star {
+		if it.aliased {
 			aliases[it.name] = it.e
 		}
 	}
