@@ -221,6 +221,13 @@ func (c *Client) Ping(ctx context.Context) error {
 	return c.do(ctx, http.MethodGet, c.dataPath("/limits"), nil, nil, &out)
 }
 
+func (c *Client) logger() *slog.Logger {
+	if c.cfg.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return c.cfg.Logger.With("system", system)
+}
+
 func (c *Client) dataPath(p string) string { return "/services/data/" + c.version + p }
 
 // ---- auth ----

@@ -535,3 +535,32 @@ func TestFaultsAreClassified(t *testing.T) {
 	require.ErrorIs(t, err, connectors.ErrRateLimited, "the concurrent limit is not the daily budget")
 	require.False(t, connectors.Permanent(err))
 }
+
+// BenchmarkOptedOutPaging reads 10,000 opted-out Contacts in pages of
+// 1,000 and reports records per second and API calls per page.
+func BenchmarkOptedOutPaging(b *testing.B) {
+	srv := salesforcetest.NewServer(salesforcetest.Options{DailyLimit: 1 << 30})
+	defer srv.Close()
+	for i := range 10000 {
+		srv.AddContact(salesforcetest.Person{LastName: fmt.Sprint(i), Email: fmt.Sprintf("b%d@example.com", i), OptedOut: true})
+	}
+	c, err := salesforce.New(salesforce.Config{LoginURL: srv.URL, ClientID: srv.ClientID, ClientSecret: srv.ClientSecret})
+	require.NoError(b, err)
+	srv.Middleware.ResetCounts()
+	records, pages := 0, 0
+	for b.Loop() {
+		q := connectors.OptOutQuery{Types: []string{"Contact"}, Field: standard, PageSize: 1000}
+		for {
+			page, err := c.OptedOut(b.Context(), q)
+			require.NoError(b, err)
+			records += len(page.Records)
+			pages++
+			if page.Next == "" {
+				break
+			}
+			q.Cursor = page.Next
+		}
+	}
+	b.ReportMetric(float64(records)/b.Elapsed().Seconds(), "records/s")
+	b.ReportMetric(float64(srv.Middleware.Total()-1)/float64(pages), "calls/page")
+}

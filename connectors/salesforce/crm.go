@@ -324,6 +324,7 @@ func (c *Client) page(ctx context.Context, phases []phase, cursor string, pageSi
 			res, err = c.more(ctx, st.U)
 			if err != nil && locatorLost(err) {
 				// Resume from the keyset with a fresh query.
+				c.logger().Warn("query locator lost; resuming from the last record returned", "object", ph.obj.name, "error", err.Error())
 				st.U, st.S = "", 0
 				continue
 			}
