@@ -1,0 +1,186 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"time"
+
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/worker"
+	"go.uber.org/fx"
+	"go.uber.org/fx/fxevent"
+
+	"github.com/optoutsync/optoutsync/activities"
+	"github.com/optoutsync/optoutsync/workflows"
+)
+
+// Flags are the command line, supplied to the app as a value.
+type Flags struct {
+	// ConfigPath is the configuration file; "" with Dev runs the demo.
+	ConfigPath string
+	// Dev runs the embedded Temporal server, the UI and (where the
+	// configuration asks for them) the emulators in this process.
+	Dev bool
+	// DataDir holds the dev server's SQLite file.
+	DataDir string
+	// FrontendPort and UIPort are the dev server's ports.
+	FrontendPort, UIPort int
+	// SkipCredentialCheck turns off the start-up ping of each connector.
+	SkipCredentialCheck bool
+}
+
+// ConfigModule reads the configuration and the credentials it names and
+// builds the integrations' connectors.
+var ConfigModule = fx.Module("config",
+	fx.Provide(
+		provideConfig,
+		provideEnv,
+		provideRegistry,
+	),
+)
+
+// TemporalModule is the Temporal client, configured like the temporal CLI.
+var TemporalModule = fx.Module("temporal",
+	fx.Provide(
+		provideClientOptions,
+		provideClient,
+	),
+)
+
+// WorkerModule runs SyncWorkflow and the activities on the task queue and
+// keeps the schedules in step with the configuration.
+var WorkerModule = fx.Module("worker",
+	fx.Provide(
+		func(reg activities.MapRegistry, log *slog.Logger) *activities.Activities {
+			return activities.New(reg, log)
+		},
+		provideWorker,
+	),
+	// Invoked in this order, so the schedules exist before the worker polls.
+	fx.Invoke(registerSetup, registerWorker),
+)
+
+// devParams are the dev mode's values, absent without -dev.
+type devParams struct {
+	fx.In
+	Flags  Flags
+	Dev    *DevEnv    `optional:"true"`
+	Server *DevServer `optional:"true"`
+	Log    *slog.Logger
+}
+
+func provideConfig(p devParams) (*Config, error) {
+	if p.Dev != nil {
+		return p.Dev.Config, nil
+	}
+	f := p.Flags
+	if f.ConfigPath == "" {
+		if !f.Dev {
+			return nil, errors.New("-config is required (or -dev to run the built-in demo)")
+		}
+		return DemoConfig(), nil
+	}
+	return LoadConfig(f.ConfigPath, f.Dev)
+}
+
+func provideEnv(p devParams) LookupEnv {
+	if p.Dev != nil {
+		return p.Dev.Emulators.Lookup(os.LookupEnv)
+	}
+	return os.LookupEnv
+}
+
+func provideClientOptions(p devParams) (client.Options, error) {
+	if p.Server != nil {
+		return devClientOptions(p.Server, p.Log), nil
+	}
+	return ClientOptions("", p.Log)
+}
+
+func provideRegistry(cfg *Config, env LookupEnv, log *slog.Logger) (activities.MapRegistry, error) {
+	return BuildRegistry(cfg, env, log)
+}
+
+// provideClient returns a lazy client: it dials on first use, which is in
+// an OnStart hook, after the dev server (when there is one) has started.
+func provideClient(lc fx.Lifecycle, opts client.Options) (client.Client, error) {
+	c, err := client.NewLazyClient(opts)
+	if err != nil {
+		return nil, err
+	}
+	lc.Append(fx.StopHook(c.Close))
+	return c, nil
+}
+
+// workerStopTimeout is how long the worker waits for running activities
+// on shutdown; fx's stop timeout is longer (see NewApp).
+const workerStopTimeout = 20 * time.Second
+
+func provideWorker(c client.Client, acts *activities.Activities, sd fx.Shutdowner, log *slog.Logger) worker.Worker {
+	w := worker.New(c, workflows.TaskQueue, worker.Options{
+		WorkerStopTimeout: workerStopTimeout,
+		// A fatal worker error (the namespace is gone, the server refuses
+		// the worker) ends the process with a non-zero exit, so that a
+		// supervisor restarts or reports it.
+		OnFatalError: func(err error) {
+			log.Error("worker stopped on a fatal error", "error", err)
+			if serr := sd.Shutdown(fx.ExitCode(1)); serr != nil {
+				log.Error("shutdown failed", "error", serr)
+			}
+		},
+	})
+	w.RegisterWorkflow(workflows.SyncWorkflow)
+	w.RegisterActivity(acts)
+	return w
+}
+
+func registerWorker(lc fx.Lifecycle, w worker.Worker) {
+	// worker.Start returns once the pollers run; it does not block.
+	lc.Append(fx.StartStopHook(w.Start, w.Stop))
+}
+
+// registerSetup adds the search attribute and the schedules at start, and
+// checks the credentials in the background (a rejected credential is
+// logged and fails only that integration's runs).
+func registerSetup(lc fx.Lifecycle, c client.Client, opts client.Options, cfg *Config, reg activities.MapRegistry, f Flags, log *slog.Logger) {
+	ctx, cancel := context.WithCancel(context.Background())
+	lc.Append(fx.Hook{
+		OnStart: func(start context.Context) error {
+			if err := EnsureSearchAttribute(start, c, opts.Namespace, log); err != nil {
+				return err
+			}
+			if err := EnsureSchedules(start, c, cfg, log); err != nil {
+				return err
+			}
+			if !f.SkipCredentialCheck {
+				go CheckCredentials(ctx, reg, log)
+			}
+			return nil
+		},
+		OnStop: func(context.Context) error { cancel(); return nil },
+	})
+}
+
+// NewApp assembles the worker process.
+func NewApp(f Flags, log *slog.Logger, extra ...fx.Option) *fx.App {
+	opts := []fx.Option{
+		fx.Supply(f, log),
+		fx.WithLogger(func() fxevent.Logger {
+			// fx's own events at debug: quiet unless something fails.
+			l := &fxevent.SlogLogger{Logger: log}
+			l.UseLogLevel(slog.LevelDebug)
+			return l
+		}),
+		fx.StartTimeout(2 * time.Minute),
+		fx.StopTimeout(workerStopTimeout + 10*time.Second),
+		ConfigModule,
+		TemporalModule,
+		WorkerModule,
+	}
+	if f.Dev {
+		opts = append(opts, DevOptions)
+	}
+	return fx.New(append(opts, extra...)...)
+}

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"bytes"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/fx"
+)
+
+func testFlags(t *testing.T) Flags {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(one(`{kind: mailchimp, audience: abc, apiKeyEnv: MC_KEY}`, nsTBA+`}`, "")), 0o600))
+	return Flags{ConfigPath: path}
+}
+
+// TestValidateApp catches a broken dependency graph (a missing provider,
+// a cycle) in both modes without starting anything.
+func TestValidateApp(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	for _, f := range []Flags{testFlags(t), {Dev: true}} {
+		opts := []fx.Option{fx.NopLogger, fx.Supply(f, log), ConfigModule, TemporalModule, WorkerModule}
+		if f.Dev {
+			opts = append(opts, DevOptions)
+		}
+		require.NoError(t, fx.ValidateApp(opts...), "dev=%v", f.Dev)
+	}
+}
+
+// TestValidateAppBroken shows the check is not vacuous.
+func TestValidateAppBroken(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	err := fx.ValidateApp(fx.NopLogger, fx.Supply(testFlags(t), log), TemporalModule, WorkerModule)
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "missing type")
+}
+
+// TestMissingCredentialStopsTheWorker: the app does not build when a named
+// environment variable is missing, and says which.
+func TestMissingCredentialStopsTheWorker(t *testing.T) {
+	t.Setenv("MC_KEY", "0123456789abcdef-us6")
+	app := NewApp(testFlags(t), slog.New(slog.DiscardHandler))
+	require.Error(t, app.Err())
+	require.Contains(t, app.Err().Error(), `integration "acme": crm.consumerKeyEnv: environment variable NS_CK is not set`)
+}
+
+// TestDemoConfigResolves: the demo configuration, resolved against freshly
+// seeded emulators, is valid and builds every connector.
+func TestDemoConfigResolves(t *testing.T) {
+	cfg := DemoConfig()
+	e := StartEmulators(cfg)
+	defer e.Close()
+	require.NoError(t, e.Resolve(cfg))
+	require.Equal(t, e.CampaignID, cfg.Integrations[1].CRM.Lists[0])
+	reg, err := BuildRegistry(cfg, e.Lookup(func(string) (string, bool) { return "", false }), nil)
+	require.NoError(t, err)
+	require.Len(t, reg, 2)
+	var out bytes.Buffer
+	printBanner(&out, "127.0.0.1:7233", "http://127.0.0.1:8233", cfg, e)
+	require.Contains(t, out.String(), "temporal schedule trigger --schedule-id optout-sync-demo")
+	require.NotContains(t, out.String(), e.Mailchimp.APIKey)
+}
