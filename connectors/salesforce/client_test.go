@@ -470,6 +470,15 @@ func TestFindByEmail(t *testing.T) {
 	}
 	require.Equal(t, map[string]bool{"Contact/" + a1: false, "Contact/" + a2: true, "Lead/" + l: false, "Contact/" + q: false}, got)
 
+	// A converted Lead is neither found nor writable.
+	require.NoError(t, srv.Update(l, map[string]any{"IsConverted": true}))
+	recs, err = c.FindByEmail(t.Context(), []string{"Lead"}, standard, []string{"shared@example.com"})
+	require.NoError(t, err)
+	require.Empty(t, recs)
+	res, err := c.SetOptOut(t.Context(), standard, []connectors.RecordRef{{Type: "Lead", ID: l}})
+	require.NoError(t, err)
+	require.Equal(t, "CANNOT_UPDATE_CONVERTED_LEAD", res.Failed[0].Code)
+
 	_, err = c.FindByEmail(t.Context(), []string{"Contact"}, standard, make([]string, 201))
 	require.ErrorContains(t, err, "emails")
 	_, err = c.FindByEmail(t.Context(), []string{"Opportunity"}, standard, []string{"x@example.com"})

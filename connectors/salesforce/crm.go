@@ -469,27 +469,43 @@ func (c *Client) FindByEmail(ctx context.Context, types []string, field connecto
 		if o.filter != "" {
 			p.conds = append(p.conds, o.filter)
 		}
-		res, err := c.query(ctx, p.soql("", ""), 2000)
-		for {
+		recs, err := c.findAll(ctx, p, want)
+		if locatorLost(err) {
+			// The session changed between batches and took the locator
+			// with it: read this type again from the start.
+			recs, err = c.findAll(ctx, p, want)
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, recs...)
+	}
+	return out, nil
+}
+
+// findAll reads every row of one FindByEmail query, keeping the rows whose
+// address was asked for.
+func (c *Client) findAll(ctx context.Context, p phase, want map[string]bool) ([]connectors.Record, error) {
+	var out []connectors.Record
+	res, err := c.query(ctx, p.soql("", ""), 2000)
+	for {
+		if err != nil {
+			return nil, err
+		}
+		for _, row := range res.Records {
+			rec, _, err := p.record(row)
 			if err != nil {
 				return nil, err
 			}
-			for _, row := range res.Records {
-				rec, _, err := p.record(row)
-				if err != nil {
-					return nil, err
-				}
-				if want[strings.ToLower(strings.TrimSpace(rec.Email))] {
-					out = append(out, rec)
-				}
+			if want[strings.ToLower(strings.TrimSpace(rec.Email))] {
+				out = append(out, rec)
 			}
-			if res.Done || res.NextRecordsURL == "" {
-				break
-			}
-			res, err = c.more(ctx, res.NextRecordsURL)
 		}
+		if res.Done || res.NextRecordsURL == "" {
+			return out, nil
+		}
+		res, err = c.more(ctx, res.NextRecordsURL)
 	}
-	return out, nil
 }
 
 type saveResult struct {

@@ -107,7 +107,9 @@ type object struct {
 
 var objects = map[string]object{
 	"Contact": {name: "Contact", email: "Email", optOut: "HasOptedOutOfEmail", memberKey: "Id", memberField: "ContactId"},
-	"Lead":    {name: "Lead", email: "Email", optOut: "HasOptedOutOfEmail", memberKey: "Id", memberField: "LeadId"},
+	// A converted Lead is read-only and its opt-out lives on the Contact
+	// it became, so converted Leads are left out.
+	"Lead":    {name: "Lead", email: "Email", optOut: "HasOptedOutOfEmail", memberKey: "Id", memberField: "LeadId", filter: "IsConverted = false"},
 	"Account": {name: "Account", email: "PersonEmail", optOut: "PersonHasOptedOutOfEmail", memberKey: "PersonContactId", memberField: "ContactId", filter: "IsPersonAccount = true"},
 }
 

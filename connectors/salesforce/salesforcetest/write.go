@@ -62,6 +62,9 @@ func (s *Server) prepare(typ, id string, body map[string]json.RawMessage) (*chan
 	if rec.deleted {
 		return fail("ENTITY_IS_DELETED", "entity is deleted")
 	}
+	if conv, _ := rec.vals["IsConverted"].(bool); conv {
+		return fail("CANNOT_UPDATE_CONVERTED_LEAD", "cannot reference converted lead")
+	}
 	ch := &change{rec: rec, fields: map[*fieldDef]any{}}
 	for name, raw := range body {
 		if name == "attributes" || strings.EqualFold(name, "id") {
