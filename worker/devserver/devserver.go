@@ -1,0 +1,372 @@
+// Package devserver runs a real Temporal server, with SQLite persistence and the Temporal Web
+// UI, inside the calling process: the same thing `temporal server start-dev` gives, for
+// optout-sync's one-command demo and for integration tests that need a real server.
+//
+// The wiring follows the temporal CLI (github.com/temporalio/cli v1.5.1, package
+// temporalcli/devserver) and the server's own go.temporal.io/server/temporaltest, re-done here
+// rather than imported: the CLI module pins versions that do not match ours, and temporaltest
+// hides its SQLite wiring in an internal package and offers no UI.
+package devserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/server/common/authorization"
+	"go.temporal.io/server/common/cluster"
+	"go.temporal.io/server/common/config"
+	"go.temporal.io/server/common/dynamicconfig"
+	sqliteplugin "go.temporal.io/server/common/persistence/sql/sqlplugin/sqlite"
+	sqliteschema "go.temporal.io/server/schema/sqlite"
+	"go.temporal.io/server/temporal"
+)
+
+const (
+	// DefaultNamespace is the namespace registered when Options.Namespace is empty.
+	DefaultNamespace = "default"
+	// IntegrationSearchAttribute is the custom Keyword search attribute optout-sync sets on
+	// every sync run and schedule, so runs can be listed per integration
+	// (`OptOutIntegration = "netsuite-mailchimp"`). It is always registered.
+	IntegrationSearchAttribute = "OptOutIntegration"
+	// DBFileName is the SQLite file kept inside Options.DataDir.
+	DBFileName = "temporal.db"
+
+	// clusterName is the single local cluster's name; "active" is what the CLI and
+	// temporaltest use, and a file DB remembers it, so it must never change.
+	clusterName = "active"
+	// loopback is where the internal services (history, matching, worker) and the membership
+	// ring listen: they are never meant to be reached from another machine.
+	loopback = "127.0.0.1"
+)
+
+// Options configures Start. The zero value is an in-memory server, with its UI, on free
+// loopback ports: what tests want.
+type Options struct {
+	// DataDir holds the SQLite database (DBFileName) so that runs, schedules, namespaces and
+	// search attributes survive a restart. "" keeps everything in memory, gone on Stop.
+	// Two servers must not share one DataDir at the same time.
+	DataDir string
+	// IP is the address the frontend and the UI listen on. Default 127.0.0.1.
+	IP string
+	// FrontendPort is the gRPC port of the frontend (where SDK clients and workers connect).
+	// 0 picks a free port; the demo uses 7233, Temporal's usual port.
+	FrontendPort int
+	// UIPort is the Web UI's HTTP port. 0 picks a free port, -1 runs no UI; the demo uses
+	// 8233, the port `temporal server start-dev` uses.
+	UIPort int
+	// Namespace is registered before the server starts. Default "default".
+	Namespace string
+	// SearchAttributes are custom search attributes to register in Namespace on top of
+	// IntegrationSearchAttribute. Registration is idempotent; a name that already exists
+	// with another type is an error.
+	SearchAttributes map[string]enumspb.IndexedValueType
+	// Retention is how long closed workflow runs are kept in Namespace. 0 keeps the
+	// server's default for pre-registered namespaces (24h). Applied on every start, so a
+	// changed value takes effect on an existing DataDir.
+	Retention time.Duration
+	// DynamicConfig sets server dynamic config values by key (e.g.
+	// "frontend.namespaceRPS": 1000). Values are plain values, as in the server's
+	// dynamic config YAML without constraints.
+	DynamicConfig map[string]any
+	// Logger receives the server's and the UI's logs. Default: text to stderr.
+	Logger *slog.Logger
+	// LogLevel is the lowest server log level passed on to Logger. Default slog.LevelWarn:
+	// the server is chatty at info while it starts and none of it helps a person.
+	LogLevel slog.Leveler
+}
+
+// Server is a running dev server. Its methods are safe for concurrent use.
+type Server struct {
+	temporal  temporal.Server
+	ui        *uiServer
+	frontend  string
+	namespace string
+	stopOnce  sync.Once
+	stopErr   error
+}
+
+// FrontendAddress is the frontend's gRPC host:port, what client.Options.HostPort takes.
+func (s *Server) FrontendAddress() string { return s.frontend }
+
+// UIURL is the Web UI's base URL (http://host:port), or "" when it runs without UI.
+func (s *Server) UIURL() string {
+	if s.ui == nil {
+		return ""
+	}
+	return s.ui.url
+}
+
+// Namespace is the namespace the server registered for the application.
+func (s *Server) Namespace() string { return s.namespace }
+
+// Stop stops the UI and then the Temporal server, and waits for both. It is safe to call
+// more than once; later calls return the first call's result.
+func (s *Server) Stop() error {
+	s.stopOnce.Do(func() {
+		var errs []error
+		if s.ui != nil {
+			errs = append(errs, s.ui.stop())
+		}
+		if err := s.temporal.Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("stopping temporal server: %w", err))
+		}
+		s.stopErr = errors.Join(errs...)
+	})
+	return s.stopErr
+}
+
+// Start starts a Temporal server and, unless opts.UIPort is -1, the Web UI, and returns once
+// the frontend answers, the namespace exists, and the search attributes are registered.
+// ctx bounds that wait; the server keeps running after ctx ends, until Stop.
+func Start(ctx context.Context, opts Options) (*Server, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+
+	host := opts.IP
+	if ip := net.ParseIP(host); ip.IsUnspecified() {
+		// Listening on 0.0.0.0 is fine, dialing it is not portable: clients use loopback.
+		host = loopback
+	}
+	if opts.FrontendPort == 0 {
+		if opts.FrontendPort, err = freePort(opts.IP); err != nil {
+			return nil, fmt.Errorf("choosing a frontend port: %w", err)
+		}
+	} else if err := portAvailable(opts.IP, opts.FrontendPort); err != nil {
+		return nil, fmt.Errorf("frontend port %d is not available (is another Temporal server running?): %w",
+			opts.FrontendPort, err)
+	}
+	frontend := net.JoinHostPort(host, strconv.Itoa(opts.FrontendPort))
+
+	// The UI listens before the server starts so a busy UI port fails fast, before the
+	// seconds a server start costs. It only dials the frontend lazily, per request.
+	var ui *uiServer
+	if opts.UIPort != -1 {
+		if ui, err = startUI(opts, frontend, host); err != nil {
+			return nil, err
+		}
+	}
+	fail := func(err error) (*Server, error) {
+		if ui != nil {
+			_ = ui.stop()
+		}
+		return nil, err
+	}
+
+	conf, err := buildConfig(opts, frontend)
+	if err != nil {
+		return fail(err)
+	}
+	if err := prepareDatabase(opts, conf); err != nil {
+		return fail(err)
+	}
+	ts, err := newTemporalServer(opts, conf)
+	if err != nil {
+		return fail(err)
+	}
+	// Start blocks until every service has started (it joins the membership ring and
+	// acquires the shard), so after it the frontend is listening.
+	if err := ts.Start(); err != nil {
+		return fail(fmt.Errorf("starting temporal server: %w", err))
+	}
+
+	s := &Server{temporal: ts, ui: ui, frontend: frontend, namespace: opts.Namespace}
+	if err := s.configureNamespace(ctx, opts); err != nil {
+		_ = s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.IP == "" {
+		o.IP = loopback
+	}
+	if o.IP == "localhost" {
+		// The server binds to an IP, not a name (the CLI makes the same substitution).
+		o.IP = loopback
+	}
+	if net.ParseIP(o.IP) == nil {
+		return o, fmt.Errorf("devserver: IP %q is not an IP address", o.IP)
+	}
+	if o.Namespace == "" {
+		o.Namespace = DefaultNamespace
+	}
+	if o.FrontendPort < 0 || o.FrontendPort > 65535 {
+		return o, fmt.Errorf("devserver: FrontendPort %d out of range", o.FrontendPort)
+	}
+	if o.UIPort < -1 || o.UIPort > 65535 {
+		return o, fmt.Errorf("devserver: UIPort %d out of range (-1 means no UI)", o.UIPort)
+	}
+	if o.Retention < 0 {
+		return o, fmt.Errorf("devserver: Retention %v is negative", o.Retention)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if o.LogLevel == nil {
+		o.LogLevel = slog.LevelWarn
+	}
+	// Copy the map: the caller's must not change under us, and we add ours to it.
+	sas := make(map[string]enumspb.IndexedValueType, len(o.SearchAttributes)+1)
+	for name, typ := range o.SearchAttributes {
+		if name == "" {
+			return o, errors.New("devserver: SearchAttributes has an empty name")
+		}
+		if typ == enumspb.INDEXED_VALUE_TYPE_UNSPECIFIED {
+			return o, fmt.Errorf("devserver: search attribute %q has no type", name)
+		}
+		sas[name] = typ
+	}
+	if typ, ok := sas[IntegrationSearchAttribute]; ok && typ != enumspb.INDEXED_VALUE_TYPE_KEYWORD {
+		return o, fmt.Errorf("devserver: search attribute %q must be Keyword, got %v", IntegrationSearchAttribute, typ)
+	}
+	sas[IntegrationSearchAttribute] = enumspb.INDEXED_VALUE_TYPE_KEYWORD
+	o.SearchAttributes = sas
+	return o, nil
+}
+
+// buildConfig is the static server config for one SQLite-backed node: all four services in
+// this process, internal ones on free loopback ports. It mirrors buildServerConfig in the
+// CLI's temporalcli/devserver/server.go and LiteServerConfig.apply in temporaltest.
+func buildConfig(opts Options, frontend string) (*config.Config, error) {
+	conf := &config.Config{}
+	conf.Global.Membership = config.Membership{
+		MaxJoinDuration:  30 * time.Second,
+		BroadcastAddress: loopback,
+	}
+	// No metrics listener and no pprof (port 0): each would be one more port to collide on
+	// when tests start several servers.
+
+	sqlConf := &config.SQL{PluginName: sqliteplugin.PluginName, ConnectAttributes: map[string]string{}}
+	if opts.DataDir == "" {
+		// Shared cache lets the server's several connection pools see one in-memory DB; the
+		// unique name keeps two servers in one process apart.
+		sqlConf.ConnectAttributes["mode"] = "memory"
+		sqlConf.ConnectAttributes["cache"] = "shared"
+		sqlConf.DatabaseName = memoryDBName()
+	} else {
+		sqlConf.ConnectAttributes["mode"] = "rwc"
+		sqlConf.DatabaseName = filepath.Join(opts.DataDir, DBFileName)
+	}
+	conf.Persistence = config.Persistence{
+		DefaultStore:     sqliteplugin.PluginName,
+		VisibilityStore:  sqliteplugin.PluginName,
+		NumHistoryShards: 1,
+		DataStores:       map[string]config.DataStore{sqliteplugin.PluginName: {SQL: sqlConf}},
+	}
+
+	conf.ClusterMetadata = &cluster.Config{
+		EnableGlobalNamespace:    false,
+		FailoverVersionIncrement: 10,
+		MasterClusterName:        clusterName,
+		CurrentClusterName:       clusterName,
+		ClusterInformation: map[string]cluster.ClusterInformation{
+			clusterName: {Enabled: true, InitialFailoverVersion: 1, RPCAddress: frontend},
+		},
+	}
+	conf.DCRedirectionPolicy = config.DCRedirectionPolicy{Policy: "noop"}
+
+	frontendSvc := config.Service{RPC: config.RPC{GRPCPort: opts.FrontendPort, BindOnIP: opts.IP}}
+	conf.Services = map[string]config.Service{"frontend": frontendSvc}
+	for _, name := range []string{"history", "matching", "worker"} {
+		port, err := freePort(loopback)
+		if err != nil {
+			return nil, fmt.Errorf("choosing a %s port: %w", name, err)
+		}
+		conf.Services[name] = config.Service{RPC: config.RPC{GRPCPort: port, BindOnLocalHost: true}}
+	}
+	for name, svc := range conf.Services {
+		port, err := freePort(loopback)
+		if err != nil {
+			return nil, fmt.Errorf("choosing a %s membership port: %w", name, err)
+		}
+		svc.RPC.MembershipPort = port
+		conf.Services[name] = svc
+	}
+
+	conf.Archival.History.State = "disabled"
+	conf.Archival.Visibility.State = "disabled"
+	conf.NamespaceDefaults.Archival.History.State = "disabled"
+	conf.NamespaceDefaults.Archival.Visibility.State = "disabled"
+	// The worker service (schedules, batch operations) reaches the frontend through this;
+	// the server refuses to start without it.
+	conf.PublicClient.HostPort = frontend
+	return conf, nil
+}
+
+// prepareDatabase creates the schema on a new file DB and registers the namespace, with the
+// search attributes, straight in the DB before the server starts; the CLI and temporaltest
+// do the same, since a namespace registered through the API takes a while to reach every
+// service's namespace cache. An in-memory DB gets its schema from the SQLite plugin itself.
+func prepareDatabase(opts Options, conf *config.Config) error {
+	sqlConf := conf.Persistence.DataStores[sqliteplugin.PluginName].SQL
+	if opts.DataDir != "" {
+		if err := os.MkdirAll(opts.DataDir, 0o755); err != nil {
+			return fmt.Errorf("devserver: creating DataDir: %w", err)
+		}
+		if _, err := os.Stat(sqlConf.DatabaseName); errors.Is(err, os.ErrNotExist) {
+			if err := sqliteschema.SetupSchema(sqlConf); err != nil {
+				// A half-made file would be taken as a set-up DB next time.
+				_ = os.Remove(sqlConf.DatabaseName)
+				return fmt.Errorf("devserver: creating SQLite schema in %s: %w", sqlConf.DatabaseName, err)
+			}
+		} else if err != nil {
+			return fmt.Errorf("devserver: checking %s: %w", sqlConf.DatabaseName, err)
+		}
+	}
+	// On an existing namespace this is a no-op, so search attributes added to Options later
+	// are registered through the operator API in configureNamespace.
+	ns, err := sqliteschema.NewNamespaceConfig(clusterName, opts.Namespace, false, opts.SearchAttributes)
+	if err != nil {
+		return fmt.Errorf("devserver: namespace %q: %w", opts.Namespace, err)
+	}
+	if err := sqliteschema.CreateNamespaces(sqlConf, ns); err != nil {
+		return fmt.Errorf("devserver: registering namespace %q: %w", opts.Namespace, err)
+	}
+	return nil
+}
+
+func newTemporalServer(opts Options, conf *config.Config) (temporal.Server, error) {
+	logger := &serverLogger{log: opts.Logger.With("component", "temporal"), min: opts.LogLevel}
+	authorizer, err := authorization.GetAuthorizerFromConfig(&conf.Global.Authorization)
+	if err != nil {
+		return nil, fmt.Errorf("devserver: authorizer: %w", err)
+	}
+	claimMapper, err := authorization.GetClaimMapperFromConfig(&conf.Global.Authorization, logger)
+	if err != nil {
+		return nil, fmt.Errorf("devserver: claim mapper: %w", err)
+	}
+
+	dc := dynamicconfig.StaticClient{
+		// Without it a search attribute added through the API is only seen after the
+		// cache refresh (up to a minute); temporaltest sets it for the same reason.
+		dynamicconfig.ForceSearchAttributesCacheRefreshOnRead.Key(): true,
+	}
+	for k, v := range opts.DynamicConfig {
+		dc[dynamicconfig.MakeKey(k)] = v
+	}
+
+	ts, err := temporal.NewServer(
+		temporal.WithConfig(conf),
+		temporal.ForServices(temporal.DefaultServices),
+		temporal.WithLogger(logger),
+		temporal.WithAuthorizer(authorizer),
+		temporal.WithClaimMapper(func(*config.Config) authorization.ClaimMapper { return claimMapper }),
+		temporal.WithDynamicConfigClient(dc),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("devserver: creating temporal server: %w", err)
+	}
+	return ts, nil
+}
