@@ -1,0 +1,285 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/operatorservice/v1"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/server/temporaltest"
+
+	"github.com/optoutsync/optoutsync/activities"
+	"github.com/optoutsync/optoutsync/connectors"
+	"github.com/optoutsync/optoutsync/workflows"
+)
+
+// TestStarter drives run, status and schedules against a real in-process
+// Temporal server with a worker running SyncWorkflow over in-memory
+// connectors. One server for the whole test: each start costs seconds.
+func TestStarter(t *testing.T) {
+	ts := temporaltest.NewServer(temporaltest.WithT(t))
+	c := ts.GetDefaultClient()
+	ctx := t.Context()
+
+	_, err := c.OperatorService().AddSearchAttributes(ctx, &operatorservice.AddSearchAttributesRequest{
+		Namespace:        ts.GetDefaultNamespace(),
+		SearchAttributes: map[string]enumspb.IndexedValueType{workflows.IntegrationKey.GetName(): enumspb.INDEXED_VALUE_TYPE_KEYWORD},
+	})
+	require.NoError(t, err)
+
+	mk := &fakeMarketing{members: map[string]connectors.MemberStatus{
+		"ann@example.com": connectors.StatusUnsubscribed, "ben@example.com": connectors.StatusSubscribed,
+	}}
+	crm := &fakeCRM{records: []connectors.Record{
+		{Ref: connectors.RecordRef{Type: "customer", ID: "1"}, Email: "ann@example.com", InLists: true},
+		{Ref: connectors.RecordRef{Type: "customer", ID: "2"}, Email: "ben@example.com", OptedOut: true, InLists: true},
+	}}
+	reg := activities.MapRegistry{"acme": {
+		Settings: activities.Settings{
+			IntegrationID: "acme", MarketingKind: "fake", CRMKind: "fake", Audience: "a1", CRMToMarketing: true,
+			RecordTypes: []string{"customer"}, PageSize: 100, PagesPerActivity: 10, StatusIfNew: connectors.StatusSubscribed,
+		},
+		Marketing: mk, CRM: crm,
+	}}
+	ts.NewWorker(workflows.TaskQueue, func(r worker.Registry) {
+		r.RegisterWorkflow(workflows.SyncWorkflow)
+		r.RegisterActivity(activities.New(reg, nil))
+	})
+	// "broken" has a schedule but no integration on the worker: its runs fail.
+	for _, id := range []string{"acme", "broken"} {
+		createSchedule(t, c, id)
+	}
+
+	dial := func(context.Context) (client.Client, error) {
+		return ts.NewClientWithOptions(client.Options{}), nil
+	}
+	starter := func(args ...string) (int, string, string) {
+		var out, errOut bytes.Buffer
+		code := run(ctx, args, &out, &errOut, dial)
+		return code, out.String(), errOut.String()
+	}
+
+	// run: triggers the schedule, follows the run, prints the summary.
+	code, out, errOut := starter("run", "acme")
+	require.Equal(t, ExitOK, code, errOut)
+	require.Contains(t, out, "Started optout-sync-acme-")
+	require.Contains(t, out, "Notes:")
+	require.Contains(t, out, "1 CRM record(s) opted out")
+	require.Contains(t, out, "2 address(es) unsubscribed from the audience")
+	require.Equal(t, connectors.StatusUnsubscribed, mk.status("ben@example.com"))
+	require.True(t, crm.optedOut("1"))
+
+	// status of a closed run prints its result.
+	code, out, errOut = starter("status", "acme")
+	require.Equal(t, ExitOK, code, errOut)
+	require.Contains(t, out, "finished in")
+	require.Contains(t, out, "Next run reads from")
+
+	// run --no-wait returns the id at once; the second run starts from the
+	// first run's watermarks (the schedule hands it the last result).
+	// Scheduled runs are named by the second: let the second turn.
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
+	code, out, errOut = starter("run", "acme", "--no-wait")
+	require.Equal(t, ExitOK, code, errOut)
+	require.Contains(t, out, "Started optout-sync-acme-")
+	wid := strings.TrimSpace(strings.TrimPrefix(strings.SplitN(out, "\n", 2)[0], "Started "))
+	var res workflows.SyncResult
+	require.NoError(t, c.GetWorkflow(ctx, wid, "").Get(ctx, &res))
+	require.Zero(t, res.Counts.MarketingToCRM.CRMOptedOut, "the second run must not redo the first one's work")
+
+	// A failing run is exit code 1, its status too.
+	code, _, errOut = starter("run", "broken")
+	require.Equal(t, ExitRunFailed, code)
+	require.Contains(t, errOut, "is not configured on this worker")
+	require.Eventually(t, func() bool {
+		code, _, _ = starter("status", "broken")
+		return code == ExitRunFailed
+	}, 10*time.Second, 200*time.Millisecond)
+
+	// schedules lists both, with their last runs (visibility may lag).
+	require.Eventually(t, func() bool {
+		code, out, _ = starter("schedules")
+		return code == ExitOK && strings.Contains(out, "optout-sync-acme") && strings.Contains(out, "optout-sync-broken") &&
+			strings.Count(out, "optout-sync-acme-") == 1
+	}, 10*time.Second, 200*time.Millisecond, out)
+	require.Contains(t, out, "1h0m0s")
+
+	// Unknown integration, usage errors, unreachable server.
+	code, _, errOut = starter("run", "nope")
+	require.Equal(t, ExitUnreachable, code)
+	require.Contains(t, errOut, "no schedule optout-sync-nope")
+	code, _, _ = starter("status", "nope")
+	require.Equal(t, ExitUnreachable, code)
+	for _, args := range [][]string{{}, {"run"}, {"frobnicate"}, {"status", "a", "b"}, {"schedules", "--no-wait"}, {"run", "acme", "--bogus"}} {
+		code, _, _ = starter(args...)
+		require.Equal(t, ExitUsage, code, "%v", args)
+	}
+	var errOutB bytes.Buffer
+	code = run(ctx, []string{"schedules"}, &bytes.Buffer{}, &errOutB, func(context.Context) (client.Client, error) {
+		return nil, errors.New("connection refused")
+	})
+	require.Equal(t, ExitUnreachable, code)
+	require.Contains(t, errOutB.String(), "cannot reach Temporal")
+}
+
+func createSchedule(t *testing.T, c client.Client, id string) {
+	t.Helper()
+	sa := temporal.NewSearchAttributes(workflows.IntegrationKey.ValueSet(id))
+	_, err := c.ScheduleClient().Create(t.Context(), client.ScheduleOptions{
+		ID:   workflows.ScheduleID(id),
+		Spec: client.ScheduleSpec{Intervals: []client.ScheduleIntervalSpec{{Every: time.Hour}}},
+		Action: &client.ScheduleWorkflowAction{
+			ID: workflows.ScheduleID(id), Workflow: workflows.SyncWorkflow, TaskQueue: workflows.TaskQueue,
+			Args: []any{workflows.SyncInput{IntegrationID: id}}, TypedSearchAttributes: sa,
+		},
+		Overlap: enumspb.SCHEDULE_OVERLAP_POLICY_SKIP,
+	})
+	require.NoError(t, err)
+}
+
+// fakeMarketing is an in-memory audience: enough for the workflow to run.
+type fakeMarketing struct {
+	mu      sync.Mutex
+	members map[string]connectors.MemberStatus
+	changed map[string]time.Time
+}
+
+func (m *fakeMarketing) status(email string) connectors.MemberStatus {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.members[email]
+}
+
+func (m *fakeMarketing) ChangedMembers(_ context.Context, req connectors.ChangesRequest) (connectors.MemberPage, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var page connectors.MemberPage
+	for _, e := range sortedEmails(m.members) {
+		// Seeded members changed at the beginning of time; later changes are stamped.
+		at := m.changed[e]
+		if m.members[e] == req.Status && (req.Since.IsZero() || at.After(req.Since)) {
+			page.Members = append(page.Members, connectors.Member{Email: e, Status: m.members[e], LastChanged: at})
+		}
+	}
+	return page, nil
+}
+
+func (m *fakeMarketing) Unsubscribe(_ context.Context, _ string, emails []string) (connectors.BatchResult, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.changed == nil {
+		m.changed = map[string]time.Time{}
+	}
+	for _, e := range emails {
+		m.members[e] = connectors.StatusUnsubscribed
+		m.changed[e] = time.Now()
+	}
+	return connectors.BatchResult{Written: len(emails)}, nil
+}
+
+func (m *fakeMarketing) UpsertMembers(context.Context, string, []connectors.MemberFields, connectors.MemberStatus) (connectors.BatchResult, error) {
+	return connectors.BatchResult{}, nil
+}
+
+func (m *fakeMarketing) MemberStatuses(_ context.Context, _ string, emails []string) (map[string]connectors.MemberStatus, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string]connectors.MemberStatus{}
+	for _, e := range emails {
+		out[e] = m.members[e]
+	}
+	return out, nil
+}
+
+func (m *fakeMarketing) MaxBatch() int { return 100 }
+
+// fakeCRM is an in-memory CRM.
+type fakeCRM struct {
+	mu      sync.Mutex
+	records []connectors.Record
+	changed map[string]time.Time
+}
+
+func (c *fakeCRM) optedOut(id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range c.records {
+		if r.Ref.ID == id {
+			return r.OptedOut
+		}
+	}
+	return false
+}
+
+func (c *fakeCRM) OptedOut(_ context.Context, q connectors.OptOutQuery) (connectors.RecordPage, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var page connectors.RecordPage
+	for _, r := range c.records {
+		if r.OptedOut && (q.Since.IsZero() || c.changed[r.Ref.ID].After(q.Since)) {
+			page.Records = append(page.Records, r)
+		}
+	}
+	return page, nil
+}
+
+func (c *fakeCRM) FindByEmail(_ context.Context, _ []string, _ connectors.OptOutField, emails []string) ([]connectors.Record, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []connectors.Record
+	for _, r := range c.records {
+		for _, e := range emails {
+			if strings.EqualFold(r.Email, e) {
+				out = append(out, r)
+			}
+		}
+	}
+	return out, nil
+}
+
+func (c *fakeCRM) SetOptOut(_ context.Context, _ connectors.OptOutField, refs []connectors.RecordRef) (connectors.BatchResult, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.changed == nil {
+		c.changed = map[string]time.Time{}
+	}
+	for i := range c.records {
+		for _, ref := range refs {
+			if c.records[i].Ref == ref {
+				c.records[i].OptedOut = true
+				c.changed[ref.ID] = time.Now()
+			}
+		}
+	}
+	return connectors.BatchResult{Written: len(refs)}, nil
+}
+
+func (c *fakeCRM) ListMembers(context.Context, connectors.ListMembersQuery) (connectors.RecordPage, error) {
+	return connectors.RecordPage{}, nil
+}
+
+func (c *fakeCRM) MaxBatch() int { return 100 }
+
+func sortedEmails(m map[string]connectors.MemberStatus) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	for i := range out {
+		for j := i + 1; j < len(out); j++ {
+			if out[j] < out[i] {
+				out[i], out[j] = out[j], out[i]
+			}
+		}
+	}
+	return out
+}
