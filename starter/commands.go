@@ -93,7 +93,9 @@ func describeSchedule(ctx context.Context, h client.ScheduleHandle, integration 
 	return desc, nil
 }
 
-func runKey(e client.ScheduleWorkflowExecution) string { return e.WorkflowID + "/" + e.FirstExecutionRunID }
+func runKey(e client.ScheduleWorkflowExecution) string {
+	return e.WorkflowID + "/" + e.FirstExecutionRunID
+}
 
 // waitForStart polls the schedule until a workflow it did not list before
 // shows up among its running workflows or recent actions.
