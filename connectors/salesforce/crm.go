@@ -150,6 +150,13 @@ func (c *Client) listPhases(q connectors.ListMembersQuery) ([]phase, error) {
 			return nil, fmt.Errorf("salesforce: Fields: %w", err)
 		}
 	}
+	optOut := q.Field
+	if optOut.Kind == "" {
+		optOut = c.optOut
+	}
+	if err := validOptOutField("ListMembersQuery.Field", optOut); err != nil {
+		return nil, err
+	}
 	var lists string
 	if len(q.Lists) > 0 {
 		if lists, err = campaignIDs(q.Lists); err != nil {
@@ -162,7 +169,7 @@ func (c *Client) listPhases(q connectors.ListMembersQuery) ([]phase, error) {
 	}
 	var out []phase
 	for _, o := range objs {
-		col, val := optOutColumn(o, c.optOut)
+		col, val := optOutColumn(o, optOut)
 		p := phase{obj: o, fields: selectList(append([]string{"Id", o.email, col, "SystemModstamp"}, q.Fields...)...), optCol: col, optVal: val, inLists: true, extra: q.Fields}
 		if o.filter != "" {
 			p.conds = []string{o.filter}
@@ -200,7 +207,8 @@ func (c *Client) OptedOut(ctx context.Context, q connectors.OptOutQuery) (connec
 }
 
 // ListMembers pages through the campaigns' members (or all records of the
-// types) with the mapped fields. Record.OptedOut follows Config.OptOutField.
+// types) with the mapped fields. Record.OptedOut follows q.Field, or
+// Config.OptOutField when q.Field is unset.
 func (c *Client) ListMembers(ctx context.Context, q connectors.ListMembersQuery) (connectors.RecordPage, error) {
 	phases, err := c.listPhases(q)
 	if err != nil {
