@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	enumspb "go.temporal.io/api/enums/v1"
@@ -25,7 +26,12 @@ import (
 	"go.temporal.io/server/common/cluster"
 	"go.temporal.io/server/common/config"
 	"go.temporal.io/server/common/dynamicconfig"
+	"go.temporal.io/server/common/log"
+	"go.temporal.io/server/common/metrics"
+	persistencesql "go.temporal.io/server/common/persistence/sql"
+	"go.temporal.io/server/common/persistence/sql/sqlplugin"
 	sqliteplugin "go.temporal.io/server/common/persistence/sql/sqlplugin/sqlite"
+	"go.temporal.io/server/common/resolver"
 	sqliteschema "go.temporal.io/server/schema/sqlite"
 	"go.temporal.io/server/temporal"
 )
@@ -87,6 +93,7 @@ type Options struct {
 // Server is a running dev server. Its methods are safe for concurrent use.
 type Server struct {
 	temporal  temporal.Server
+	stopping  *atomic.Bool // quiets serverLogger
 	ui        *uiServer
 	frontend  string
 	namespace string
@@ -112,6 +119,7 @@ func (s *Server) Namespace() string { return s.namespace }
 // more than once; later calls return the first call's result.
 func (s *Server) Stop() error {
 	s.stopOnce.Do(func() {
+		s.stopping.Store(true)
 		var errs []error
 		if s.ui != nil {
 			errs = append(errs, s.ui.stop())
@@ -170,7 +178,8 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if err := prepareDatabase(opts, conf); err != nil {
 		return fail(err)
 	}
-	ts, err := newTemporalServer(opts, conf)
+	stopping := new(atomic.Bool)
+	ts, err := newTemporalServer(opts, conf, stopping)
 	if err != nil {
 		return fail(err)
 	}
@@ -180,7 +189,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		return fail(fmt.Errorf("starting temporal server: %w", err))
 	}
 
-	s := &Server{temporal: ts, ui: ui, frontend: frontend, namespace: opts.Namespace}
+	s := &Server{temporal: ts, stopping: stopping, ui: ui, frontend: frontend, namespace: opts.Namespace}
 	if err := s.configureNamespace(ctx, opts); err != nil {
 		_ = s.Stop()
 		return nil, err
@@ -323,6 +332,8 @@ func prepareDatabase(opts Options, conf *config.Config) error {
 			}
 		} else if err != nil {
 			return fmt.Errorf("devserver: checking %s: %w", sqlConf.DatabaseName, err)
+		} else if err := forgetMembers(sqlConf); err != nil {
+			return err
 		}
 	}
 	// On an existing namespace this is a no-op, so search attributes added to Options later
@@ -337,8 +348,29 @@ func prepareDatabase(opts Options, conf *config.Config) error {
 	return nil
 }
 
-func newTemporalServer(opts Options, conf *config.Config) (temporal.Server, error) {
-	logger := &serverLogger{log: opts.Logger.With("component", "temporal"), min: opts.LogLevel}
+// forgetMembers empties the membership table of an existing DB. Each service records its
+// host:port there for the others to find; after a restart the previous run's rows point at
+// ports nobody listens on any more, and until they expire the new services try to reach
+// them (dial errors, "Not enough hosts to serve the request", a Stop that hangs for many
+// seconds). Only one server uses a DataDir at a time, so every row there is stale.
+func forgetMembers(sqlConf *config.SQL) error {
+	db, err := persistencesql.NewSQLDB(sqlplugin.DbKindMain, sqlConf, resolver.NewNoopResolver(),
+		log.NewNoopLogger(), metrics.NoopMetricsHandler)
+	if err != nil {
+		return fmt.Errorf("devserver: opening %s: %w", sqlConf.DatabaseName, err)
+	}
+	defer func() { _ = db.Close() }()
+	_, err = db.PruneClusterMembership(context.Background(), &sqlplugin.PruneClusterMembershipFilter{
+		PruneRecordsBefore: time.Now().Add(24 * 365 * time.Hour),
+	})
+	if err != nil {
+		return fmt.Errorf("devserver: clearing stale membership in %s: %w", sqlConf.DatabaseName, err)
+	}
+	return nil
+}
+
+func newTemporalServer(opts Options, conf *config.Config, stopping *atomic.Bool) (temporal.Server, error) {
+	logger := &serverLogger{log: opts.Logger.With("component", "temporal"), min: opts.LogLevel, stopping: stopping}
 	authorizer, err := authorization.GetAuthorizerFromConfig(&conf.Global.Authorization)
 	if err != nil {
 		return nil, fmt.Errorf("devserver: authorizer: %w", err)

@@ -65,7 +65,11 @@ func startE(t *testing.T, opts devserver.Options) (*devserver.Server, error) {
 		return nil, err
 	}
 	t.Logf("server started in %v at %s (UI %q)", time.Since(began), s.FrontendAddress(), s.UIURL())
-	t.Cleanup(func() { require.NoError(t, s.Stop()) })
+	t.Cleanup(func() {
+		began := time.Now()
+		require.NoError(t, s.Stop())
+		t.Logf("server %s stopped in %v", s.FrontendAddress(), time.Since(began))
+	})
 	return s, nil
 }
 
@@ -212,7 +216,9 @@ func TestRestartKeepsData(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 
+	began := time.Now()
 	first, err := devserver.Start(t.Context(), devserver.Options{DataDir: dir, UIPort: -1, Logger: testLogger(t)})
+	t.Logf("file-backed server started in %v", time.Since(began))
 	require.NoError(t, err)
 	c1, err := client.Dial(client.Options{
 		HostPort:  first.FrontendAddress(),
@@ -223,7 +229,9 @@ func TestRestartKeepsData(t *testing.T) {
 	runEcho(t, c1, "wf-kept", "kept")
 	eventuallyListed(t, c1, `OptOutIntegration = "kept"`, "wf-kept")
 	c1.Close()
+	began = time.Now()
 	require.NoError(t, first.Stop())
+	t.Logf("file-backed server stopped in %v", time.Since(began))
 	require.NoError(t, first.Stop(), "Stop twice is fine")
 
 	second := start(t, devserver.Options{

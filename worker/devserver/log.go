@@ -3,6 +3,7 @@ package devserver
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 
 	"go.temporal.io/server/common/log"
 	"go.temporal.io/server/common/log/tag"
@@ -18,7 +19,21 @@ type serverLogger struct {
 	log  *slog.Logger
 	min  slog.Leveler
 	tags []tag.Tag
+	// stopping is set by Server.Stop and shared by every derived logger. Stopping a
+	// one-process cluster makes each service complain, at warn and error, about the ones
+	// already gone ("Not enough hosts to serve the request", failed polls and heartbeats):
+	// hundreds of lines that mean nothing. Only a service that fails to stop is still told.
+	stopping *atomic.Bool
 }
+
+// benign are messages the server logs at warn or above on every start of a setup like ours.
+var benign = map[string]bool{
+	// We serve no HTTP API and use no Nexus.
+	"HTTP API port has not been set. Nexus HTTP endpoints will not be available. To enable Nexus, follow these instructions: https://github.com/temporalio/temporal/blob/main/docs/architecture/nexus.md#enabling-nexus.": true,
+}
+
+// failedStop is what the server logs when a service does not stop (temporal/fx.go).
+const failedStop = "Failed to stop service"
 
 var (
 	_ log.Logger     = (*serverLogger)(nil)
@@ -40,12 +55,13 @@ func (l *serverLogger) Fatal(msg string, tags ...tag.Tag)  { l.emit(slog.LevelEr
 func (l *serverLogger) With(tags ...tag.Tag) log.Logger {
 	all := make([]tag.Tag, 0, len(l.tags)+len(tags))
 	all = append(append(all, l.tags...), tags...)
-	return &serverLogger{log: l.log, min: l.min, tags: all}
+	return &serverLogger{log: l.log, min: l.min, tags: all, stopping: l.stopping}
 }
 
 func (l *serverLogger) emit(level slog.Level, msg string, tags []tag.Tag) {
 	ctx := context.Background()
-	if level < l.min.Level() || !l.log.Enabled(ctx, level) {
+	if level < l.min.Level() || benign[msg] || (l.stopping.Load() && msg != failedStop) ||
+		!l.log.Enabled(ctx, level) {
 		return
 	}
 	attrs := make([]slog.Attr, 0, len(l.tags)+len(tags))
