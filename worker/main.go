@@ -15,6 +15,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	// The NetSuite time zone setting works in a container without zoneinfo.
+	_ "time/tzdata"
 )
 
 func main() {
