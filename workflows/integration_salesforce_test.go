@@ -1,0 +1,107 @@
+package workflows_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/worker"
+
+	"github.com/optoutsync/optoutsync/activities"
+	"github.com/optoutsync/optoutsync/connectors"
+	"github.com/optoutsync/optoutsync/connectors/mailchimp"
+	"github.com/optoutsync/optoutsync/connectors/mailchimp/mailchimptest"
+	"github.com/optoutsync/optoutsync/connectors/salesforce"
+	"github.com/optoutsync/optoutsync/connectors/salesforce/salesforcetest"
+	"github.com/optoutsync/optoutsync/workflows"
+)
+
+// TestIntegrationSalesforceBothWaysScopedToACampaign runs a Salesforce ⇄
+// Mailchimp integration, configured exactly like a NetSuite one, with Step
+// 1 on and scoped to a Campaign, and checks both sides exactly.
+func TestIntegrationSalesforceBothWaysScopedToACampaign(t *testing.T) {
+	mc := mailchimptest.NewServer(mailchimptest.Options{})
+	t.Cleanup(mc.Close)
+	sf := salesforcetest.NewServer(salesforcetest.Options{})
+	t.Cleanup(sf.Close)
+	mc.AddList(audience, "Demo audience")
+	member := func(email string, st connectors.MemberStatus) {
+		require.NoError(t, mc.AddMember(audience, mailchimptest.MemberSeed{Email: email, Status: string(st)}))
+	}
+
+	campaign := sf.AddCampaign("Newsletter")
+	// Unsubscribed in Mailchimp: a Contact and a Lead share the address.
+	member("ann@example.com", connectors.StatusUnsubscribed)
+	annContact := sf.AddContact(salesforcetest.Person{LastName: "Ann", Email: "ann@example.com"})
+	annLead := sf.AddLead(salesforcetest.Person{LastName: "Ann", Email: "Ann@Example.com"})
+	// Unsubscribed in Mailchimp; a person Account.
+	member("pat@example.com", connectors.StatusUnsubscribed)
+	pat := sf.AddPersonAccount(salesforcetest.Person{LastName: "Pat", Email: "pat@example.com"})
+	// Cleaned in Mailchimp: not an opt-out.
+	member("cid@example.com", connectors.StatusCleaned)
+	cid := sf.AddContact(salesforcetest.Person{LastName: "Cid", Email: "cid@example.com"})
+	// Opted out in Salesforce, in the campaign.
+	member("eve@example.com", connectors.StatusSubscribed)
+	eve := sf.AddLead(salesforcetest.Person{LastName: "Eve", Email: "eve@example.com", OptedOut: true})
+	sf.AddCampaignMember(campaign, eve)
+	// Opted out in Salesforce, outside the campaign (for now).
+	member("out@example.com", connectors.StatusSubscribed)
+	out := sf.AddContact(salesforcetest.Person{LastName: "Out", Email: "out@example.com", OptedOut: true})
+	// Subscribed everywhere, in the campaign.
+	member("sam@example.com", connectors.StatusSubscribed)
+	sam := sf.AddContact(salesforcetest.Person{LastName: "Sam", Email: "sam@example.com"})
+	sf.AddCampaignMember(campaign, sam)
+
+	id := "sf-" + time.Now().Format("150405.000000")
+	settings := activities.Settings{
+		IntegrationID: id, MarketingKind: "mailchimp", CRMKind: "salesforce", Audience: audience,
+		RecordTypes: []string{"Contact", "Lead", "Account"}, Lists: []string{campaign}, CRMToMarketing: true,
+		OptOut:      connectors.OptOutField{Kind: connectors.OptOutStandard},
+		StatusIfNew: connectors.StatusSubscribed, Overlap: 2 * time.Second, PageSize: 1000, PagesPerActivity: 10,
+	}
+	mk, err := mailchimp.New(mailchimp.Config{APIKey: mc.APIKey, BaseURL: mc.URL})
+	require.NoError(t, err)
+	crm, err := salesforce.New(salesforce.Config{LoginURL: sf.URL, ClientID: sf.ClientID, ClientSecret: sf.ClientSecret})
+	require.NoError(t, err)
+	reg := activities.MapRegistry{id: {Settings: settings, Marketing: mk, CRM: crm}}
+	temporalServer.NewWorker(id, func(r worker.Registry) {
+		r.RegisterWorkflow(workflows.SyncWorkflow)
+		r.RegisterActivity(activities.New(reg, nil))
+	})
+	s := &stack{id: id, mc: mc, c: temporalServer.GetDefaultClient()}
+
+	optedOut := func(recordID string) bool {
+		rec, ok := sf.Record(recordID)
+		require.True(t, ok, recordID)
+		if v, ok := rec["HasOptedOutOfEmail"]; ok {
+			return v == true
+		}
+		return rec["PersonHasOptedOutOfEmail"] == true
+	}
+
+	first := s.run(t)
+	require.True(t, optedOut(annContact), "Mailchimp unsubscribe → HasOptedOutOfEmail on the Contact")
+	require.True(t, optedOut(annLead), "and on the Lead with the same address")
+	require.True(t, optedOut(pat), "person Account → PersonHasOptedOutOfEmail")
+	require.False(t, optedOut(cid), "a clean is not an opt-out")
+	require.False(t, optedOut(sam))
+	require.Equal(t, connectors.StatusUnsubscribed, s.status(t, "eve@example.com"), "opted out in the campaign → unsubscribed")
+	require.Equal(t, connectors.StatusSubscribed, s.status(t, "out@example.com"), "outside the campaign: left alone")
+	require.Equal(t, connectors.StatusSubscribed, s.status(t, "sam@example.com"))
+	require.Equal(t, connectors.StatusCleaned, s.status(t, "cid@example.com"))
+	require.Equal(t, 3, first.Counts.MarketingToCRM.CRMOptedOut)
+	require.Equal(t, 1, first.Counts.CRMToMarketing.Unsubscribed)
+	require.Positive(t, first.Counts.CRMToMarketing.OutsideLists)
+	require.NotNil(t, first.CRMAPIUsage, "the org's API budget is reported")
+	require.Positive(t, first.CRMAPIUsage.Used)
+
+	// "out" joins the campaign; joining does not modify the Contact.
+	sf.AddCampaignMember(campaign, out)
+	second := s.run(t)
+	require.Equal(t, connectors.StatusUnsubscribed, s.status(t, "out@example.com"), "picked up after joining the campaign")
+	// Eve may be sent again: she was seeded inside the watermark's overlap,
+	// and re-sending an unsubscribe is idempotent.
+	require.GreaterOrEqual(t, second.Counts.CRMToMarketing.Unsubscribed, 1)
+	require.Zero(t, second.Counts.MarketingToCRM.CRMOptedOut)
+	require.Equal(t, connectors.StatusSubscribed, s.status(t, "sam@example.com"))
+}
