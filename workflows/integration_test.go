@@ -10,12 +10,14 @@ import (
 
 	"github.com/stretchr/testify/require"
 	enumspb "go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/api/operatorservice/v1"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/server/temporaltest"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/optoutsync/optoutsync/activities"
 	"github.com/optoutsync/optoutsync/connectors"
@@ -184,12 +186,32 @@ func (s *stack) requireDemoSynced(t *testing.T) {
 
 func totals(m *emulator.Middleware) int { return m.Total() }
 
+// saveHistory writes the last run's history as JSON, for the replay test
+// (run the tests with UPDATE_HISTORIES=1 after a deliberate workflow change).
+func (s *stack) saveHistory(t *testing.T, path string) {
+	t.Helper()
+	iter := s.c.GetWorkflowHistory(t.Context(), workflows.WorkflowID(s.id), "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	hist := &historypb.History{}
+	for iter.HasNext() {
+		ev, err := iter.Next()
+		require.NoError(t, err)
+		hist.Events = append(hist.Events, ev)
+	}
+	b, err := protojson.MarshalOptions{Indent: "  "}.Marshal(hist)
+	require.NoError(t, err)
+	require.NoError(t, os.MkdirAll("testdata", 0o755))
+	require.NoError(t, os.WriteFile(path, b, 0o644))
+}
+
 func TestIntegrationFullRunThenQuietRun(t *testing.T) {
 	s := newStack(t, nil)
 	s.seedDemo(t)
 
 	first := s.run(t)
 	s.requireDemoSynced(t)
+	if os.Getenv("UPDATE_HISTORIES") != "" {
+		s.saveHistory(t, "testdata/sync-netsuite-history.json")
+	}
 	m := first.Counts.MarketingToCRM
 	require.Equal(t, 1, m.Unsubscribes)
 	require.Equal(t, 2, m.CRMOptedOut)
