@@ -310,6 +310,9 @@ func latestRun(ctx context.Context, c client.Client, integration string) (wid st
 		if lerr != nil && !errors.As(lerr, &nf) {
 			return "", false, fail(ExitUnreachable, "listing runs of %s: %w", integration, lerr)
 		}
+		if errors.As(derr, &nf) {
+			return "", false, fail(ExitUnreachable, "no run of %q found, and no schedule %s: is it in the worker's configuration?", integration, workflows.ScheduleID(integration))
+		}
 		return "", false, fail(ExitUnreachable, "no run of %q found (schedule %s: %v)", integration, workflows.ScheduleID(integration), orNone(derr))
 	}
 	// The latest run of that id (after any continue-as-new).

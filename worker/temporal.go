@@ -50,6 +50,16 @@ func ClientOptions(address string, log *slog.Logger) (client.Options, error) {
 // search-attribute create`), so those answers are warnings, not failures.
 func EnsureSearchAttribute(ctx context.Context, c client.Client, namespace string, log *slog.Logger) error {
 	name := workflows.IntegrationKey.GetName()
+	// Look first: adding one that exists makes the server log a warning
+	// on every start.
+	if list, err := c.OperatorService().ListSearchAttributes(ctx, &operatorservice.ListSearchAttributesRequest{Namespace: namespace}); err == nil {
+		if t, ok := list.GetCustomAttributes()[name]; ok {
+			if t != enumspb.INDEXED_VALUE_TYPE_KEYWORD {
+				return fmt.Errorf("search attribute %s exists with type %s; it must be Keyword", name, t)
+			}
+			return nil
+		}
+	}
 	_, err := c.OperatorService().AddSearchAttributes(ctx, &operatorservice.AddSearchAttributesRequest{
 		Namespace:        namespace,
 		SearchAttributes: map[string]enumspb.IndexedValueType{name: enumspb.INDEXED_VALUE_TYPE_KEYWORD},

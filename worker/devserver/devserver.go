@@ -156,17 +156,15 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	}
 	frontend := net.JoinHostPort(host, strconv.Itoa(opts.FrontendPort))
 
-	// The UI listens before the server starts so a busy UI port fails fast, before the
-	// seconds a server start costs. It only dials the frontend lazily, per request.
-	var ui *uiServer
+	var uiListener net.Listener
 	if opts.UIPort != -1 {
-		if ui, err = startUI(opts, frontend, host); err != nil {
+		if uiListener, err = listenUI(opts); err != nil {
 			return nil, err
 		}
 	}
 	fail := func(err error) (*Server, error) {
-		if ui != nil {
-			_ = ui.stop()
+		if uiListener != nil {
+			_ = uiListener.Close()
 		}
 		return nil, err
 	}
@@ -189,10 +187,16 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		return fail(fmt.Errorf("starting temporal server: %w", err))
 	}
 
-	s := &Server{temporal: ts, stopping: stopping, ui: ui, frontend: frontend, namespace: opts.Namespace}
+	s := &Server{temporal: ts, stopping: stopping, frontend: frontend, namespace: opts.Namespace}
 	if err := s.configureNamespace(ctx, opts); err != nil {
 		_ = s.Stop()
-		return nil, err
+		return fail(err)
+	}
+	if uiListener != nil {
+		if s.ui, err = serveUI(uiListener, opts, frontend, host); err != nil {
+			_ = s.Stop()
+			return nil, err
+		}
 	}
 	return s, nil
 }

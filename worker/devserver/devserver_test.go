@@ -6,6 +6,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -206,6 +209,69 @@ func TestInMemory(t *testing.T) {
 		status, body = httpGet(t, a.UIURL()+`/api/v1/namespaces/default/workflows?query=OptOutIntegration%3D%22x%22`)
 		require.Equal(t, http.StatusOK, status, string(body))
 		require.Contains(t, string(body), "wf-x")
+	})
+
+	// What a person does in the demo: open the schedule in the UI and trigger a run. The UI
+	// posts with the CSRF token from its _csrf cookie, which only works over plain HTTP
+	// because the cookie is not Secure.
+	t.Run("UI triggers a schedule", func(t *testing.T) {
+		h, err := ca.ScheduleClient().Create(t.Context(), client.ScheduleOptions{
+			ID:   "sched",
+			Spec: client.ScheduleSpec{Intervals: []client.ScheduleIntervalSpec{{Every: 24 * time.Hour}}},
+			Action: &client.ScheduleWorkflowAction{
+				ID: "sched-run", Workflow: Echo, Args: []any{"s"}, TaskQueue: taskQueue,
+				TypedSearchAttributes: temporal.NewSearchAttributes(integrationKey.ValueSet("sched")),
+			},
+		})
+		require.NoError(t, err)
+
+		// Schedules are listed from visibility, which lags a little behind Create.
+		require.EventuallyWithT(t, func(ct *assert.CollectT) {
+			status, body := httpGet(t, a.UIURL()+"/api/v1/namespaces/default/schedules")
+			require.Equal(ct, http.StatusOK, status, string(body))
+			require.Contains(ct, string(body), `"sched"`)
+		}, 20*time.Second, 100*time.Millisecond)
+
+		jar, err := cookiejar.New(nil)
+		require.NoError(t, err)
+		browser := &http.Client{Jar: jar}
+		resp, err := browser.Get(a.UIURL() + "/")
+		require.NoError(t, err)
+		require.NoError(t, resp.Body.Close())
+		base, err := url.Parse(a.UIURL())
+		require.NoError(t, err)
+		var token string
+		for _, c := range jar.Cookies(base) {
+			if c.Name == "_csrf" {
+				token = c.Value
+			}
+		}
+		require.NotEmpty(t, token, "the UI sets a _csrf cookie")
+
+		patch := `{"patch":{"triggerImmediately":{}},"identity":"devserver-test","requestId":"trigger-1"}`
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost,
+			a.UIURL()+"/api/v1/namespaces/default/schedules/sched/patch", strings.NewReader(patch))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-CSRF-Token", token)
+		resp, err = browser.Do(req)
+		require.NoError(t, err)
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		require.NoError(t, resp.Body.Close())
+		require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
+
+		require.EventuallyWithT(t, func(ct *assert.CollectT) {
+			desc, err := h.Describe(t.Context())
+			require.NoError(ct, err)
+			require.GreaterOrEqual(ct, desc.Info.NumActions, 1)
+		}, 20*time.Second, 100*time.Millisecond)
+		// The schedule suffixes the run's ID with its scheduled time.
+		require.EventuallyWithT(t, func(ct *assert.CollectT) {
+			ids := listIDs(t, ca, `OptOutIntegration = "sched" AND TemporalScheduledById = "sched"`)
+			require.Len(ct, ids, 1)
+			require.True(ct, strings.HasPrefix(ids[0], "sched-run-"), ids[0])
+		}, 20*time.Second, 100*time.Millisecond)
 	})
 }
 

@@ -42,23 +42,31 @@ type uiServer struct {
 	done chan struct{}
 }
 
-func startUI(opts Options, frontend, host string) (*uiServer, error) {
-	port := opts.UIPort
-	ln, err := net.Listen("tcp", net.JoinHostPort(opts.IP, strconv.Itoa(port)))
+// listenUI takes the UI's port before the server starts, so a busy port fails fast,
+// before the seconds a server start costs.
+func listenUI(opts Options) (net.Listener, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(opts.IP, strconv.Itoa(opts.UIPort)))
 	if err != nil {
-		return nil, fmt.Errorf("devserver: UI port %d is not available (is another Temporal server running?): %w", port, err)
+		return nil, fmt.Errorf("devserver: UI port %d is not available (is another Temporal server running?): %w",
+			opts.UIPort, err)
 	}
-	port = ln.Addr().(*net.TCPAddr).Port
+	return ln, nil
+}
 
+// serveUI starts serving the UI on ln. It must run after the frontend listens: the UI's gRPC
+// connection dials at once, and a refused first dial puts it in reconnect backoff, so the
+// UI would answer 503 for its first seconds. It takes ownership of ln.
+func serveUI(ln net.Listener, opts Options, frontend, host string) (*uiServer, error) {
+	port := ln.Addr().(*net.TCPAddr).Port
 	cfg := &uiconfig.Config{
 		TemporalGRPCAddress: frontend,
 		Host:                opts.IP,
 		Port:                port,
 		EnableUI:            true,
 		DefaultNamespace:    opts.Namespace,
-		// The UI is served over plain HTTP on loopback, so its CSRF cookie must not be
-		// Secure or the browser drops it and every write (e.g. "start workflow like this
-		// one") is refused; the CLI sets the same.
+		// The UI is served over plain HTTP, so its CSRF cookie must not be Secure or the
+		// browser drops it and every write (trigger a schedule, start a workflow like this
+		// one) is refused; the CLI sets the same.
 		CORS:     uiconfig.CORS{CookieInsecure: true},
 		HideLogs: true,
 		// The machine may have no internet; the UI's news and release checks would only fail.
