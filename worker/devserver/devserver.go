@@ -94,6 +94,7 @@ type Options struct {
 type Server struct {
 	temporal  temporal.Server
 	stopping  *atomic.Bool // quiets serverLogger
+	unlock    func()       // releases DataDir
 	ui        *uiServer
 	frontend  string
 	namespace string
@@ -127,6 +128,7 @@ func (s *Server) Stop() error {
 		if err := s.temporal.Stop(); err != nil {
 			errs = append(errs, fmt.Errorf("stopping temporal server: %w", err))
 		}
+		s.unlock()
 		s.stopErr = errors.Join(errs...)
 	})
 	return s.stopErr
@@ -148,17 +150,28 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	}
 	if opts.FrontendPort == 0 {
 		if opts.FrontendPort, err = freePort(opts.IP); err != nil {
-			return nil, fmt.Errorf("choosing a frontend port: %w", err)
+			return nil, fmt.Errorf("devserver: choosing a frontend port: %w", err)
 		}
 	} else if err := portAvailable(opts.IP, opts.FrontendPort); err != nil {
-		return nil, fmt.Errorf("frontend port %d is not available (is another Temporal server running?): %w",
+		return nil, fmt.Errorf("devserver: frontend port %d is not available (is another Temporal server running?): %w",
 			opts.FrontendPort, err)
 	}
 	frontend := net.JoinHostPort(host, strconv.Itoa(opts.FrontendPort))
 
+	unlock := func() {}
+	if opts.DataDir != "" {
+		if err := os.MkdirAll(opts.DataDir, 0o755); err != nil {
+			return nil, fmt.Errorf("devserver: creating DataDir: %w", err)
+		}
+		if unlock, err = lockDataDir(opts.DataDir); err != nil {
+			return nil, err
+		}
+		unlock = sync.OnceFunc(unlock)
+	}
 	var uiListener net.Listener
 	if opts.UIPort != -1 {
 		if uiListener, err = listenUI(opts); err != nil {
+			unlock()
 			return nil, err
 		}
 	}
@@ -166,6 +179,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		if uiListener != nil {
 			_ = uiListener.Close()
 		}
+		unlock()
 		return nil, err
 	}
 
@@ -187,13 +201,13 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		return fail(fmt.Errorf("starting temporal server: %w", err))
 	}
 
-	s := &Server{temporal: ts, stopping: stopping, frontend: frontend, namespace: opts.Namespace}
+	s := &Server{temporal: ts, stopping: stopping, unlock: unlock, frontend: frontend, namespace: opts.Namespace}
 	if err := s.configureNamespace(ctx, opts); err != nil {
 		_ = s.Stop()
 		return fail(err)
 	}
 	if uiListener != nil {
-		if s.ui, err = serveUI(uiListener, opts, frontend, host); err != nil {
+		if s.ui, err = serveUI(uiListener, opts, frontend, host); err != nil { // closes uiListener
 			_ = s.Stop()
 			return nil, err
 		}
@@ -325,9 +339,6 @@ func buildConfig(opts Options, frontend string) (*config.Config, error) {
 func prepareDatabase(opts Options, conf *config.Config) error {
 	sqlConf := conf.Persistence.DataStores[sqliteplugin.PluginName].SQL
 	if opts.DataDir != "" {
-		if err := os.MkdirAll(opts.DataDir, 0o755); err != nil {
-			return fmt.Errorf("devserver: creating DataDir: %w", err)
-		}
 		if _, err := os.Stat(sqlConf.DatabaseName); errors.Is(err, os.ErrNotExist) {
 			if err := sqliteschema.SetupSchema(sqlConf); err != nil {
 				// A half-made file would be taken as a set-up DB next time.

@@ -292,6 +292,9 @@ func TestRestartKeepsData(t *testing.T) {
 		Logger:    sdklog.NewStructuredLogger(slog.New(slog.DiscardHandler)),
 	})
 	require.NoError(t, err)
+	_, err = devserver.Start(t.Context(), devserver.Options{DataDir: dir, UIPort: -1, Logger: testLogger(t)})
+	require.ErrorContains(t, err, "in use by another running server")
+
 	runEcho(t, c1, "wf-kept", "kept")
 	eventuallyListed(t, c1, `OptOutIntegration = "kept"`, "wf-kept")
 	c1.Close()
@@ -316,4 +319,25 @@ func TestRestartKeepsData(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, enumspb.INDEXED_VALUE_TYPE_KEYWORD, sas.GetCustomAttributes()["OptOutRunKind"])
 	require.Equal(t, enumspb.INDEXED_VALUE_TYPE_KEYWORD, sas.GetCustomAttributes()[devserver.IntegrationSearchAttribute])
+}
+
+// TestBadOptions checks that bad Options fail before anything starts, naming the field.
+func TestBadOptions(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		opts devserver.Options
+		want string
+	}{
+		{devserver.Options{IP: "my-host"}, "IP"},
+		{devserver.Options{UIPort: -2}, "UIPort"},
+		{devserver.Options{FrontendPort: 70000}, "FrontendPort"},
+		{devserver.Options{Retention: -time.Hour}, "Retention"},
+		{devserver.Options{SearchAttributes: map[string]enumspb.IndexedValueType{"X": enumspb.INDEXED_VALUE_TYPE_UNSPECIFIED}}, `"X"`},
+		{devserver.Options{SearchAttributes: map[string]enumspb.IndexedValueType{
+			devserver.IntegrationSearchAttribute: enumspb.INDEXED_VALUE_TYPE_TEXT,
+		}}, "must be Keyword"},
+	} {
+		_, err := devserver.Start(t.Context(), tc.opts)
+		require.ErrorContains(t, err, tc.want)
+	}
 }
