@@ -2,8 +2,10 @@ package workflows_test
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -190,6 +192,13 @@ func totals(m *emulator.Middleware) int { return m.Total() }
 // (run the tests with UPDATE_HISTORIES=1 after a deliberate workflow change).
 func (s *stack) saveHistory(t *testing.T, path string) {
 	t.Helper()
+	require.NoError(t, os.MkdirAll("testdata", 0o755))
+	require.NoError(t, os.WriteFile(path, s.history(t), 0o644))
+}
+
+// history returns the last run's history as JSON, payloads decoded.
+func (s *stack) history(t *testing.T) []byte {
+	t.Helper()
 	iter := s.c.GetWorkflowHistory(t.Context(), workflows.WorkflowID(s.id), "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
 	hist := &historypb.History{}
 	for iter.HasNext() {
@@ -199,8 +208,27 @@ func (s *stack) saveHistory(t *testing.T, path string) {
 	}
 	b, err := protojson.MarshalOptions{Indent: "  "}.Marshal(hist)
 	require.NoError(t, err)
-	require.NoError(t, os.MkdirAll("testdata", 0o755))
-	require.NoError(t, os.WriteFile(path, b, 0o644))
+	return b
+}
+
+// requireNoSecretOrAddress checks that no credential and no email address
+// reached the run's history: inputs carry the integration id, results
+// carry counts and address hashes.
+func (s *stack) requireNoSecretOrAddress(t *testing.T) {
+	t.Helper()
+	raw := s.history(t)
+	var decoded strings.Builder
+	for _, m := range regexp.MustCompile(`"data":\s*"([^"]*)"`).FindAllSubmatch(raw, -1) {
+		b, err := base64.StdEncoding.DecodeString(string(m[1]))
+		require.NoError(t, err)
+		decoded.Write(b)
+	}
+	text := string(raw) + decoded.String()
+	require.Contains(t, decoded.String(), s.id, "payloads were decoded")
+	for _, secret := range []string{s.mc.APIKey, s.ns.ConsumerSecret, s.ns.TokenSecret, s.ns.ConsumerKey, s.ns.TokenID} {
+		require.NotContains(t, text, secret)
+	}
+	require.NotRegexp(t, `[a-z0-9]+@example\.com`, text)
 }
 
 func TestIntegrationFullRunThenQuietRun(t *testing.T) {
@@ -209,6 +237,7 @@ func TestIntegrationFullRunThenQuietRun(t *testing.T) {
 
 	first := s.run(t)
 	s.requireDemoSynced(t)
+	s.requireNoSecretOrAddress(t)
 	if os.Getenv("UPDATE_HISTORIES") != "" {
 		s.saveHistory(t, "testdata/sync-netsuite-history.json")
 	}
