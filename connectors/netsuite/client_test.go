@@ -150,7 +150,7 @@ func mapsKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
 func TestOptedOutScopedBySavedSearch(t *testing.T) {
 	s := netsuitetest.NewServer(netsuitetest.Options{})
 	defer s.Close()
-	c := tbaClient(t, s, func(cfg *netsuite.Config) { cfg.ListCacheTTL = time.Nanosecond })
+	c := tbaClient(t, s)
 	lastRun := time.Now().Add(-time.Hour).Truncate(time.Second)
 	longAgo := lastRun.Add(-24 * time.Hour)
 

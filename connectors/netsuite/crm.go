@@ -165,7 +165,7 @@ func (c *Client) OptedOut(ctx context.Context, q connectors.OptOutQuery) (connec
 	}
 	var m *membership
 	if len(q.Lists) > 0 {
-		if m, err = c.members(ctx, q.Lists, types); err != nil {
+		if m, err = c.members(ctx, q.Lists, types, q.Cursor == ""); err != nil {
 			return connectors.RecordPage{}, err
 		}
 	} else {
@@ -440,7 +440,7 @@ func (c *Client) ListMembers(ctx context.Context, q connectors.ListMembersQuery)
 	}
 	var m *membership
 	if len(q.Lists) > 0 {
-		if m, err = c.members(ctx, q.Lists, types); err != nil {
+		if m, err = c.members(ctx, q.Lists, types, q.Cursor == ""); err != nil {
 			return connectors.RecordPage{}, err
 		}
 	}

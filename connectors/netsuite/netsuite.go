@@ -53,8 +53,9 @@ type Config struct {
 	// a margin against clock and time-zone drift: re-reading an opt-out is
 	// harmless, missing one is not. 0 means none.
 	SinceOverlap time.Duration
-	// ListCacheTTL is how long the members of the saved searches are
-	// reused between pages; 0 means 5 minutes.
+	// ListCacheTTL is how long the members of the saved searches, read
+	// afresh on the first page of every read, are reused by its later
+	// pages; 0 means 5 minutes.
 	ListCacheTTL time.Duration
 	// Logger receives debug and warning lines; nil discards them.
 	Logger *slog.Logger
