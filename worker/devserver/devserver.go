@@ -59,7 +59,8 @@ const (
 type Options struct {
 	// DataDir holds the SQLite database (DBFileName) so that runs, schedules, namespaces and
 	// search attributes survive a restart. "" keeps everything in memory, gone on Stop.
-	// Two servers must not share one DataDir at the same time.
+	// One server at a time: Start on a DataDir another running server holds fails (a flock
+	// on DBFileName+".lock", released when the process ends, even by a crash).
 	DataDir string
 	// IP is the address the frontend and the UI listen on. Default 127.0.0.1.
 	IP string
@@ -73,11 +74,12 @@ type Options struct {
 	Namespace string
 	// SearchAttributes are custom search attributes to register in Namespace on top of
 	// IntegrationSearchAttribute. Registration is idempotent; a name that already exists
-	// with another type is an error.
+	// with another type is an error. SQLite visibility has a fixed number of columns per
+	// type (e.g. 10 Keyword), so only that many of each type fit in a namespace.
 	SearchAttributes map[string]enumspb.IndexedValueType
-	// Retention is how long closed workflow runs are kept in Namespace. 0 keeps the
-	// server's default for pre-registered namespaces (24h). Applied on every start, so a
-	// changed value takes effect on an existing DataDir.
+	// Retention is how long closed workflow runs are kept in Namespace (at least a day,
+	// the server's minimum). 0 leaves it as it is: 24h on a new DB. Applied on every start,
+	// so a changed value takes effect on an existing DataDir.
 	Retention time.Duration
 	// DynamicConfig sets server dynamic config values by key (e.g.
 	// "frontend.namespaceRPS": 1000). Values are plain values, as in the server's

@@ -307,6 +307,7 @@ func TestRestartKeepsData(t *testing.T) {
 		DataDir:          dir,
 		UIPort:           -1,
 		SearchAttributes: map[string]enumspb.IndexedValueType{"OptOutRunKind": enumspb.INDEXED_VALUE_TYPE_KEYWORD},
+		Retention:        7 * 24 * time.Hour,
 	})
 	c2 := dial(t, second)
 	desc, err := c2.DescribeWorkflowExecution(t.Context(), "wf-kept", "")
@@ -319,6 +320,11 @@ func TestRestartKeepsData(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, enumspb.INDEXED_VALUE_TYPE_KEYWORD, sas.GetCustomAttributes()["OptOutRunKind"])
 	require.Equal(t, enumspb.INDEXED_VALUE_TYPE_KEYWORD, sas.GetCustomAttributes()[devserver.IntegrationSearchAttribute])
+
+	ns, err := c2.WorkflowService().DescribeNamespace(t.Context(),
+		&workflowservice.DescribeNamespaceRequest{Namespace: second.Namespace()})
+	require.NoError(t, err)
+	require.Equal(t, 7*24*time.Hour, ns.GetConfig().GetWorkflowExecutionRetentionTtl().AsDuration())
 }
 
 // TestBadOptions checks that bad Options fail before anything starts, naming the field.
