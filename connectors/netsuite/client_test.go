@@ -302,6 +302,24 @@ func TestListMembers(t *testing.T) {
 	require.Equal(t, 7, n)
 }
 
+func TestListMembersReadsTheMappedOptOutField(t *testing.T) {
+	s := netsuitetest.NewServer(netsuitetest.Options{CustomFields: []string{"custentity_mc_optout"}})
+	defer s.Close()
+	c := tbaClient(t, s)
+	s.AddCustomer(netsuitetest.Entity{Email: "in@example.com", SubscriptionStatus: "1"})
+	s.AddCustomer(netsuitetest.Entity{Email: "out@example.com", SubscriptionStatus: "1", Custom: map[string]any{"custentity_mc_optout": true}})
+	page, err := c.ListMembers(t.Context(), connectors.ListMembersQuery{
+		Types: []string{"customer"}, Field: connectors.OptOutField{Kind: connectors.OptOutCustom, Field: "custentity_mc_optout"},
+	})
+	require.NoError(t, err)
+	require.Len(t, page.Records, 2)
+	byEmail := map[string]bool{}
+	for _, r := range page.Records {
+		byEmail[r.Email] = r.OptedOut
+	}
+	require.Equal(t, map[string]bool{"in@example.com": false, "out@example.com": true}, byEmail)
+}
+
 func rsaPEM(t *testing.T) (*rsa.PrivateKey, string) {
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	require.NoError(t, err)

@@ -412,9 +412,10 @@ func failure(ref connectors.RecordRef, err error) connectors.Failure {
 
 // ListMembers pages through the members of q.Lists (or all records of
 // q.Types when no list is given), modified at or after q.Since when it is
-// set, with the SuiteQL columns q.Fields (keyed as given). OptedOut
-// reflects the standard globalSubscriptionStatus, which is always read:
-// the caller must not subscribe such a record.
+// set, with the SuiteQL columns q.Fields (keyed as given). OptedOut is true
+// when the standard globalSubscriptionStatus (always read) or the
+// integration's opt-out field q.Field says so: the caller must not
+// subscribe such a record.
 func (c *Client) ListMembers(ctx context.Context, q connectors.ListMembersQuery) (connectors.RecordPage, error) {
 	types, err := checkTypes(q.Types)
 	if err != nil {
@@ -425,6 +426,16 @@ func (c *Client) ListMembers(ctx context.Context, q connectors.ListMembersQuery)
 		return connectors.RecordPage{}, err
 	}
 	cols := []string{"id", "email", "globalsubscriptionstatus"}
+	std, _ := newOptOut(connectors.OptOutField{Kind: connectors.OptOutStandard})
+	mapped := std
+	if q.Field.Kind != "" {
+		if mapped, err = newOptOut(q.Field); err != nil {
+			return connectors.RecordPage{}, err
+		}
+		if !slices.Contains(cols, mapped.column) {
+			cols = append(cols, mapped.column)
+		}
+	}
 	for _, f := range q.Fields {
 		if !identPattern.MatchString(f) {
 			return connectors.RecordPage{}, fmt.Errorf("netsuite: Fields: %q is not a SuiteQL column name", f)
@@ -444,7 +455,6 @@ func (c *Client) ListMembers(ctx context.Context, q connectors.ListMembersQuery)
 			return connectors.RecordPage{}, err
 		}
 	}
-	std, _ := newOptOut(connectors.OptOutField{Kind: connectors.OptOutStandard})
 	since := ""
 	if !q.Since.IsZero() {
 		since = " AND lastmodifieddate >= " + c.toDate(q.Since.Add(-c.overlap))
@@ -477,6 +487,7 @@ func (c *Client) ListMembers(ctx context.Context, q connectors.ListMembersQuery)
 		}
 		for _, r := range rows {
 			rec := c.toRecord(t, r, std, true)
+			rec.OptedOut = rec.OptedOut || mapped.optedOut(r)
 			rec.Fields = make(map[string]string, len(q.Fields))
 			for _, f := range q.Fields {
 				if v, ok := r[strings.ToLower(f)]; ok {
