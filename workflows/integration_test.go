@@ -70,7 +70,7 @@ type stack struct {
 	refs     map[string]connectors.RecordRef
 }
 
-func newStack(t *testing.T, mutate func(*activities.Settings)) *stack {
+func newStack(t testing.TB, mutate func(*activities.Settings)) *stack {
 	t.Helper()
 	s := &stack{
 		id:   strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")),
@@ -142,12 +142,24 @@ func (s *stack) seedDemo(t *testing.T) {
 	s.ns.AddSavedSearch(search, inSearch, stay)
 }
 
-func (s *stack) run(t *testing.T) workflows.SyncResult {
+func (s *stack) run(t testing.TB) workflows.SyncResult {
+	t.Helper()
+	return s.start(t, workflows.SyncInput{IntegrationID: s.id})
+}
+
+// runAfter runs the sync from the watermarks a previous run handed on, as a
+// scheduled run does through its last completion result.
+func (s *stack) runAfter(t testing.TB, prev workflows.SyncResult) workflows.SyncResult {
+	t.Helper()
+	return s.start(t, workflows.SyncInput{IntegrationID: s.id, Since: &prev.Next})
+}
+
+func (s *stack) start(t testing.TB, in workflows.SyncInput) workflows.SyncResult {
 	t.Helper()
 	run, err := s.c.ExecuteWorkflow(t.Context(), client.StartWorkflowOptions{
-		ID: workflows.WorkflowID(s.id), TaskQueue: s.id, WorkflowExecutionTimeout: 2 * time.Minute,
+		ID: workflows.WorkflowID(s.id), TaskQueue: s.id, WorkflowExecutionTimeout: 10 * time.Minute,
 		TypedSearchAttributes: temporal.NewSearchAttributes(workflows.IntegrationKey.ValueSet(s.id)),
-	}, workflows.SyncWorkflow, workflows.SyncInput{IntegrationID: s.id})
+	}, workflows.SyncWorkflow, in)
 	require.NoError(t, err)
 	var res workflows.SyncResult
 	require.NoError(t, run.Get(t.Context(), &res))
