@@ -5,6 +5,7 @@
 //	worker -config config.yaml          # against TEMPORAL_ADDRESS etc.
 //	worker -dev                         # demo: embedded Temporal + emulators
 //	worker -dev -config real.yaml       # embedded Temporal, real systems
+//	worker -emulators                   # only the seeded emulators
 package main
 
 import (
@@ -34,11 +35,15 @@ func run(args []string) int {
 	fs.IntVar(&f.UIPort, "ui-port", 8233, "dev mode: Temporal Web UI port on 127.0.0.1 (-1: no UI)")
 	fs.BoolVar(&f.SkipCredentialCheck, "skip-credential-check", false, "do not ping each integration's systems at start")
 	fs.BoolVar(&verbose, "v", false, "debug logging")
+	emulators := fs.Bool("emulators", false, "serve only the Mailchimp, NetSuite and Salesforce emulators, seeded with the demo data, and print their URLs and credentials")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
+	}
+	if *emulators {
+		return serveEmulators(os.Stdout)
 	}
 	if f.Dev && f.DataDir != "" {
 		abs, err := filepath.Abs(f.DataDir)
