@@ -287,7 +287,9 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 				st := statuses[email]
 				r := byEmail[email]
 				switch {
-				case st.Blocked():
+				case st.Blocked() || st == connectors.StatusArchived:
+					// An archived member was removed by an admin; a field
+					// update would re-add them, so they get none either.
 					res.Counts.SkippedBlocked++
 					continue
 				case st == connectors.StatusNotFound && r.OptedOut:

@@ -97,7 +97,7 @@ type Counts struct {
 	// Field sync.
 	FieldsUpdated  int `json:"fieldsUpdated,omitempty"`  // existing members updated
 	MembersAdded   int `json:"membersAdded,omitempty"`   // new members added with status_if_new
-	SkippedBlocked int `json:"skippedBlocked,omitempty"` // unsubscribed/cleaned members given no update
+	SkippedBlocked int `json:"skippedBlocked,omitempty"` // unsubscribed/cleaned/archived members given no update
 	SkippedOptOut  int `json:"skippedOptOut,omitempty"`  // CRM opt-outs not added as new members
 
 	Failed int `json:"failed,omitempty"` // items not written; retried by the next run

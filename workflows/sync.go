@@ -347,7 +347,7 @@ func notes(st *RunState) []string {
 	}
 	if len(s.FieldMap) > 0 {
 		f := c.FieldSync
-		n = append(n, fmt.Sprintf("Field sync: %d member(s) updated, %d added as %s; %d unsubscribed or cleaned member(s) and %d opted-out CRM record(s) given no update.",
+		n = append(n, fmt.Sprintf("Field sync: %d member(s) updated, %d added as %s; %d unsubscribed, cleaned or archived member(s) and %d opted-out CRM record(s) given no update.",
 			f.FieldsUpdated, f.MembersAdded, s.StatusIfNew, f.SkippedBlocked, f.SkippedOptOut))
 	}
 	held := c.MarketingToCRM.ComplianceHeld + c.CRMToMarketing.ComplianceHeld + c.FieldSync.ComplianceHeld

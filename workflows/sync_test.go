@@ -181,7 +181,8 @@ func TestFieldSyncSkipsBlockedMembersAndNeverResubscribes(t *testing.T) {
 	f.mk.add("sub@example.com", connectors.StatusSubscribed)
 	f.mk.add("uns@example.com", connectors.StatusUnsubscribed)
 	f.mk.add("cln@example.com", connectors.StatusCleaned)
-	for _, e := range []string{"sub@example.com", "uns@example.com", "cln@example.com", "new@example.com"} {
+	f.mk.add("arc@example.com", connectors.StatusArchived)
+	for _, e := range []string{"sub@example.com", "uns@example.com", "cln@example.com", "arc@example.com", "new@example.com"} {
 		r := f.crm.add("customer", e, "1", "L")
 		r.fields["firstname"] = "N-" + e[:3]
 	}
@@ -191,9 +192,10 @@ func TestFieldSyncSkipsBlockedMembersAndNeverResubscribes(t *testing.T) {
 
 	require.Equal(t, "N-sub", f.mk.member("sub@example.com").fields["FNAME"])
 	require.Equal(t, connectors.StatusSubscribed, f.mk.member("sub@example.com").status)
-	for _, e := range []string{"uns@example.com", "cln@example.com"} {
+	for _, e := range []string{"uns@example.com", "cln@example.com", "arc@example.com"} {
 		require.Empty(t, f.mk.member(e).fields, e)
 	}
+	require.Equal(t, connectors.StatusArchived, f.mk.member("arc@example.com").status, "an archived member is not re-added")
 	require.Equal(t, connectors.StatusUnsubscribed, f.mk.member("uns@example.com").status)
 	require.Equal(t, connectors.StatusCleaned, f.mk.member("cln@example.com").status)
 	require.Equal(t, connectors.StatusSubscribed, f.mk.member("new@example.com").status)
@@ -202,7 +204,7 @@ func TestFieldSyncSkipsBlockedMembersAndNeverResubscribes(t *testing.T) {
 	fs := res.Counts.FieldSync
 	require.Equal(t, 1, fs.FieldsUpdated)
 	require.Equal(t, 1, fs.MembersAdded)
-	require.Equal(t, 2, fs.SkippedBlocked)
+	require.Equal(t, 3, fs.SkippedBlocked)
 	require.Equal(t, 1, fs.SkippedOptOut)
 }
 
