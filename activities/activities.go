@@ -261,7 +261,8 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 		}
 		res.Counts.Pages++
 		res.Counts.Read += len(page.Records)
-		// One address, one member: the first record of an address wins.
+		// One address, one member: the first record of an address gives
+		// the fields, but any record of it opted out makes it opted out.
 		byEmail := map[string]connectors.Record{}
 		var emails []string
 		for _, r := range page.Records {
@@ -270,8 +271,10 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 				res.Counts.InvalidEmails++
 				continue
 			}
-			if _, dup := byEmail[email]; dup {
+			if first, dup := byEmail[email]; dup {
 				res.Counts.DuplicateRecords++
+				first.OptedOut = first.OptedOut || r.OptedOut
+				byEmail[email] = first
 				continue
 			}
 			byEmail[email] = r
@@ -281,6 +284,16 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 			statuses, err := integ.Marketing.MemberStatuses(ctx, s.Audience, batch)
 			if err != nil {
 				return classify(err, "looking up member statuses in audience "+s.Audience)
+			}
+			var newcomers []string
+			for _, email := range batch {
+				if statuses[email] == connectors.StatusNotFound && !byEmail[email].OptedOut {
+					newcomers = append(newcomers, email)
+				}
+			}
+			optedOut, err := a.optedOutAnywhere(ctx, integ, newcomers)
+			if err != nil {
+				return err
 			}
 			var todo []connectors.MemberFields
 			for _, email := range batch {
@@ -292,7 +305,7 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 					// update would re-add them, so they get none either.
 					res.Counts.SkippedBlocked++
 					continue
-				case st == connectors.StatusNotFound && r.OptedOut:
+				case st == connectors.StatusNotFound && (r.OptedOut || optedOut[email]):
 					res.Counts.SkippedOptOut++
 					continue
 				}
@@ -318,6 +331,37 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 		})
 		return page.Next, err
 	})
+}
+
+// optedOutAnywhere returns the addresses among emails that any CRM record
+// marks as opted out, through the integration's field or the CRM's standard
+// one: a person is added to the audience only when no record of theirs, in
+// or out of the lists, says no.
+func (a *Activities) optedOutAnywhere(ctx context.Context, integ *Integration, emails []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	if len(emails) == 0 {
+		return out, nil
+	}
+	s := integ.Settings
+	fields := []connectors.OptOutField{s.OptOut}
+	if s.OptOut.Kind != connectors.OptOutStandard {
+		fields = append(fields, connectors.OptOutField{Kind: connectors.OptOutStandard})
+	}
+	err := chunks(emails, integ.CRM.MaxBatch(), func(batch []string) error {
+		for _, f := range fields {
+			records, err := integ.CRM.FindByEmail(ctx, s.RecordTypes, f, batch)
+			if err != nil {
+				return classify(err, "checking CRM opt-outs before adding members")
+			}
+			for _, r := range records {
+				if r.OptedOut {
+					out[strings.ToLower(r.Email)] = true
+				}
+			}
+		}
+		return nil
+	})
+	return out, err
 }
 
 // pages runs handle page by page from cursor (or from the cursor this

@@ -329,3 +329,40 @@ func notesText(r workflows.SyncResult) string {
 	}
 	return s
 }
+
+func TestFieldSyncNeverAddsAPersonWithAnyOptedOutRecord(t *testing.T) {
+	f := newFixture()
+	f.settings.FieldMap = map[string]string{"firstname": "FNAME"}
+	f.settings.Lists = []string{"L"}
+	f.settings.OptOut = connectors.OptOutField{Kind: connectors.OptOutCustom, Field: "custentity_mc"}
+	// Ann's customer record is in the list and opted in; her contact record,
+	// outside the list, is opted out.
+	f.crm.add("customer", "ann@example.com", "1", "L")
+	f.crm.add("contact", "ann@example.com", "1").custom["custentity_mc"] = true
+	// Bob's record uses the custom field, but the CRM's standard opt-out is set.
+	f.crm.add("customer", "bob@example.com", "2", "L")
+	// Two records of Cid in the list, the second opted out.
+	f.crm.add("customer", "cid@example.com", "1", "L")
+	f.crm.add("contact", "cid@example.com", "1", "L").custom["custentity_mc"] = true
+	f.crm.add("customer", "dee@example.com", "1", "L")
+
+	res := f.mustRun(t, workflows.SyncInput{}, nil)
+	for _, e := range []string{"ann@example.com", "bob@example.com", "cid@example.com"} {
+		require.Equal(t, connectors.StatusNotFound, f.mk.member(e).status, e)
+	}
+	require.Equal(t, connectors.StatusSubscribed, f.mk.member("dee@example.com").status)
+	require.Equal(t, 3, res.Counts.FieldSync.SkippedOptOut)
+	require.Equal(t, 1, res.Counts.FieldSync.MembersAdded)
+}
+
+func TestNextWatermarkIsTheRunStartLessTheOverlap(t *testing.T) {
+	f := newFixture()
+	f.settings.Overlap = 5 * time.Minute
+	f.settings.CRMToMarketing = true
+	res := f.mustRun(t, workflows.SyncInput{}, nil)
+	want := res.StartedAt.Add(-5 * time.Minute)
+	require.Equal(t, want, res.Next.Unsubscribed)
+	require.Equal(t, want, res.Next.Cleaned)
+	require.Equal(t, want, res.Next.CRMOptOuts)
+	require.True(t, res.Next.Fields.IsZero(), "field sync is off: its watermark stays")
+}
