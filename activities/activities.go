@@ -91,7 +91,7 @@ func (a *Activities) SyncMarketingChanges(ctx context.Context, in PageInput) (Pa
 		return PageResult{}, err
 	}
 	s := integ.Settings
-	return a.pages(ctx, integ, in.Cursor, func(cursor string, res *PageResult) (string, error) {
+	return a.pages(ctx, integ, in.Cursor, func(ctx context.Context, cursor string, res *PageResult) (string, error) {
 		page, err := integ.Marketing.ChangedMembers(ctx, connectors.ChangesRequest{
 			Audience: s.Audience, Status: in.Status, Since: in.Since, Cursor: cursor, PageSize: s.PageSize,
 		})
@@ -120,7 +120,7 @@ func (a *Activities) SyncMarketingChanges(ctx context.Context, in PageInput) (Pa
 // optOutInCRM sets the opt-out on every CRM record of each address.
 func (a *Activities) optOutInCRM(ctx context.Context, integ *Integration, emails []string, res *PageResult) error {
 	s := integ.Settings
-	return chunks(emails, integ.CRM.MaxBatch(), func(batch []string) error {
+	return chunks(ctx, emails, integ.CRM.MaxBatch(), func(batch []string) error {
 		records, err := integ.CRM.FindByEmail(ctx, s.RecordTypes, s.OptOut, batch)
 		if err != nil {
 			return classify(err, "finding CRM records by address")
@@ -160,7 +160,7 @@ func (a *Activities) optOutInCRM(ctx context.Context, integ *Integration, emails
 func (a *Activities) markCleaned(ctx context.Context, integ *Integration, emails []string, res *PageResult) error {
 	s := integ.Settings
 	field := connectors.OptOutField{Kind: connectors.OptOutCustom, Field: s.CleanedField}
-	return chunks(emails, integ.CRM.MaxBatch(), func(batch []string) error {
+	return chunks(ctx, emails, integ.CRM.MaxBatch(), func(batch []string) error {
 		records, err := integ.CRM.FindByEmail(ctx, s.RecordTypes, field, batch)
 		if err != nil {
 			return classify(err, "finding CRM records by address")
@@ -193,7 +193,7 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 		return PageResult{}, err
 	}
 	s := integ.Settings
-	return a.pages(ctx, integ, in.Cursor, func(cursor string, res *PageResult) (string, error) {
+	return a.pages(ctx, integ, in.Cursor, func(ctx context.Context, cursor string, res *PageResult) (string, error) {
 		page, err := integ.CRM.OptedOut(ctx, connectors.OptOutQuery{
 			Types: s.RecordTypes, Field: s.OptOut, Since: in.Since, Lists: s.Lists, Cursor: cursor, PageSize: s.PageSize,
 		})
@@ -227,7 +227,7 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 				emails = append(emails, email)
 			}
 		}
-		err = chunks(emails, integ.Marketing.MaxBatch(), func(batch []string) error {
+		err = chunks(ctx, emails, integ.Marketing.MaxBatch(), func(batch []string) error {
 			out, err := integ.Marketing.Unsubscribe(ctx, s.Audience, batch)
 			if err != nil {
 				return classify(err, "unsubscribing from audience "+s.Audience)
@@ -251,7 +251,7 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 	}
 	s := integ.Settings
 	fields := slices.Sorted(maps.Keys(s.FieldMap))
-	return a.pages(ctx, integ, in.Cursor, func(cursor string, res *PageResult) (string, error) {
+	return a.pages(ctx, integ, in.Cursor, func(ctx context.Context, cursor string, res *PageResult) (string, error) {
 		page, err := integ.CRM.ListMembers(ctx, connectors.ListMembersQuery{
 			Types: s.RecordTypes, Lists: s.Lists, Fields: fields, Field: s.OptOut, Since: in.Since,
 			Cursor: cursor, PageSize: s.PageSize,
@@ -280,7 +280,7 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 			byEmail[email] = r
 			emails = append(emails, email)
 		}
-		err = chunks(emails, integ.Marketing.MaxBatch(), func(batch []string) error {
+		err = chunks(ctx, emails, integ.Marketing.MaxBatch(), func(batch []string) error {
 			statuses, err := integ.Marketing.MemberStatuses(ctx, s.Audience, batch)
 			if err != nil {
 				return classify(err, "looking up member statuses in audience "+s.Audience)
@@ -347,7 +347,7 @@ func (a *Activities) optedOutAnywhere(ctx context.Context, integ *Integration, e
 	if s.OptOut.Kind != connectors.OptOutStandard {
 		fields = append(fields, connectors.OptOutField{Kind: connectors.OptOutStandard})
 	}
-	err := chunks(emails, integ.CRM.MaxBatch(), func(batch []string) error {
+	err := chunks(ctx, emails, integ.CRM.MaxBatch(), func(batch []string) error {
 		for _, f := range fields {
 			records, err := integ.CRM.FindByEmail(ctx, s.RecordTypes, f, batch)
 			if err != nil {
@@ -367,25 +367,26 @@ func (a *Activities) optedOutAnywhere(ctx context.Context, integ *Integration, e
 // pages runs handle page by page from cursor (or from the cursor this
 // activity heartbeated before a retry), heartbeating the cursor after each
 // page, until the step is done or PagesPerActivity pages were handled.
-func (a *Activities) pages(ctx context.Context, integ *Integration, cursor string, handle func(string, *PageResult) (string, error)) (PageResult, error) {
+func (a *Activities) pages(ctx context.Context, integ *Integration, cursor string, handle func(context.Context, string, *PageResult) (string, error)) (PageResult, error) {
 	var res PageResult
+	last := &heartbeat{Cursor: cursor}
 	if activity.HasHeartbeatDetails(ctx) {
-		var hb heartbeat
-		if err := activity.GetHeartbeatDetails(ctx, &hb); err == nil {
-			cursor, res = hb.Cursor, hb.Partial
+		if err := activity.GetHeartbeatDetails(ctx, last); err == nil {
+			cursor, res = last.Cursor, last.Partial
 		}
 	}
+	ctx = context.WithValue(ctx, heartbeatKey{}, last)
 	limit := max(integ.Settings.PagesPerActivity, 1)
-	for i := 0; i < limit; i++ {
-		next, err := handle(cursor, &res)
+	// A heartbeat is recorded after each finished page, so a resumed
+	// attempt whose last page was the step's last has nothing left to do.
+	for i := 0; i < limit && !last.Done; i++ {
+		next, err := handle(ctx, cursor, &res)
 		if err != nil {
 			return PageResult{}, err
 		}
 		cursor = next
-		activity.RecordHeartbeat(ctx, heartbeat{Cursor: cursor, Partial: res})
-		if cursor == "" {
-			break
-		}
+		*last = heartbeat{Cursor: cursor, Partial: res, Done: cursor == ""}
+		activity.RecordHeartbeat(ctx, *last)
 	}
 	res.Next = cursor
 	if u, ok := integ.CRM.(UsageReporter); ok {
@@ -407,6 +408,17 @@ type UsageReporter interface {
 type heartbeat struct {
 	Cursor  string
 	Partial PageResult
+	Done    bool
+}
+
+type heartbeatKey struct{}
+
+// keepAlive records the last heartbeat again, so a long page does not
+// look like a dead worker; a retry still resumes after the last whole page.
+func keepAlive(ctx context.Context) {
+	if hb, ok := ctx.Value(heartbeatKey{}).(*heartbeat); ok && activity.IsActivity(ctx) {
+		activity.RecordHeartbeat(ctx, *hb)
+	}
 }
 
 func (r *PageResult) add(f FailureReport) {
@@ -463,9 +475,13 @@ func validEmail(s string) (string, bool) {
 	return strings.ToLower(s), true
 }
 
-func chunks[T any](items []T, size int, fn func([]T) error) error {
+// chunks calls fn on consecutive slices of at most size items, renewing
+// the activity's heartbeat before each: one page of a thousand NetSuite
+// writes at the account's concurrency can outlast the heartbeat timeout.
+func chunks[T any](ctx context.Context, items []T, size int, fn func([]T) error) error {
 	size = max(size, 1)
 	for start := 0; start < len(items); start += size {
+		keepAlive(ctx)
 		if err := fn(items[start:min(start+size, len(items))]); err != nil {
 			return err
 		}

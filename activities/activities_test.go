@@ -1,0 +1,108 @@
+package activities
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/testsuite"
+
+	"github.com/optoutsync/optoutsync/connectors"
+)
+
+// pagedMarketing serves unsubscribed members m0..m(n-1) in pages of two,
+// with the offset as the cursor, and records the cursors it was asked for.
+type pagedMarketing struct {
+	connectors.Marketing
+	n       int
+	cursors []string
+}
+
+func (p *pagedMarketing) ChangedMembers(_ context.Context, req connectors.ChangesRequest) (connectors.MemberPage, error) {
+	p.cursors = append(p.cursors, req.Cursor)
+	off, _ := strconv.Atoi(req.Cursor)
+	var page connectors.MemberPage
+	for i := off; i < min(off+2, p.n); i++ {
+		page.Members = append(page.Members, connectors.Member{Email: fmt.Sprintf("m%d@example.com", i), Status: connectors.StatusUnsubscribed})
+	}
+	if off+2 < p.n {
+		page.Next = strconv.Itoa(off + 2)
+	}
+	return page, nil
+}
+
+// everyoneInCRM has one record per address and opts out whatever it is asked to.
+type everyoneInCRM struct {
+	connectors.CRM
+	written int
+}
+
+func (c *everyoneInCRM) FindByEmail(_ context.Context, _ []string, _ connectors.OptOutField, emails []string) ([]connectors.Record, error) {
+	var out []connectors.Record
+	for _, e := range emails {
+		out = append(out, connectors.Record{Ref: connectors.RecordRef{Type: "customer", ID: e}, Email: e})
+	}
+	return out, nil
+}
+
+func (c *everyoneInCRM) SetOptOut(_ context.Context, _ connectors.OptOutField, refs []connectors.RecordRef) (connectors.BatchResult, error) {
+	c.written += len(refs)
+	return connectors.BatchResult{Written: len(refs)}, nil
+}
+
+func (c *everyoneInCRM) MaxBatch() int { return 200 }
+
+func setup(n, pagesPerActivity int) (*testsuite.TestActivityEnvironment, *Activities, *pagedMarketing, *everyoneInCRM) {
+	mk, crm := &pagedMarketing{n: n}, &everyoneInCRM{}
+	reg := MapRegistry{"x": {Settings: Settings{IntegrationID: "x", PagesPerActivity: pagesPerActivity}, Marketing: mk, CRM: crm}}
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestActivityEnvironment()
+	acts := New(reg, nil)
+	env.RegisterActivity(acts)
+	return env, acts, mk, crm
+}
+
+func TestPagingActivityResumesFromItsHeartbeatedCursor(t *testing.T) {
+	env, acts, mk, crm := setup(5, 10)
+	// A previous attempt finished the first page (two members) and died.
+	env.SetHeartbeatDetails(heartbeat{Cursor: "2", Partial: PageResult{Counts: Counts{Pages: 1, Read: 2, Unsubscribes: 2, CRMOptedOut: 2}}})
+	val, err := env.ExecuteActivity(acts.SyncMarketingChanges, PageInput{IntegrationID: "x", Status: connectors.StatusUnsubscribed})
+	require.NoError(t, err)
+	var res PageResult
+	require.NoError(t, val.Get(&res))
+	require.Equal(t, []string{"2", "4"}, mk.cursors, "resumed after the last whole page")
+	require.Equal(t, 3, crm.written, "the first page was not written again")
+	require.Equal(t, 5, res.Counts.Unsubscribes, "the heartbeated counts carry over")
+	require.Equal(t, 5, res.Counts.CRMOptedOut)
+	require.Empty(t, res.Next)
+}
+
+func TestPagingActivityWhoseLastPageWasHeartbeatedDoesNotStartOver(t *testing.T) {
+	env, acts, mk, crm := setup(5, 10)
+	env.SetHeartbeatDetails(heartbeat{Cursor: "", Done: true, Partial: PageResult{Counts: Counts{Pages: 3, Unsubscribes: 5}}})
+	val, err := env.ExecuteActivity(acts.SyncMarketingChanges, PageInput{IntegrationID: "x", Status: connectors.StatusUnsubscribed})
+	require.NoError(t, err)
+	var res PageResult
+	require.NoError(t, val.Get(&res))
+	require.Empty(t, mk.cursors)
+	require.Zero(t, crm.written)
+	require.Equal(t, 5, res.Counts.Unsubscribes)
+}
+
+func TestPagingActivityStopsAfterPagesPerActivityAndReturnsItsCursor(t *testing.T) {
+	env, acts, mk, _ := setup(9, 10)
+	val, err := env.ExecuteActivity(acts.SyncMarketingChanges, PageInput{IntegrationID: "x", Status: connectors.StatusUnsubscribed})
+	require.NoError(t, err)
+	var res PageResult
+	require.NoError(t, val.Get(&res))
+	require.Len(t, mk.cursors, 5)
+	require.Empty(t, res.Next)
+
+	env, acts, _, _ = setup(9, 2)
+	val, err = env.ExecuteActivity(acts.SyncMarketingChanges, PageInput{IntegrationID: "x", Status: connectors.StatusUnsubscribed})
+	require.NoError(t, err)
+	require.NoError(t, val.Get(&res))
+	require.Equal(t, "4", res.Next)
+}
