@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/mail"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -389,6 +390,8 @@ func (a *Activities) pages(ctx context.Context, integ *Integration, cursor strin
 		activity.RecordHeartbeat(ctx, *last)
 	}
 	res.Next = cursor
+	a.log.Debug("pages synced", "integration", integ.Settings.IntegrationID, "pages", res.Counts.Pages,
+		"read", res.Counts.Read, "failed", res.Counts.Failed, "more", cursor != "")
 	if u, ok := integ.CRM.(UsageReporter); ok {
 		if used, limit, ok := u.APIUsage(); ok {
 			res.CRMAPIUsage = &APIUsage{Used: used, Max: limit}
@@ -436,7 +439,7 @@ func (r *PageResult) add(f FailureReport) {
 // key to its address, to report it by hash.
 func (r *PageResult) recordFailures(dir Direction, failed []connectors.Failure, emailOf map[string]string) {
 	for _, f := range failed {
-		rep := FailureReport{Direction: dir, Code: f.Code, Reason: f.Message, Compliance: f.Compliance}
+		rep := FailureReport{Direction: dir, Code: f.Code, Reason: scrubAddresses(f.Message), Compliance: f.Compliance}
 		if email, ok := emailOf[f.Key]; ok {
 			rep.Record, rep.AddressHash = f.Key, AddressHash(email)
 		} else if strings.Contains(f.Key, "@") {
@@ -460,6 +463,16 @@ func recordKey(records []connectors.Record) map[string]string {
 		m[r.Ref.String()] = r.Email
 	}
 	return m
+}
+
+// addressPattern matches an email address, raw or URL-encoded, even one a
+// connector already shortened ("j***@example.com").
+var addressPattern = regexp.MustCompile(`[^\s"'<>()\[\],;:]+(@|%40)[^\s"'<>()\[\],;:]+`)
+
+// scrubAddresses replaces every address in a vendor's message with
+// "<address>": results and histories name people by address hash only.
+func scrubAddresses(s string) string {
+	return addressPattern.ReplaceAllString(s, "<address>")
 }
 
 // validEmail returns the address lower-cased, or false when it is missing or invalid.

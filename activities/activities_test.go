@@ -106,3 +106,20 @@ func TestPagingActivityStopsAfterPagesPerActivityAndReturnsItsCursor(t *testing.
 	require.NoError(t, val.Get(&res))
 	require.Equal(t, "4", res.Next)
 }
+
+func TestFailureReasonsNameNoAddress(t *testing.T) {
+	for in, want := range map[string]string{
+		"ann.lee@example.com is in a compliance state due to unsubscribe": "<address> is in a compliance state due to unsubscribe",
+		"a***@example.com was permanently deleted":                        "<address> was permanently deleted",
+		"Invalid value for email: 'bob%40x.org'.":                         "Invalid value for email: '<address>'.",
+		"Record does not exist.":                                          "Record does not exist.",
+	} {
+		require.Equal(t, want, scrubAddresses(in))
+	}
+	var r PageResult
+	r.recordFailures(CRMToMarketing, []connectors.Failure{{Key: "ann@example.com", Code: "Member In Compliance State", Message: "ann@example.com is in a compliance state", Compliance: true}}, nil)
+	require.Equal(t, AddressHash("ann@example.com"), r.Failures[0].AddressHash)
+	require.Equal(t, "<address> is in a compliance state", r.Failures[0].Reason)
+	require.Equal(t, 1, r.Counts.ComplianceHeld)
+	require.False(t, r.HoldWatermark, "a compliance answer is final")
+}
