@@ -56,7 +56,7 @@ func TestIntegrationSalesforceBothWaysScopedToACampaign(t *testing.T) {
 	settings := activities.Settings{
 		IntegrationID: id, MarketingKind: "mailchimp", CRMKind: "salesforce", Audience: audience,
 		RecordTypes: []string{"Contact", "Lead", "Account"}, Lists: []string{campaign}, CRMToMarketing: true,
-		OptOut:      connectors.OptOutField{Kind: connectors.OptOutStandard},
+		OptOut: connectors.OptOutField{Kind: connectors.OptOutStandard},
 		// No overlap, and the seed a second older than the first run: the
 		// second run must then find "out" through its campaign membership,
 		// not through a modification inside the overlap.
