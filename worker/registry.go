@@ -123,8 +123,6 @@ func newCRM(in *Integration, s *secrets, log *slog.Logger) (connectors.CRM, erro
 	case "netsuite":
 		cfg := netsuite.Config{
 			AccountID: c.AccountID, BaseURL: c.BaseURL, Concurrency: c.Concurrency,
-			// The connector subtracts this margin itself, on top of the
-			// workflow's overlap, because NetSuite dates are in the user's zone.
 			Logger: log.With("system", "netsuite"),
 		}
 		if c.TimeZone != "" {
@@ -165,7 +163,7 @@ func newCRM(in *Integration, s *secrets, log *slog.Logger) (connectors.CRM, erro
 		if len(s.errs) > before {
 			return nil, nil
 		}
-		return newSalesforce(cfg, connectors.OptOutField{Kind: connectors.OptOutKind(c.OptOut.Kind), Field: c.OptOut.Field}, log.With("system", "salesforce"))
+		return newSalesforce(cfg, log.With("system", "salesforce"))
 	}
 	return nil, fmt.Errorf("kind: unknown kind %q", c.Kind)
 }

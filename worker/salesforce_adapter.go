@@ -11,13 +11,12 @@ import (
 // newSalesforce builds the Salesforce connector. Tokens come from the My
 // Domain URL (instanceURL), which the client credentials flow requires;
 // loginURL overrides it for the JWT bearer flow (login or test.salesforce.com).
-func newSalesforce(s salesforceSettings, optOut connectors.OptOutField, log *slog.Logger) (connectors.CRM, error) {
+func newSalesforce(s salesforceSettings, log *slog.Logger) (connectors.CRM, error) {
 	cfg := salesforce.Config{
 		LoginURL:     firstNonEmpty(s.BaseURL, s.LoginURL, s.InstanceURL),
 		ClientID:     s.ClientID,
 		ClientSecret: s.ClientSecret,
 		Username:     s.Username,
-		OptOutField:  optOut,
 		Logger:       log,
 	}
 	if s.PrivateKey != "" {

@@ -128,8 +128,8 @@ func (c *Client) toRecord(t string, r row, o optOut, inLists bool) connectors.Re
 // OptedOut pages through the records of q.Types opted out through q.Field.
 //
 // Without q.Lists it returns the opted-out records whose lastmodifieddate
-// is at or after q.Since (to the second, in Config.TimeZone, minus
-// Config.SinceOverlap), all with InLists true.
+// is at or after q.Since (to the second, in Config.TimeZone), all with
+// InLists true. The caller's watermark carries the margin for clock skew.
 //
 // With q.Lists (saved search ids) it returns, first, EVERY opted-out member
 // of the saved searches with InLists true, whatever its modification date,
@@ -203,7 +203,7 @@ func (c *Client) OptedOut(ctx context.Context, q connectors.OptOutQuery) (connec
 		}
 		where := o.where
 		if !q.Since.IsZero() {
-			where += " AND lastmodifieddate >= " + c.toDate(q.Since.Add(-c.overlap))
+			where += " AND lastmodifieddate >= " + c.toDate(q.Since)
 		}
 		if k.LastModified != "" {
 			next, err := nextSecond(k.LastModified)
@@ -457,7 +457,7 @@ func (c *Client) ListMembers(ctx context.Context, q connectors.ListMembersQuery)
 	}
 	since := ""
 	if !q.Since.IsZero() {
-		since = " AND lastmodifieddate >= " + c.toDate(q.Since.Add(-c.overlap))
+		since = " AND lastmodifieddate >= " + c.toDate(q.Since)
 	}
 	var out []connectors.Record
 	for queries := 0; len(out) < size && queries < maxQueriesPerPage && k.Type < len(types); queries++ {

@@ -47,12 +47,8 @@ type Config struct {
 	Concurrency int
 	// TimeZone is the time zone of the integration user's preferences:
 	// SuiteQL reads and writes dates in it. nil means UTC. A wrong zone
-	// shifts the watermark; see SinceOverlap.
+	// shifts the watermark by the zone's offset: set it.
 	TimeZone *time.Location
-	// SinceOverlap is subtracted from every watermark before it is sent, as
-	// a margin against clock and time-zone drift: re-reading an opt-out is
-	// harmless, missing one is not. 0 means none.
-	SinceOverlap time.Duration
 	// ListCacheTTL is how long the members of the saved searches, read
 	// afresh on the first page of every read, are reused by its later
 	// pages; 0 means 5 minutes.
@@ -78,7 +74,6 @@ type Client struct {
 	http        *http.Client
 	tokens      *tokenSource
 	loc         *time.Location
-	overlap     time.Duration
 	concurrency int
 	log         *slog.Logger
 	lists       *listCache
@@ -137,7 +132,7 @@ func New(cfg Config) (*Client, error) {
 		RetryWaitMax: cfg.RetryWaitMax,
 		Timeout:      cfg.Timeout,
 	}
-	c := &Client{account: account, base: base, loc: loc, overlap: cfg.SinceOverlap, concurrency: conc, log: log.With("system", System), lists: newListCache(ttl, now)}
+	c := &Client{account: account, base: base, loc: loc, concurrency: conc, log: log.With("system", System), lists: newListCache(ttl, now)}
 
 	hasTBA := cfg.TBA != (TBA{})
 	hasM2M := cfg.M2M.ClientID != "" || cfg.M2M.CertificateID != "" || cfg.M2M.PrivateKey != ""

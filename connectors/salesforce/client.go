@@ -60,11 +60,6 @@ type Config struct {
 	PrivateKeyPEM []byte
 	// Audience is the JWT "aud"; "" means DefaultAudience.
 	Audience string
-	// OptOutField is where the org keeps the opt-out, used by ListMembers to
-	// fill Record.OptedOut (connectors.ListMembersQuery carries no field);
-	// zero means the standard HasOptedOutOfEmail.
-	OptOutField connectors.OptOutField
-
 	// Logger receives retry and failure lines; nil discards them.
 	Logger *slog.Logger
 	// RetryMax, RetryWaitMin, RetryWaitMax and Timeout tune the HTTP
@@ -91,7 +86,6 @@ type Client struct {
 	version string
 	key     *rsa.PrivateKey
 	http    *http.Client
-	optOut  connectors.OptOutField
 
 	mu       sync.Mutex // serialises logins
 	sess     atomic.Pointer[session]
@@ -125,7 +119,7 @@ func New(cfg Config) (*Client, error) {
 	if strings.TrimSpace(cfg.ClientID) == "" {
 		return nil, errors.New("salesforce: Config.ClientID is required")
 	}
-	c := &Client{cfg: cfg, login: login.String() + "/services/oauth2/token", version: cfg.APIVersion, optOut: cfg.OptOutField}
+	c := &Client{cfg: cfg, login: login.String() + "/services/oauth2/token", version: cfg.APIVersion}
 	jwtFlow := cfg.Username != "" || len(cfg.PrivateKeyPEM) > 0
 	switch {
 	case jwtFlow && cfg.ClientSecret != "":
@@ -146,12 +140,6 @@ func New(cfg Config) (*Client, error) {
 		}
 	case cfg.ClientSecret == "":
 		return nil, errors.New("salesforce: Config.ClientSecret is required (or Username and PrivateKeyPEM for the JWT bearer flow)")
-	}
-	if c.optOut.Kind == "" {
-		c.optOut.Kind = connectors.OptOutStandard
-	}
-	if err := validOptOutField("Config.OptOutField", c.optOut); err != nil {
-		return nil, err
 	}
 	orgKey := cfg.OrgKey
 	if orgKey == "" {

@@ -159,7 +159,6 @@ func TestConfigValidation(t *testing.T) {
 		"APIVersion":    {LoginURL: srv.URL, ClientID: "x", ClientSecret: "y", APIVersion: "62"},
 		"PrivateKeyPEM": {LoginURL: srv.URL, ClientID: "x", Username: "u@example.com", PrivateKeyPEM: []byte("not a key")},
 		"Username":      {LoginURL: srv.URL, ClientID: "x", PrivateKeyPEM: srv.PrivateKeyPEM},
-		"OptOutField":   {LoginURL: srv.URL, ClientID: "x", ClientSecret: "y", OptOutField: connectors.OptOutField{Kind: connectors.OptOutCustom, Field: "Bad Field'--"}},
 	} {
 		_, err := salesforce.New(cfg)
 		require.ErrorContains(t, err, strings.TrimSpace(field), field)
@@ -510,6 +509,20 @@ func TestListMembers(t *testing.T) {
 
 	_, err = c.ListMembers(t.Context(), connectors.ListMembersQuery{Types: []string{"Contact"}, Fields: []string{"Name FROM User --"}})
 	require.ErrorContains(t, err, "Fields")
+}
+
+func TestListMembersReadsTheQuerysOptOutField(t *testing.T) {
+	srv := newOrg(t, salesforcetest.Options{})
+	out := srv.AddContact(salesforcetest.Person{LastName: "Out", Email: "out@example.com", Custom: map[string]any{"Email_Opt_Out__c": true}})
+	srv.AddContact(salesforcetest.Person{LastName: "In", Email: "in@example.com", Custom: map[string]any{"Email_Opt_Out__c": false}})
+	c := clientFor(t, srv)
+	page, err := c.ListMembers(t.Context(), connectors.ListMembersQuery{Types: []string{"Contact"},
+		Field: connectors.OptOutField{Kind: connectors.OptOutCustom, Field: "Email_Opt_Out__c"}})
+	require.NoError(t, err)
+	require.Len(t, page.Records, 2)
+	for _, r := range page.Records {
+		require.Equal(t, r.Ref.ID == out, r.OptedOut, r.Email)
+	}
 }
 
 func TestFaultsAreClassified(t *testing.T) {

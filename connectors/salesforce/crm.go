@@ -152,7 +152,7 @@ func (c *Client) listPhases(q connectors.ListMembersQuery) ([]phase, error) {
 	}
 	optOut := q.Field
 	if optOut.Kind == "" {
-		optOut = c.optOut
+		optOut.Kind = connectors.OptOutStandard
 	}
 	if err := validOptOutField("ListMembersQuery.Field", optOut); err != nil {
 		return nil, err
@@ -207,8 +207,8 @@ func (c *Client) OptedOut(ctx context.Context, q connectors.OptOutQuery) (connec
 }
 
 // ListMembers pages through the campaigns' members (or all records of the
-// types) with the mapped fields. Record.OptedOut follows q.Field, or
-// Config.OptOutField when q.Field is unset.
+// types) with the mapped fields. Record.OptedOut follows q.Field (the
+// standard HasOptedOutOfEmail when unset).
 func (c *Client) ListMembers(ctx context.Context, q connectors.ListMembersQuery) (connectors.RecordPage, error) {
 	phases, err := c.listPhases(q)
 	if err != nil {
