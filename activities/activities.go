@@ -441,9 +441,9 @@ func (r *PageResult) recordFailures(dir Direction, failed []connectors.Failure, 
 	for _, f := range failed {
 		rep := FailureReport{Direction: dir, Code: f.Code, Reason: scrubAddresses(f.Message), Compliance: f.Compliance}
 		if email, ok := emailOf[f.Key]; ok {
-			rep.Record, rep.AddressHash = f.Key, AddressHash(email)
+			rep.Record, rep.AddressHash = f.Key, connectors.AddressHash(email)
 		} else if strings.Contains(f.Key, "@") {
-			rep.AddressHash = AddressHash(f.Key)
+			rep.AddressHash = connectors.AddressHash(f.Key)
 		} else {
 			rep.Record = f.Key
 		}

@@ -9,9 +9,6 @@
 package activities
 
 import (
-	"crypto/md5"
-	"encoding/hex"
-	"strings"
 	"time"
 
 	"github.com/optoutsync/optoutsync/connectors"
@@ -164,11 +161,4 @@ type PageResult struct {
 type APIUsage struct {
 	Used int `json:"used"`
 	Max  int `json:"max"`
-}
-
-// AddressHash is how an address appears in results and logs: Mailchimp's
-// subscriber hash, MD5 of the lower-cased address.
-func AddressHash(email string) string {
-	sum := md5.Sum([]byte(strings.ToLower(strings.TrimSpace(email))))
-	return hex.EncodeToString(sum[:])
 }

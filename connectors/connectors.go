@@ -10,6 +10,9 @@ package connectors
 
 import (
 	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"strings"
 	"time"
 )
 
@@ -240,4 +243,12 @@ type CRM interface {
 
 	// MaxBatch is the largest batch FindByEmail and SetOptOut take.
 	MaxBatch() int
+}
+
+// AddressHash names a person without their address, in results, histories
+// and logs: Mailchimp's subscriber hash, the MD5 hex of the lower-cased
+// address, so it can be looked up in Mailchimp.
+func AddressHash(email string) string {
+	sum := md5.Sum([]byte(strings.ToLower(strings.TrimSpace(email))))
+	return hex.EncodeToString(sum[:])
 }

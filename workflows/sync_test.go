@@ -220,7 +220,7 @@ func TestComplianceAnswerIsRecordedNotRetriedNotAFailure(t *testing.T) {
 	require.Zero(t, res.Counts.CRMToMarketing.Failed)
 	require.Len(t, res.Failures, 1)
 	require.True(t, res.Failures[0].Compliance)
-	require.Equal(t, activities.AddressHash("forgot@example.com"), res.Failures[0].AddressHash)
+	require.Equal(t, connectors.AddressHash("forgot@example.com"), res.Failures[0].AddressHash)
 	require.Equal(t, 1, f.mk.calls["unsubscribe"], "not retried")
 	require.False(t, res.Next.CRMOptOuts.IsZero(), "a compliance answer does not hold the watermark")
 }
@@ -238,7 +238,7 @@ func TestRejectedRecordIsReportedAndRetriedByTheNextRun(t *testing.T) {
 	require.Equal(t, 1, first.Counts.MarketingToCRM.Failed)
 	require.Len(t, first.Failures, 1)
 	require.Equal(t, "customer/"+bad.ref.ID, first.Failures[0].Record)
-	require.Equal(t, activities.AddressHash("ann@example.com"), first.Failures[0].AddressHash)
+	require.Equal(t, connectors.AddressHash("ann@example.com"), first.Failures[0].AddressHash)
 	require.True(t, first.Next.Unsubscribed.IsZero(), "the failed step keeps its watermark")
 
 	f.crm.mu.Lock()

@@ -13,7 +13,6 @@ package mailchimp
 import (
 	"bytes"
 	"context"
-	"crypto/md5"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -163,13 +162,6 @@ func New(cfg Config) (*Client, error) {
 // MaxBatch is the largest batch Unsubscribe, UpsertMembers and
 // MemberStatuses take: Mailchimp's batch subscribe limit of 500.
 func (c *Client) MaxBatch() int { return maxBatch }
-
-// SubscriberHash is Mailchimp's member id: the MD5 hex of the lower-cased
-// address.
-func SubscriberHash(email string) string {
-	h := md5.Sum([]byte(strings.ToLower(email)))
-	return hex.EncodeToString(h[:])
-}
 
 // Ping checks the credentials and the data center with GET /ping.
 func (c *Client) Ping(ctx context.Context) error {

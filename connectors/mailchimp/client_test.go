@@ -81,7 +81,7 @@ func TestNewValidatesConfig(t *testing.T) {
 	require.NoError(t, err)
 	_, err = mailchimp.New(mailchimp.Config{APIKey: "0123-us6"})
 	require.NoError(t, err)
-	require.Equal(t, "62eeb292278cc15f5817cb78f7790b08", mailchimp.SubscriberHash("Urist.McVankab@freddiesjokes.com"))
+	require.Equal(t, "62eeb292278cc15f5817cb78f7790b08", connectors.AddressHash("Urist.McVankab@freddiesjokes.com"))
 }
 
 func TestPingAndCredentials(t *testing.T) {

@@ -394,7 +394,7 @@ func (c *Client) UpsertMembers(ctx context.Context, audience string, members []c
 		}
 		body := map[string]any{"email_address": email, "status_if_new": string(statusIfNew), "merge_fields": merge}
 		var doc memberDoc
-		hdr, err := c.do(ctx, http.MethodPut, "/lists/"+url.PathEscape(audience)+"/members/"+SubscriberHash(email), nil, body, &doc)
+		hdr, err := c.do(ctx, http.MethodPut, "/lists/"+url.PathEscape(audience)+"/members/"+connectors.AddressHash(email), nil, body, &doc)
 		if err != nil {
 			if f, ok := failureFrom(m.Email, err); ok {
 				outs[i].failure = &f
@@ -460,7 +460,7 @@ func (c *Client) MemberStatuses(ctx context.Context, audience string, emails []s
 			return fmt.Errorf("mailchimp: MemberStatuses: entry %d is not an email address", i)
 		}
 		var doc memberDoc
-		_, err := c.do(ctx, http.MethodGet, "/lists/"+url.PathEscape(audience)+"/members/"+SubscriberHash(email), q, nil, &doc)
+		_, err := c.do(ctx, http.MethodGet, "/lists/"+url.PathEscape(audience)+"/members/"+connectors.AddressHash(email), q, nil, &doc)
 		switch {
 		case errors.Is(err, connectors.ErrNotFound):
 			out[i] = connectors.StatusNotFound
