@@ -125,8 +125,9 @@ type Marketing interface {
 
 	// UpsertMembers writes mapped fields of existing members without
 	// touching their status, and adds new members with statusIfNew. The
-	// caller leaves out members whose status is Blocked. At most MaxBatch()
-	// members per call.
+	// caller leaves out members whose status is Blocked or archived (a
+	// write would re-add an archived member). At most MaxBatch() members
+	// per call.
 	UpsertMembers(ctx context.Context, audience string, members []MemberFields, statusIfNew MemberStatus) (BatchResult, error)
 
 	// MemberStatuses looks up the status of each address; an address not in

@@ -88,7 +88,8 @@ type CRMConfig struct {
 	// M2M: client id, certificate id and private key (NetSuite); also the
 	// Salesforce JWT bearer flow's client id and key.
 	CertificateID string `yaml:"certificateId"`
-	// TimeZone is the NetSuite integration user's time zone (IANA name); default UTC.
+	// TimeZone is the NetSuite integration user's time zone (IANA name);
+	// required, since SuiteQL dates are in it.
 	TimeZone string `yaml:"timeZone"`
 	// Concurrency caps requests in flight to the NetSuite account; default 5.
 	Concurrency int `yaml:"concurrency"`
@@ -418,7 +419,12 @@ func (c *CRMConfig) validate(dev bool) []string {
 		case !accountIDPat.MatchString(c.AccountID):
 			bad("accountId", "%q is not a NetSuite account id such as 1234567 or 1234567_SB1", c.AccountID)
 		}
-		if c.TimeZone != "" {
+		switch {
+		case c.TimeZone == "" && !emu:
+			// SuiteQL reads dates in the integration user's time zone: a
+			// wrong guess shifts every watermark by hours and hides opt-outs.
+			bad("timeZone", "required: the NetSuite integration user's time zone (Set Preferences), e.g. America/Los_Angeles or UTC")
+		case c.TimeZone != "":
 			if _, err := time.LoadLocation(c.TimeZone); err != nil {
 				bad("timeZone", "%q is not an IANA time zone such as America/Los_Angeles", c.TimeZone)
 			}

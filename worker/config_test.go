@@ -12,7 +12,7 @@ import (
 	"github.com/optoutsync/optoutsync/connectors"
 )
 
-const nsTBA = `{kind: netsuite, accountId: "1234567_SB1", consumerKeyEnv: NS_CK, consumerSecretEnv: NS_CS, tokenIdEnv: NS_TI, tokenSecretEnv: NS_TS`
+const nsTBA = `{kind: netsuite, accountId: "1234567_SB1", consumerKeyEnv: NS_CK, consumerSecretEnv: NS_CS, tokenIdEnv: NS_TI, tokenSecretEnv: NS_TS, timeZone: UTC`
 
 // one builds a one-integration configuration from its marketing and crm
 // flow mappings and extra integration-level lines.
@@ -83,7 +83,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"netsuite M2M certificate", one(mc, `{kind: netsuite, accountId: "1", clientIdEnv: X, privateKeyFile: /k.pem}`, ""), `crm.certificateId: required for M2M auth`},
 		{"netsuite env and file", one(mc, `{kind: netsuite, accountId: "1", consumerKeyEnv: A, consumerKeyFile: /a, consumerSecretEnv: B, tokenIdEnv: C, tokenSecretEnv: D}`, ""), `crm.consumerKeyEnv: give only one of consumerKeyEnv and consumerKeyFile`},
 		{"netsuite salesforce field", one(mc, nsTBA+`, instanceURL: "https://x.my.salesforce.com"}`, ""), `crm.instanceURL: not a netsuite setting`},
-		{"netsuite time zone", one(mc, nsTBA+`, timeZone: Mars/Olympus}`, ""), `crm.timeZone: "Mars/Olympus" is not an IANA time zone`},
+		{"netsuite time zone", one(mc, strings.Replace(nsTBA, "timeZone: UTC", "timeZone: Mars/Olympus", 1)+`}`, ""), `crm.timeZone: "Mars/Olympus" is not an IANA time zone`},
+		{"netsuite time zone missing", one(mc, strings.Replace(nsTBA, ", timeZone: UTC", "", 1)+`}`, ""), `integration "acme": crm.timeZone: required: the NetSuite integration user's time zone`},
 		{"netsuite record type", one(mc, nsTBA+`, recordTypes: [customer, Contact]}`, ""), `crm.recordTypes[1]: "Contact" is not a netsuite record type`},
 		{"netsuite saved search", one(mc, nsTBA+`, lists: ["customsearch_ok", "my search"]}`, ""), `crm.lists[1]: "my search" is not a saved search id`},
 		{"custom needs field", one(mc, nsTBA+`, optOut: {kind: custom}}`, ""), `integration "acme": crm.optOut.field: required when kind is custom`},
@@ -115,7 +116,7 @@ func TestParseConfigErrors(t *testing.T) {
 func TestParseConfigValid(t *testing.T) {
 	mc := `{kind: mailchimp, audience: abc, apiKeyEnv: MC_KEY}`
 	tests := []struct{ name, crm, extra string }{
-		{"netsuite TBA with files", `{kind: netsuite, accountId: "1234567", consumerKeyFile: /a, consumerSecretFile: /b, tokenIdFile: /c, tokenSecretFile: /d}`, ""},
+		{"netsuite TBA with files", `{kind: netsuite, accountId: "1234567", consumerKeyFile: /a, consumerSecretFile: /b, tokenIdFile: /c, tokenSecretFile: /d, timeZone: UTC}`, ""},
 		{"netsuite M2M", `{kind: netsuite, accountId: "1234567", clientIdEnv: X, certificateId: cert, privateKeyFile: /k.pem, timeZone: America/New_York}`, ""},
 		{"netsuite custom opt-out", nsTBA + `, optOut: {kind: custom, field: custentity_mc_optout}, cleanedField: custentity_mc_bounced, lists: ["123", customsearch_mc]}`, "    crmToMarketing: true\n"},
 		{"salesforce client credentials", `{kind: salesforce, instanceURL: "https://acme.my.salesforce.com", clientIdEnv: SF_ID, clientSecretEnv: S, lists: ["7015g000000ABCDAAA"]}`, ""},
@@ -162,7 +163,7 @@ func TestBuildRegistrySecretFile(t *testing.T) {
 	key := filepath.Join(dir, "mc.key")
 	require.NoError(t, os.WriteFile(key, []byte("0123456789abcdef-us6\n"), 0o600))
 	cfg, err := ParseConfig([]byte(one(`{kind: mailchimp, audience: abc, apiKeyFile: `+key+`}`,
-		`{kind: netsuite, accountId: "1", consumerKeyFile: `+filepath.Join(dir, "missing")+`, consumerSecretEnv: B, tokenIdEnv: C, tokenSecretEnv: D}`, "")), false)
+		`{kind: netsuite, accountId: "1", consumerKeyFile: `+filepath.Join(dir, "missing")+`, consumerSecretEnv: B, tokenIdEnv: C, tokenSecretEnv: D, timeZone: UTC}`, "")), false)
 	require.NoError(t, err)
 	env := map[string]string{"B": "b", "C": "c", "D": "d"}
 	_, err = BuildRegistry(cfg, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, nil)

@@ -142,7 +142,8 @@ func (e *Emulators) Resolve(cfg *Config) error {
 		keep := CRMConfig{Kind: c.Kind, RecordTypes: c.RecordTypes, Lists: c.Lists, OptOut: c.OptOut, CleanedField: c.CleanedField}
 		switch {
 		case c.Kind == "netsuite" && e.NetSuite != nil:
-			keep.BaseURL, keep.AccountID = e.NetSuite.URL, e.NetSuite.AccountID
+			// The emulator reads and writes SuiteQL dates in UTC.
+			keep.BaseURL, keep.AccountID, keep.TimeZone = e.NetSuite.URL, e.NetSuite.AccountID, "UTC"
 			keep.ConsumerKeyEnv = set("OPTOUT_DEV_NETSUITE_CONSUMER_KEY", e.NetSuite.ConsumerKey)
 			keep.ConsumerSecretEnv = set("OPTOUT_DEV_NETSUITE_CONSUMER_SECRET", e.NetSuite.ConsumerSecret)
 			keep.TokenIDEnv = set("OPTOUT_DEV_NETSUITE_TOKEN_ID", e.NetSuite.TokenID)

@@ -65,11 +65,11 @@ integrations:
   - id: acme
     schedule: `+every+`
     marketing: {kind: mailchimp, audience: a1, apiKeyEnv: MC_KEY}
-    crm: {kind: netsuite, accountId: "123", consumerKeyEnv: A, consumerSecretEnv: B, tokenIdEnv: C, tokenSecretEnv: D}
+    crm: {kind: netsuite, accountId: "123", consumerKeyEnv: A, consumerSecretEnv: B, tokenIdEnv: C, tokenSecretEnv: D, timeZone: UTC}
   - id: beta
     schedule: `+every+`
     marketing: {kind: mailchimp, audience: a2, apiKeyEnv: MC_KEY}
-    crm: {kind: netsuite, accountId: "456", consumerKeyEnv: A, consumerSecretEnv: B, tokenIdEnv: C, tokenSecretEnv: D}
+    crm: {kind: netsuite, accountId: "456", consumerKeyEnv: A, consumerSecretEnv: B, tokenIdEnv: C, tokenSecretEnv: D, timeZone: UTC}
 `), false)
 	require.NoError(t, err)
 	return cfg
