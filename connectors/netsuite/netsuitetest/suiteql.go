@@ -433,6 +433,7 @@ func parseQuery(q string, params []string, loc *time.Location, tables func(strin
 	out.table = strings.ToLower(t.text)
 	has, ok := tables(out.table)
 	if !ok {
+		//lint:ignore ST1005 NetSuite's own wording, sent on the wire
 		return nil, fmt.Errorf("Record '%s' was not found.", t.text)
 	}
 	if p.keyword("WHERE") {
@@ -487,6 +488,7 @@ func parseQuery(q string, params []string, loc *time.Location, tables func(strin
 	}
 	for _, c := range cols {
 		if !has(c) && aliases[c] == nil {
+			//lint:ignore ST1005 NetSuite's own wording, sent on the wire
 			return nil, fmt.Errorf("Field '%s' for record '%s' was not found. Reason: NOT_EXPOSED - Not available for channel SEARCH", c, out.table)
 		}
 	}
