@@ -250,3 +250,28 @@ func Listen(addr string, h http.Handler) (*httptest.Server, error) {
 	srv.Start()
 	return srv, nil
 }
+
+// Clock is a settable clock for an emulator's Now option, so that tests
+// control the timestamps (last_changed, lastModifiedDate, SystemModstamp)
+// it stamps on records.
+type Clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// NewClock returns a clock stopped at t.
+func NewClock(t time.Time) *Clock { return &Clock{t: t} }
+
+// Now returns the clock's time.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+// Advance moves the clock forward by d.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,24 +16,8 @@ import (
 	"github.com/optoutsync/optoutsync/connectors/salesforce/salesforcetest"
 )
 
-// clock is a settable clock for the emulator's record stamps.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2024, 3, 1, 9, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
+func newClock() *emulator.Clock {
+	return emulator.NewClock(time.Date(2024, 3, 1, 9, 0, 0, 0, time.UTC))
 }
 
 func newOrg(t *testing.T, opts salesforcetest.Options) *salesforcetest.Server {

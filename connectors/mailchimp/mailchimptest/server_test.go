@@ -18,24 +18,8 @@ import (
 	"github.com/optoutsync/optoutsync/connectors/mailchimp/mailchimptest"
 )
 
-// clock is a test clock for Options.Now.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
+func newClock() *emulator.Clock {
+	return emulator.NewClock(time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC))
 }
 
 type answer struct {
@@ -95,7 +79,7 @@ func requireProblem(t *testing.T, a answer, status int, title string) {
 	require.Equal(t, a.str("instance"), a.header.Get("X-Request-Id"))
 }
 
-func newServer(t *testing.T, opts mailchimptest.Options) (*mailchimptest.Server, *clock) {
+func newServer(t *testing.T, opts mailchimptest.Options) (*mailchimptest.Server, *emulator.Clock) {
 	clk := newClock()
 	if opts.Now == nil {
 		opts.Now = clk.Now
