@@ -1,10 +1,13 @@
 package workflows_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/worker"
 
 	"github.com/optoutsync/optoutsync/activities"
@@ -52,26 +55,7 @@ func TestIntegrationSalesforceBothWaysScopedToACampaign(t *testing.T) {
 	sam := sf.AddContact(salesforcetest.Person{LastName: "Sam", Email: "sam@example.com"})
 	sf.AddCampaignMember(campaign, sam)
 
-	id := "sf-" + time.Now().Format("150405.000000")
-	settings := activities.Settings{
-		IntegrationID: id, MarketingKind: "mailchimp", CRMKind: "salesforce", Audience: audience,
-		RecordTypes: []string{"Contact", "Lead", "Account"}, Lists: []string{campaign}, CRMToMarketing: true,
-		OptOut: connectors.OptOutField{Kind: connectors.OptOutStandard},
-		// No overlap, and the seed a second older than the first run: the
-		// second run must then find "out" through its campaign membership,
-		// not through a modification inside the overlap.
-		StatusIfNew: connectors.StatusSubscribed, Overlap: 0, PageSize: 1000, PagesPerActivity: 10,
-	}
-	mk, err := mailchimp.New(mailchimp.Config{APIKey: mc.APIKey, BaseURL: mc.URL})
-	require.NoError(t, err)
-	crm, err := salesforce.New(salesforce.Config{LoginURL: sf.URL, ClientID: sf.ClientID, ClientSecret: sf.ClientSecret})
-	require.NoError(t, err)
-	reg := activities.MapRegistry{id: {Settings: settings, Marketing: mk, CRM: crm}}
-	temporalServer.NewWorker(id, func(r worker.Registry) {
-		r.RegisterWorkflow(workflows.SyncWorkflow)
-		r.RegisterActivity(activities.New(reg, nil))
-	})
-	s := &stack{id: id, mc: mc, c: temporalServer.GetDefaultClient()}
+	s := newSalesforceStack(t, mc, sf, campaign)
 
 	optedOut := func(recordID string) bool {
 		rec, ok := sf.Record(recordID)
@@ -106,4 +90,65 @@ func TestIntegrationSalesforceBothWaysScopedToACampaign(t *testing.T) {
 	require.Equal(t, 1, second.Counts.CRMToMarketing.Unsubscribed)
 	require.Zero(t, second.Counts.MarketingToCRM.CRMOptedOut)
 	require.Equal(t, connectors.StatusSubscribed, s.status(t, "sam@example.com"))
+}
+
+// newSalesforceStack runs a Salesforce ⇄ Mailchimp integration on the real
+// Temporal server: Step 1 on, scoped to campaign, Contacts, Leads and person
+// Accounts.
+func newSalesforceStack(t *testing.T, mc *mailchimptest.Server, sf *salesforcetest.Server, campaign string) *stack {
+	t.Helper()
+	id := "sf-" + strings.ToLower(t.Name())
+	settings := activities.Settings{
+		IntegrationID: id, MarketingKind: "mailchimp", CRMKind: "salesforce", Audience: audience,
+		RecordTypes: []string{"Contact", "Lead", "Account"}, Lists: []string{campaign}, CRMToMarketing: true,
+		OptOut: connectors.OptOutField{Kind: connectors.OptOutStandard},
+		// No overlap, and the seed a second older than the first run: the
+		// second run must then find "out" through its campaign membership,
+		// not through a modification inside the overlap.
+		StatusIfNew: connectors.StatusSubscribed, Overlap: 0, PageSize: 1000, PagesPerActivity: 10,
+	}
+	mk, err := mailchimp.New(mailchimp.Config{APIKey: mc.APIKey, BaseURL: mc.URL})
+	require.NoError(t, err)
+	crm, err := salesforce.New(salesforce.Config{LoginURL: sf.URL, ClientID: sf.ClientID, ClientSecret: sf.ClientSecret})
+	require.NoError(t, err)
+	reg := activities.MapRegistry{id: {Settings: settings, Marketing: mk, CRM: crm}}
+	temporalServer.NewWorker(id, func(r worker.Registry) {
+		r.RegisterWorkflow(workflows.SyncWorkflow)
+		r.RegisterActivity(activities.New(reg, nil))
+	})
+	return &stack{id: id, mc: mc, c: temporalServer.GetDefaultClient()}
+}
+
+// TestIntegrationSalesforceBudgetSpentStopsTheRun checks that a spent daily
+// API budget stops the run at once with a clear, non-retryable error,
+// rather than burning retries against REQUEST_LIMIT_EXCEEDED.
+func TestIntegrationSalesforceBudgetSpentStopsTheRun(t *testing.T) {
+	mc := mailchimptest.NewServer(mailchimptest.Options{})
+	t.Cleanup(mc.Close)
+	sf := salesforcetest.NewServer(salesforcetest.Options{DailyLimit: 100})
+	t.Cleanup(sf.Close)
+	mc.AddList(audience, "Demo audience")
+	require.NoError(t, mc.AddMember(audience, mailchimptest.MemberSeed{Email: "ann@example.com", Status: "unsubscribed"}))
+	sf.AddContact(salesforcetest.Person{LastName: "Ann", Email: "ann@example.com"})
+	s := newSalesforceStack(t, mc, sf, sf.AddCampaign("C"))
+	sf.SetAPIUsage(100, 100)
+
+	run, err := s.c.ExecuteWorkflow(t.Context(), client.StartWorkflowOptions{ID: workflows.WorkflowID(s.id), TaskQueue: s.id},
+		workflows.SyncWorkflow, workflows.SyncInput{IntegrationID: s.id})
+	require.NoError(t, err)
+	err = run.Get(t.Context(), nil)
+	var appErr *temporal.ApplicationError
+	require.ErrorAs(t, err, &appErr)
+	require.Equal(t, activities.ErrTypeQuotaExceeded, appErr.Type())
+	require.True(t, appErr.NonRetryable())
+	require.Contains(t, appErr.Error(), "budget")
+	// One login and the one call that met the limit: no retry was burnt.
+	require.Equal(t, 2, sf.Middleware.Total(), "%v", sf.Middleware.Counts())
+
+	v, err := s.c.QueryWorkflow(t.Context(), run.GetID(), run.GetRunID(), workflows.StatusQuery)
+	require.NoError(t, err)
+	var st workflows.Status
+	require.NoError(t, v.Get(&st))
+	require.Equal(t, workflows.PhaseFailed, st.Phase)
+	require.Contains(t, st.LastError, "budget")
 }
