@@ -18,28 +18,11 @@ import (
 	"github.com/optoutsync/optoutsync/connectors/mailchimp/mailchimptest"
 )
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
-
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 
-func newEnv(t *testing.T, opts mailchimptest.Options) (*mailchimptest.Server, *clock, *mailchimp.Client) {
+func newEnv(t *testing.T, opts mailchimptest.Options) (*mailchimptest.Server, *emulator.Clock, *mailchimp.Client) {
 	t.Helper()
-	clk := &clock{t: t0}
+	clk := emulator.NewClock(t0)
 	opts.Now = clk.Now
 	s := mailchimptest.NewServer(opts)
 	t.Cleanup(s.Close)
