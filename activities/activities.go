@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"net/mail"
 	"regexp"
 	"slices"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
+	"github.com/optoutsync/optoutsync/activities/ledger"
 	"github.com/optoutsync/optoutsync/connectors"
 )
 
@@ -59,16 +59,17 @@ const (
 
 // Activities are the sync's activities, registered on the worker as one struct.
 type Activities struct {
-	reg Registry
-	log *slog.Logger
+	reg    Registry
+	ledger ledger.Ledger
+	log    *slog.Logger
 }
 
-// New returns the activities over reg; log may be nil.
-func New(reg Registry, log *slog.Logger) *Activities {
+// New returns the activities over reg, recording into led; log may be nil.
+func New(reg Registry, led ledger.Ledger, log *slog.Logger) *Activities {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Activities{reg: reg, log: log}
+	return &Activities{reg: reg, ledger: led, log: log}
 }
 
 // LoadSettings returns an integration's non-secret settings, read at the
@@ -82,10 +83,40 @@ func (a *Activities) LoadSettings(ctx context.Context, id string) (Settings, err
 	return in.Settings, nil
 }
 
-// SyncMarketingChanges handles pages of members that became unsubscribed (or
-// cleaned) since the watermark: for each unsubscribe it sets the opt-out on
-// every CRM record with that address; for each clean it records the bounce
-// in the mapped cleaned field, if any, and never touches the opt-out.
+// The rules, in words, as the ledger records them with each decision.
+const (
+	ruleUnsubscribeToCRM = "a marketing unsubscribe sets the CRM opt-out on every record of the address"
+	ruleCleaned          = "a marketing clean (bounce) is recorded in the cleaned field, never as an opt-out"
+	ruleLateRecord       = "a record that appears with (or is changed to) an address whose marketing unsubscribe stands gets the opt-out"
+	ruleCRMToMarketing   = "a CRM opt-out inside the lists unsubscribes the address"
+	ruleLaterConsent     = "a re-subscribe newer than the opt-out is the person's later choice: not reverted"
+	ruleAlready          = "the ledger knows the member is already unsubscribed or cleaned"
+)
+
+// run names the workflow run an activity belongs to, for the ledger.
+func run(ctx context.Context) (workflowID, runID string) {
+	if !activity.IsActivity(ctx) {
+		return "", ""
+	}
+	we := activity.GetInfo(ctx).WorkflowExecution
+	return we.ID, we.RunID
+}
+
+// memberSubject names a member in the ledger by the platform's contact id,
+// which survives an address change, or else by its subscriber hash.
+func memberSubject(m connectors.Member) string {
+	if m.ContactID != "" {
+		return m.ContactID
+	}
+	return connectors.AddressHash(m.Email)
+}
+
+// SyncMarketingChanges handles pages of members that became unsubscribed,
+// cleaned or (re-)subscribed since the watermark: an unsubscribe sets the
+// opt-out on every CRM record with that address; a clean records the
+// bounce in the mapped cleaned field, if any, and never touches the
+// opt-out; a subscribe of a member the ledger knew as unsubscribed is a
+// re-subscribe, the person's later choice, which lifts the suppression.
 func (a *Activities) SyncMarketingChanges(ctx context.Context, in PageInput) (PageResult, error) {
 	integ, err := a.reg.Integration(in.IntegrationID)
 	if err != nil {
@@ -101,99 +132,317 @@ func (a *Activities) SyncMarketingChanges(ctx context.Context, in PageInput) (Pa
 		}
 		res.Counts.Pages++
 		res.Counts.Read += len(page.Members)
-		emails := make([]string, 0, len(page.Members))
-		for _, m := range page.Members {
-			emails = append(emails, m.Email)
-		}
-		if in.Status == connectors.StatusCleaned {
-			res.Counts.Cleaned += len(emails)
-			if s.CleanedField != "" {
-				err = a.markCleaned(ctx, integ, emails, res)
-			}
-		} else {
-			res.Counts.Unsubscribes += len(emails)
-			err = a.optOutInCRM(ctx, integ, emails, res)
+		switch in.Status {
+		case connectors.StatusCleaned:
+			res.Counts.Cleaned += len(page.Members)
+			err = a.markCleaned(ctx, integ, page.Members, res)
+		case connectors.StatusSubscribed:
+			err = a.noteResubscribes(ctx, integ, page.Members, res)
+		default:
+			res.Counts.Unsubscribes += len(page.Members)
+			err = a.optOutInCRM(ctx, integ, page.Members, res)
 		}
 		return page.Next, err
 	})
 }
 
-// optOutInCRM sets the opt-out on every CRM record of each address.
-func (a *Activities) optOutInCRM(ctx context.Context, integ *Integration, emails []string, res *PageResult) error {
+// target is one CRM record to write, with the person it belongs to.
+type target struct {
+	record connectors.Record
+	person string
+	cause  string
+}
+
+// optOutInCRM sets the opt-out on every CRM record of each member's
+// address, recording each observation and each write in the ledger.
+func (a *Activities) optOutInCRM(ctx context.Context, integ *Integration, members []connectors.Member, res *PageResult) error {
 	s := integ.Settings
-	return chunks(ctx, emails, integ.CRM.MaxBatch(), func(batch []string) error {
-		records, err := integ.CRM.FindByEmail(ctx, s.RecordTypes, s.OptOut, batch)
+	wf, rid := run(ctx)
+	return chunks(ctx, members, integ.CRM.MaxBatch(), func(batch []connectors.Member) error {
+		emails := make([]string, 0, len(batch))
+		for _, m := range batch {
+			emails = append(emails, m.Email)
+		}
+		records, err := integ.CRM.FindByEmail(ctx, s.RecordTypes, s.OptOut, emails)
 		if err != nil {
 			return classify(err, "finding CRM records by address")
 		}
-		byEmail := map[string]int{}
-		var todo []connectors.RecordRef
+		byPerson := map[string][]connectors.Record{}
 		for _, r := range records {
-			byEmail[strings.ToLower(r.Email)]++
-			if r.OptedOut {
-				res.Counts.CRMAlreadyOut++
+			if p := a.ledger.Person(r.Email); p != "" {
+				byPerson[p] = append(byPerson[p], r)
+			}
+		}
+		var (
+			obs  []ledger.Observation
+			todo []target
+			done []ledger.Write
+		)
+		seen := map[string]bool{}
+		for _, m := range batch {
+			person := a.ledger.Person(m.Email)
+			if person == "" {
+				res.Counts.InvalidEmails++
 				continue
 			}
-			todo = append(todo, r.Ref)
-		}
-		for _, e := range batch {
-			switch n := byEmail[strings.ToLower(e)]; {
+			recs := byPerson[person]
+			o := ledger.Observation{Integration: s.IntegrationID, System: s.MarketingKind, Subject: memberSubject(m),
+				Person: person, Contact: m.ContactID, Kind: ledger.KindUnsubscribe, OccurredAt: m.LastChanged,
+				WorkflowID: wf, RunID: rid}
+			switch n := len(recs); {
 			case n == 0:
 				res.Counts.NotInCRM++
 			case n > 1:
 				res.Counts.DuplicateRecords += n - 1
 			}
+			if seen[person] { // the same person twice in one page: one set of writes
+				obs = append(obs, o)
+				continue
+			}
+			seen[person] = true
+			for _, r := range recs {
+				if r.OptedOut {
+					res.Counts.CRMAlreadyOut++
+					done = append(done, ledger.Write{Integration: s.IntegrationID, System: s.CRMKind, Target: r.Ref.String(),
+						Person: person, Action: ledger.ActionCRMOptOut, Result: ledger.ResultAlready, Rule: ruleUnsubscribeToCRM,
+						Cause: o.Subject, WorkflowID: wf, RunID: rid})
+					continue
+				}
+				o.PendingFor = s.CRMKind
+				todo = append(todo, target{record: r, person: person, cause: o.Subject})
+			}
+			obs = append(obs, o)
 		}
-		if len(todo) == 0 {
-			return nil
+		// The observations are durable before any write is tried, so an
+		// opt-out that cannot be written yet is still known as pending.
+		if _, err := a.ledger.Observe(ctx, obs); err != nil {
+			return err
 		}
-		out, err := integ.CRM.SetOptOut(ctx, s.OptOut, todo)
+		writes, err := a.setOptOut(ctx, integ, s.OptOut, todo, ledger.ActionCRMOptOut, ruleUnsubscribeToCRM, res, func(n int) {
+			res.Counts.CRMOptedOut += n
+		})
 		if err != nil {
-			return classify(err, "setting the CRM opt-out")
+			return err
 		}
-		res.Counts.CRMOptedOut += out.Written
-		res.recordFailures(MarketingToCRM, out.Failed, recordKey(records))
-		return nil
+		return a.ledger.RecordWrites(ctx, append(done, writes...))
 	})
 }
 
-// markCleaned records a bounce in the mapped cleaned field.
-func (a *Activities) markCleaned(ctx context.Context, integ *Integration, emails []string, res *PageResult) error {
+// setOptOut writes field on every target's record, at most MaxBatch per
+// call however many records share an address, and returns the writes for
+// the ledger; written is called with the records now holding the state.
+func (a *Activities) setOptOut(ctx context.Context, integ *Integration, field connectors.OptOutField, todo []target, action ledger.Action, rule string, res *PageResult, written func(int)) ([]ledger.Write, error) {
 	s := integ.Settings
+	wf, rid := run(ctx)
+	var writes []ledger.Write
+	err := chunks(ctx, todo, integ.CRM.MaxBatch(), func(batch []target) error {
+		refs := make([]connectors.RecordRef, len(batch))
+		emailOf := make(map[string]string, len(batch))
+		for i, t := range batch {
+			refs[i] = t.record.Ref
+			emailOf[t.record.Ref.String()] = t.record.Email
+		}
+		out, err := integ.CRM.SetOptOut(ctx, field, refs)
+		if err != nil {
+			if action == ledger.ActionCleanedMark {
+				return classify(err, "recording cleaned addresses in "+s.CleanedField)
+			}
+			return classify(err, "setting the CRM opt-out")
+		}
+		written(out.Written)
+		failed := res.recordFailures(MarketingToCRM, out.Failed, emailOf)
+		for _, t := range batch {
+			w := ledger.Write{Integration: s.IntegrationID, System: s.CRMKind, Target: t.record.Ref.String(), Person: t.person,
+				Action: action, Result: ledger.ResultWritten, Rule: rule, Cause: t.cause, WorkflowID: wf, RunID: rid}
+			if f, ok := failed[w.Target]; ok {
+				w.Result, w.Code = failureResult(f), f.Code
+			}
+			writes = append(writes, w)
+		}
+		return nil
+	})
+	return writes, err
+}
+
+// failureResult is how the ledger records a failed item.
+func failureResult(f connectors.Failure) ledger.Result {
+	if f.Retryable {
+		return ledger.ResultFailed
+	}
+	return ledger.ResultRefused
+}
+
+// markCleaned records bounces: always in the ledger (a clean is not an
+// opt-out) and, when the integration maps one, in the CRM's cleaned field.
+func (a *Activities) markCleaned(ctx context.Context, integ *Integration, members []connectors.Member, res *PageResult) error {
+	s := integ.Settings
+	wf, rid := run(ctx)
 	field := connectors.OptOutField{Kind: connectors.OptOutCustom, Field: s.CleanedField}
-	return chunks(ctx, emails, integ.CRM.MaxBatch(), func(batch []string) error {
-		records, err := integ.CRM.FindByEmail(ctx, s.RecordTypes, field, batch)
+	return chunks(ctx, members, integ.CRM.MaxBatch(), func(batch []connectors.Member) error {
+		var obs []ledger.Observation
+		emails := make([]string, 0, len(batch))
+		causes := map[string]string{}
+		for _, m := range batch {
+			person := a.ledger.Person(m.Email)
+			if person == "" {
+				res.Counts.InvalidEmails++
+				continue
+			}
+			emails = append(emails, m.Email)
+			causes[person] = memberSubject(m)
+			obs = append(obs, ledger.Observation{Integration: s.IntegrationID, System: s.MarketingKind, Subject: memberSubject(m),
+				Person: person, Contact: m.ContactID, Kind: ledger.KindCleaned, OccurredAt: m.LastChanged, WorkflowID: wf, RunID: rid})
+		}
+		if _, err := a.ledger.Observe(ctx, obs); err != nil {
+			return err
+		}
+		if s.CleanedField == "" || len(emails) == 0 {
+			return nil
+		}
+		records, err := integ.CRM.FindByEmail(ctx, s.RecordTypes, field, emails)
 		if err != nil {
 			return classify(err, "finding CRM records by address")
 		}
-		var todo []connectors.RecordRef
+		var todo []target
 		for _, r := range records {
 			if !r.OptedOut { // here OptedOut reads the cleaned field
-				todo = append(todo, r.Ref)
+				p := a.ledger.Person(r.Email)
+				todo = append(todo, target{record: r, person: p, cause: causes[p]})
 			}
 		}
-		if len(todo) == 0 {
-			return nil
-		}
-		out, err := integ.CRM.SetOptOut(ctx, field, todo)
+		writes, err := a.setOptOut(ctx, integ, field, todo, ledger.ActionCleanedMark, ruleCleaned, res, func(n int) {
+			res.Counts.CleanedRecorded += n
+		})
 		if err != nil {
-			return classify(err, "recording cleaned addresses in "+s.CleanedField)
+			return err
 		}
-		res.Counts.CleanedRecorded += out.Written
-		res.recordFailures(MarketingToCRM, out.Failed, recordKey(records))
-		return nil
+		return a.ledger.RecordWrites(ctx, writes)
 	})
+}
+
+// noteResubscribes finds, among members subscribed since the watermark,
+// those the ledger knew as unsubscribed by an earlier change: a
+// re-subscribe, the person's later choice. It also remembers each member's
+// contact, so that a later address change followed by an unsubscribe
+// suppresses the earlier address too.
+func (a *Activities) noteResubscribes(ctx context.Context, integ *Integration, members []connectors.Member, res *PageResult) error {
+	s := integ.Settings
+	wf, rid := run(ctx)
+	persons := make([]string, 0, len(members))
+	links := map[string]string{}
+	for _, m := range members {
+		if p := a.ledger.Person(m.Email); p != "" {
+			persons = append(persons, p)
+			if m.ContactID != "" {
+				links[p] = m.ContactID
+			}
+		}
+	}
+	if err := a.ledger.LinkContacts(ctx, s.IntegrationID, s.MarketingKind, links); err != nil {
+		return err
+	}
+	people, err := a.ledger.People(ctx, s.IntegrationID, persons)
+	if err != nil {
+		return err
+	}
+	var obs []ledger.Observation
+	for _, m := range members {
+		p, ok := people[a.ledger.Person(m.Email)]
+		if !ok || p.MarketingStatus != string(connectors.StatusUnsubscribed) || !m.LastChanged.After(p.MarketingStatusAt) {
+			continue
+		}
+		res.Counts.Resubscribes++
+		obs = append(obs, ledger.Observation{Integration: s.IntegrationID, System: s.MarketingKind, Subject: memberSubject(m),
+			Person: p.Person, Contact: m.ContactID, Kind: ledger.KindResubscribe, OccurredAt: m.LastChanged, WorkflowID: wf, RunID: rid})
+	}
+	_, err = a.ledger.Observe(ctx, obs)
+	return err
+}
+
+// SyncLateRecords handles pages of CRM records modified since the
+// watermark (any record of the synced types, in or out of the lists): one
+// whose address has a standing marketing unsubscribe gets the opt-out. It
+// closes the gap of a record created, or given the address, after the
+// unsubscribe was read (a web-store order, an edited email).
+func (a *Activities) SyncLateRecords(ctx context.Context, in PageInput) (PageResult, error) {
+	integ, err := a.reg.Integration(in.IntegrationID)
+	if err != nil {
+		return PageResult{}, err
+	}
+	s := integ.Settings
+	return a.pages(ctx, integ, in.Cursor, func(ctx context.Context, cursor string, res *PageResult) (string, error) {
+		page, err := integ.CRM.ListMembers(ctx, connectors.ListMembersQuery{
+			Types: s.RecordTypes, Field: s.OptOut, Since: in.Since, Cursor: cursor, PageSize: s.PageSize,
+		})
+		if err != nil {
+			return "", classify(err, "reading CRM records changed since the last run")
+		}
+		res.Counts.Pages++
+		res.Counts.Read += len(page.Records)
+		var (
+			candidates []target
+			persons    []string
+		)
+		for _, r := range page.Records {
+			if r.OptedOut {
+				continue
+			}
+			if p := a.ledger.Person(r.Email); p != "" {
+				candidates = append(candidates, target{record: r, person: p})
+				persons = append(persons, p)
+			}
+		}
+		people, err := a.ledger.People(ctx, s.IntegrationID, persons)
+		if err != nil {
+			return "", err
+		}
+		// A record this run already tried (Marketing → CRM read its
+		// unsubscribe in the overlap) is not tried twice in one run.
+		refs := make([]string, len(candidates))
+		for i, t := range candidates {
+			refs[i] = t.record.Ref.String()
+		}
+		_, rid := run(ctx)
+		tried, err := a.ledger.Attempted(ctx, s.IntegrationID, s.CRMKind, ledger.ActionCRMOptOut, rid, refs)
+		if err != nil {
+			return "", err
+		}
+		var todo []target
+		for _, t := range candidates {
+			if p, ok := people[t.person]; ok && p.SuppressedByMarketing() && !tried[t.record.Ref.String()] {
+				t.cause = "standing " + string(p.OptOutKind) + " in " + p.OptOutSource
+				todo = append(todo, t)
+			}
+		}
+		writes, err := a.setOptOut(ctx, integ, s.OptOut, todo, ledger.ActionCRMOptOut, ruleLateRecord, res, func(n int) {
+			res.Counts.LateOptedOut += n
+		})
+		if err != nil {
+			return "", err
+		}
+		return page.Next, a.ledger.RecordWrites(ctx, writes)
+	})
+}
+
+// candidate is one opted-out CRM record Step 1 may send.
+type candidate struct {
+	record connectors.Record
+	email  string
+	person string
 }
 
 // SyncCRMOptOuts handles pages of CRM records opted out since the
 // watermark (Step 1): those inside the integration's lists are unsubscribed
-// from the audience; those outside are counted and left alone.
+// from the audience, unless the opt-out is our own echo, the member's
+// re-subscribe is newer, or the ledger knows the member is already
+// unsubscribed; those outside the lists are counted and left alone.
 func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResult, error) {
 	integ, err := a.reg.Integration(in.IntegrationID)
 	if err != nil {
 		return PageResult{}, err
 	}
 	s := integ.Settings
+	wf, rid := run(ctx)
 	return a.pages(ctx, integ, in.Cursor, func(ctx context.Context, cursor string, res *PageResult) (string, error) {
 		page, err := integ.CRM.OptedOut(ctx, connectors.OptOutQuery{
 			Types: s.RecordTypes, Field: s.OptOut, Since: in.Since, Lists: s.Lists, Cursor: cursor, PageSize: s.PageSize,
@@ -203,8 +452,7 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 		}
 		res.Counts.Pages++
 		res.Counts.Read += len(page.Records)
-		seen := map[string]bool{}
-		var emails []string
+		var cands []candidate
 		for _, r := range page.Records {
 			if !r.OptedOut {
 				continue
@@ -219,32 +467,125 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 				// Not held: fixing the address edits the record, which
 				// brings it back into the next run's window.
 				res.Counts.InvalidEmails++
-				res.add(FailureReport{Direction: CRMToMarketing, Record: r.Ref.String(), Code: "InvalidEmail",
+				res.add(FailureReport{Direction: CRMToMarketing, Record: r.Ref.String(), Code: "InvalidEmail", Final: true,
 					Reason: "record has a missing or invalid email address; skipped until it is corrected"})
 				continue
 			}
-			if !seen[email] {
-				seen[email] = true
-				emails = append(emails, email)
+			cands = append(cands, candidate{record: r, email: email, person: a.ledger.Person(email)})
+		}
+		if len(cands) == 0 {
+			return page.Next, nil
+		}
+		refs := make([]string, len(cands))
+		persons := make([]string, len(cands))
+		for i, c := range cands {
+			refs[i], persons[i] = c.record.Ref.String(), c.person
+		}
+		// An opt-out this product wrote is its own echo: it is not a new
+		// CRM opt-out, so it is neither observed nor sent back.
+		ours, err := a.ledger.Written(ctx, s.IntegrationID, s.CRMKind, ledger.ActionCRMOptOut, refs, ledger.ResultWritten, ledger.ResultAdded)
+		if err != nil {
+			return "", err
+		}
+		var obs []ledger.Observation
+		at := make([]int, len(cands)) // index into obs, -1 for an echo
+		for i, c := range cands {
+			at[i] = -1
+			if ours[refs[i]] {
+				continue
+			}
+			at[i] = len(obs)
+			obs = append(obs, ledger.Observation{Integration: s.IntegrationID, System: s.CRMKind, Subject: refs[i],
+				Person: c.person, Kind: ledger.KindCRMOptOut, WorkflowID: wf, RunID: rid})
+		}
+		seen, err := a.ledger.Observe(ctx, obs)
+		if err != nil {
+			return "", err
+		}
+		hashes := make([]string, len(cands))
+		for i, c := range cands {
+			hashes[i] = connectors.AddressHash(c.email)
+		}
+		refused, err := a.ledger.Written(ctx, s.IntegrationID, s.MarketingKind, ledger.ActionUnsubscribe, hashes, ledger.ResultRefused)
+		if err != nil {
+			return "", err
+		}
+		people, err := a.ledger.People(ctx, s.IntegrationID, persons)
+		if err != nil {
+			return "", err
+		}
+		send := map[string]candidate{} // by address: one unsubscribe per person
+		var order []string
+		var skipped []ledger.Write
+		// A skip is recorded at the opt-out's first sighting only: a saved
+		// search read again every run must not grow the ledger every run.
+		skip := func(i int, c candidate, rule string) {
+			if !seen[at[i]].New {
+				return
+			}
+			skipped = append(skipped, ledger.Write{Integration: s.IntegrationID, System: s.MarketingKind, Target: connectors.AddressHash(c.email),
+				Person: c.person, Action: ledger.ActionUnsubscribe, Result: ledger.ResultSkipped, Rule: rule, Cause: c.record.Ref.String(),
+				WorkflowID: wf, RunID: rid})
+		}
+		for i, c := range cands {
+			p := people[c.person]
+			switch {
+			case at[i] < 0:
+				res.Counts.EchoSkipped++
+			case p.ResubscribedAt.After(seen[at[i]].At):
+				res.Counts.LaterConsent++
+				if len(res.LaterConsent) < MaxFailureReports {
+					res.LaterConsent = append(res.LaterConsent, connectors.AddressHash(c.email))
+				}
+				skip(i, c, ruleLaterConsent)
+			case p.MarketingStatus == string(connectors.StatusUnsubscribed) || p.MarketingStatus == string(connectors.StatusCleaned):
+				res.Counts.AlreadyUnsub++
+				skip(i, c, ruleAlready)
+			case refused[hashes[i]]:
+				res.Counts.KnownRefused++
+			default:
+				if _, dup := send[c.email]; !dup {
+					order = append(order, c.email)
+				}
+				send[c.email] = c
 			}
 		}
-		err = chunks(ctx, emails, integ.Marketing.MaxBatch(), func(batch []string) error {
+		var writes []ledger.Write
+		err = chunks(ctx, order, integ.Marketing.MaxBatch(), func(batch []string) error {
 			out, err := integ.Marketing.Unsubscribe(ctx, s.Audience, batch)
 			if err != nil {
 				return classify(err, "unsubscribing from audience "+s.Audience)
 			}
-			res.Counts.Unsubscribed += out.Written
-			res.recordFailures(CRMToMarketing, out.Failed, nil)
+			res.Counts.Unsubscribed += out.Written - out.Added
+			res.Counts.AddedUnsub += out.Added
+			failed := res.recordFailures(CRMToMarketing, out.Failed, nil)
+			for _, e := range batch {
+				c := send[e]
+				w := ledger.Write{Integration: s.IntegrationID, System: s.MarketingKind, Target: connectors.AddressHash(e),
+					Person: c.person, Action: ledger.ActionUnsubscribe, Result: ledger.ResultWritten, Rule: ruleCRMToMarketing,
+					Cause: c.record.Ref.String(), WorkflowID: wf, RunID: rid}
+				if f, ok := failed[strings.ToLower(e)]; ok {
+					w.Result, w.Code = failureResult(f), f.Code
+					if f.Compliance {
+						w.Result = ledger.ResultRefused
+					}
+				}
+				writes = append(writes, w)
+			}
 			return nil
 		})
-		return page.Next, err
+		if err != nil {
+			return "", err
+		}
+		return page.Next, a.ledger.RecordWrites(ctx, append(writes, skipped...))
 	})
 }
 
 // SyncFields handles pages of CRM list members (Step 3): their mapped
 // fields go to the audience's merge fields. Unsubscribed and cleaned
-// members get no update, opted-out CRM records are never added as new
-// members, and no status is ever changed.
+// members get no update, opted-out CRM records and addresses the ledger
+// holds as opted out are never added as new members, and no status is
+// ever changed.
 func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, error) {
 	integ, err := a.reg.Integration(in.IntegrationID)
 	if err != nil {
@@ -282,15 +623,28 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 			emails = append(emails, email)
 		}
 		err = chunks(ctx, emails, integ.Marketing.MaxBatch(), func(batch []string) error {
-			statuses, err := integ.Marketing.MemberStatuses(ctx, s.Audience, batch)
+			members, err := integ.Marketing.Members(ctx, s.Audience, batch)
 			if err != nil {
-				return classify(err, "looking up member statuses in audience "+s.Audience)
+				return classify(err, "looking up members in audience "+s.Audience)
 			}
-			var newcomers []string
+			links := map[string]string{}
+			var newcomers, persons []string
 			for _, email := range batch {
-				if statuses[email] == connectors.StatusNotFound && !byEmail[email].OptedOut {
-					newcomers = append(newcomers, email)
+				m := members[email]
+				if m.ContactID != "" {
+					links[a.ledger.Person(email)] = m.ContactID
 				}
+				if m.Status == connectors.StatusNotFound && !byEmail[email].OptedOut {
+					newcomers = append(newcomers, email)
+					persons = append(persons, a.ledger.Person(email))
+				}
+			}
+			if err := a.ledger.LinkContacts(ctx, s.IntegrationID, s.MarketingKind, links); err != nil {
+				return err
+			}
+			suppressed, err := a.ledger.People(ctx, s.IntegrationID, persons)
+			if err != nil {
+				return err
 			}
 			optedOut, err := a.optedOutAnywhere(ctx, integ, newcomers)
 			if err != nil {
@@ -298,7 +652,7 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 			}
 			var todo []connectors.MemberFields
 			for _, email := range batch {
-				st := statuses[email]
+				st := members[email].Status
 				r := byEmail[email]
 				switch {
 				case st.Blocked() || st == connectors.StatusArchived:
@@ -308,6 +662,9 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 					continue
 				case st == connectors.StatusNotFound && (r.OptedOut || optedOut[email]):
 					res.Counts.SkippedOptOut++
+					continue
+				case st == connectors.StatusNotFound && suppressed[a.ledger.Person(email)].OptedOut:
+					res.Counts.SkippedSuppressed++
 					continue
 				}
 				merge := map[string]string{}
@@ -392,6 +749,11 @@ func (a *Activities) pages(ctx context.Context, integ *Integration, cursor strin
 	res.Next = cursor
 	a.log.Debug("pages synced", "integration", integ.Settings.IntegrationID, "pages", res.Counts.Pages,
 		"read", res.Counts.Read, "failed", res.Counts.Failed, "more", cursor != "")
+	if at, ok, err := a.ledger.OldestPending(ctx, integ.Settings.IntegrationID); err != nil {
+		return PageResult{}, err
+	} else if ok {
+		res.OldestPending = &at
+	}
 	if u, ok := integ.CRM.(UsageReporter); ok {
 		if used, limit, ok := u.APIUsage(); ok {
 			res.CRMAPIUsage = &APIUsage{Used: used, Max: limit}
@@ -433,28 +795,38 @@ func (r *PageResult) add(f FailureReport) {
 	}
 }
 
-// recordFailures turns a batch's failures into reports. A compliance
-// refusal is final and counted apart; any other failure holds the step's
-// watermark so the next run retries the item. emailOf maps a CRM record
-// key to its address, to report it by hash.
-func (r *PageResult) recordFailures(dir Direction, failed []connectors.Failure, emailOf map[string]string) {
+// recordFailures turns a batch's failures into reports and returns them
+// by key (lower-cased for an address). A compliance refusal is final and
+// counted apart; any other final answer (an invalid, fake or forgotten
+// address) is counted as refused; only a transient failure holds the
+// step's watermark, so that the next run retries the item. emailOf maps a
+// CRM record key to its address, to report it by hash.
+func (r *PageResult) recordFailures(dir Direction, failed []connectors.Failure, emailOf map[string]string) map[string]connectors.Failure {
+	byKey := make(map[string]connectors.Failure, len(failed))
 	for _, f := range failed {
-		rep := FailureReport{Direction: dir, Code: f.Code, Reason: scrubAddresses(f.Message), Compliance: f.Compliance}
+		rep := FailureReport{Direction: dir, Code: f.Code, Reason: scrubAddresses(f.Message), Compliance: f.Compliance, Final: !f.Retryable}
 		if email, ok := emailOf[f.Key]; ok {
 			rep.Record, rep.AddressHash = f.Key, connectors.AddressHash(email)
+			byKey[f.Key] = f
 		} else if strings.Contains(f.Key, "@") {
 			rep.AddressHash = connectors.AddressHash(f.Key)
+			byKey[strings.ToLower(strings.TrimSpace(f.Key))] = f
 		} else {
 			rep.Record = f.Key
+			byKey[f.Key] = f
 		}
-		if f.Compliance {
+		switch {
+		case f.Compliance:
 			r.Counts.ComplianceHeld++
-		} else {
+		case f.Retryable:
 			r.Counts.Failed++
 			rep.HoldsWatermark = true
+		default:
+			r.Counts.Refused++
 		}
 		r.add(rep)
 	}
+	return byKey
 }
 
 func recordKey(records []connectors.Record) map[string]string {
@@ -475,18 +847,8 @@ func scrubAddresses(s string) string {
 	return addressPattern.ReplaceAllString(s, "<address>")
 }
 
-// validEmail returns the address lower-cased, or false when it is missing or invalid.
-func validEmail(s string) (string, bool) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return "", false
-	}
-	addr, err := mail.ParseAddress(s)
-	if err != nil || addr.Address != s || !strings.Contains(s[strings.LastIndex(s, "@"):], ".") {
-		return "", false
-	}
-	return strings.ToLower(s), true
-}
+// validEmail returns the address normalised, or false when it is missing or invalid.
+func validEmail(s string) (string, bool) { return connectors.NormalizeEmail(s) }
 
 // chunks calls fn on consecutive slices of at most size items, renewing
 // the activity's heartbeat before each: one page of a thousand NetSuite

@@ -9,6 +9,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/testsuite"
 
+	"github.com/optoutsync/optoutsync/activities/ledger"
+	"github.com/optoutsync/optoutsync/activities/ledger/ledgertest"
 	"github.com/optoutsync/optoutsync/connectors"
 )
 
@@ -54,18 +56,18 @@ func (c *everyoneInCRM) SetOptOut(_ context.Context, _ connectors.OptOutField, r
 
 func (c *everyoneInCRM) MaxBatch() int { return 200 }
 
-func setup(n, pagesPerActivity int) (*testsuite.TestActivityEnvironment, *Activities, *pagedMarketing, *everyoneInCRM) {
+func setup(t *testing.T, n, pagesPerActivity int) (*testsuite.TestActivityEnvironment, *Activities, *pagedMarketing, *everyoneInCRM) {
 	mk, crm := &pagedMarketing{n: n}, &everyoneInCRM{}
-	reg := MapRegistry{"x": {Settings: Settings{IntegrationID: "x", PagesPerActivity: pagesPerActivity}, Marketing: mk, CRM: crm}}
+	reg := MapRegistry{"x": {Settings: Settings{IntegrationID: "x", MarketingKind: "mailchimp", CRMKind: "netsuite", PagesPerActivity: pagesPerActivity}, Marketing: mk, CRM: crm}}
 	var s testsuite.WorkflowTestSuite
 	env := s.NewTestActivityEnvironment()
-	acts := New(reg, nil)
+	acts := New(reg, ledgertest.Open(t, ledger.SQLite), nil)
 	env.RegisterActivity(acts)
 	return env, acts, mk, crm
 }
 
 func TestPagingActivityResumesFromItsHeartbeatedCursor(t *testing.T) {
-	env, acts, mk, crm := setup(5, 10)
+	env, acts, mk, crm := setup(t, 5, 10)
 	// A previous attempt finished the first page (two members) and died.
 	env.SetHeartbeatDetails(heartbeat{Cursor: "2", Partial: PageResult{Counts: Counts{Pages: 1, Read: 2, Unsubscribes: 2, CRMOptedOut: 2}}})
 	val, err := env.ExecuteActivity(acts.SyncMarketingChanges, PageInput{IntegrationID: "x", Status: connectors.StatusUnsubscribed})
@@ -80,7 +82,7 @@ func TestPagingActivityResumesFromItsHeartbeatedCursor(t *testing.T) {
 }
 
 func TestPagingActivityWhoseLastPageWasHeartbeatedDoesNotStartOver(t *testing.T) {
-	env, acts, mk, crm := setup(5, 10)
+	env, acts, mk, crm := setup(t, 5, 10)
 	env.SetHeartbeatDetails(heartbeat{Cursor: "", Done: true, Partial: PageResult{Counts: Counts{Pages: 3, Unsubscribes: 5}}})
 	val, err := env.ExecuteActivity(acts.SyncMarketingChanges, PageInput{IntegrationID: "x", Status: connectors.StatusUnsubscribed})
 	require.NoError(t, err)
@@ -92,7 +94,7 @@ func TestPagingActivityWhoseLastPageWasHeartbeatedDoesNotStartOver(t *testing.T)
 }
 
 func TestPagingActivityStopsAfterPagesPerActivityAndReturnsItsCursor(t *testing.T) {
-	env, acts, mk, _ := setup(9, 10)
+	env, acts, mk, _ := setup(t, 9, 10)
 	val, err := env.ExecuteActivity(acts.SyncMarketingChanges, PageInput{IntegrationID: "x", Status: connectors.StatusUnsubscribed})
 	require.NoError(t, err)
 	var res PageResult
@@ -100,7 +102,7 @@ func TestPagingActivityStopsAfterPagesPerActivityAndReturnsItsCursor(t *testing.
 	require.Len(t, mk.cursors, 5)
 	require.Empty(t, res.Next)
 
-	env, acts, _, _ = setup(9, 2)
+	env, acts, _, _ = setup(t, 9, 2)
 	val, err = env.ExecuteActivity(acts.SyncMarketingChanges, PageInput{IntegrationID: "x", Status: connectors.StatusUnsubscribed})
 	require.NoError(t, err)
 	require.NoError(t, val.Get(&res))

@@ -62,7 +62,8 @@ const (
 // PageInput asks an activity to handle pages from a cursor on.
 type PageInput struct {
 	IntegrationID string
-	// Status is used by the marketing-to-CRM activity: unsubscribed or cleaned.
+	// Status is used by the marketing-to-CRM activity: unsubscribed,
+	// cleaned, or subscribed (re-subscribes after an opt-out).
 	Status connectors.MemberStatus
 	Since  time.Time
 	Cursor string
@@ -83,21 +84,30 @@ type Counts struct {
 	CleanedRecorded  int `json:"cleanedRecorded,omitempty"`    // CRM records given the cleaned field
 	NotInCRM         int `json:"notInCRM,omitempty"`           // addresses with no CRM record
 	DuplicateRecords int `json:"duplicateRecords,omitempty"`   // extra records sharing an address
+	LateOptedOut     int `json:"lateOptedOut,omitempty"`       // CRM records that appeared (or got the address) after its unsubscribe, opted out
+	Resubscribes     int `json:"resubscribes,omitempty"`       // members who re-subscribed after an opt-out we knew: their later choice
 
 	// CRM → marketing.
-	CRMOptOuts     int `json:"crmOptOuts,omitempty"`     // opted-out CRM records seen
-	Unsubscribed   int `json:"unsubscribed,omitempty"`   // addresses now unsubscribed in the audience
-	OutsideLists   int `json:"outsideLists,omitempty"`   // opted-out records left alone: outside the lists
-	InvalidEmails  int `json:"invalidEmails,omitempty"`  // records skipped for a missing or invalid address
-	ComplianceHeld int `json:"complianceHeld,omitempty"` // writes refused by a compliance state (final)
+	CRMOptOuts     int `json:"crmOptOuts,omitempty"`          // opted-out CRM records seen
+	Unsubscribed   int `json:"unsubscribed,omitempty"`        // members whose status this run changed to unsubscribed
+	AddedUnsub     int `json:"addedUnsubscribed,omitempty"`   // addresses not in the audience, added as unsubscribed
+	AlreadyUnsub   int `json:"alreadyUnsubscribed,omitempty"` // members the ledger knows are already unsubscribed or cleaned: not sent
+	EchoSkipped    int `json:"echoSkipped,omitempty"`         // CRM opt-outs this product wrote: not sent back
+	LaterConsent   int `json:"laterConsent,omitempty"`        // CRM opt-outs older than the member's re-subscribe: not sent
+	KnownRefused   int `json:"knownRefused,omitempty"`        // addresses the platform refused for good in an earlier run: not sent again
+	OutsideLists   int `json:"outsideLists,omitempty"`        // opted-out records left alone: outside the lists
+	InvalidEmails  int `json:"invalidEmails,omitempty"`       // records skipped for a missing or invalid address
+	ComplianceHeld int `json:"complianceHeld,omitempty"`      // writes refused by a compliance state (final)
 
 	// Field sync.
-	FieldsUpdated  int `json:"fieldsUpdated,omitempty"`  // existing members updated
-	MembersAdded   int `json:"membersAdded,omitempty"`   // new members added with status_if_new
-	SkippedBlocked int `json:"skippedBlocked,omitempty"` // unsubscribed/cleaned/archived members given no update
-	SkippedOptOut  int `json:"skippedOptOut,omitempty"`  // CRM opt-outs not added as new members
+	FieldsUpdated     int `json:"fieldsUpdated,omitempty"`     // existing members updated
+	MembersAdded      int `json:"membersAdded,omitempty"`      // new members added with status_if_new
+	SkippedBlocked    int `json:"skippedBlocked,omitempty"`    // unsubscribed/cleaned/archived members given no update
+	SkippedOptOut     int `json:"skippedOptOut,omitempty"`     // CRM opt-outs not added as new members
+	SkippedSuppressed int `json:"skippedSuppressed,omitempty"` // addresses the ledger holds as opted out (or an earlier address of an opted-out member): not added
 
-	Failed int `json:"failed,omitempty"` // items not written; retried by the next run
+	Refused int `json:"refused,omitempty"` // items refused for good (invalid, fake or forgotten address): final, not retried
+	Failed  int `json:"failed,omitempty"`  // items not written for a transient reason; retried by the next run
 }
 
 // Add adds o into c.
@@ -111,8 +121,15 @@ func (c *Counts) Add(o Counts) {
 	c.CleanedRecorded += o.CleanedRecorded
 	c.NotInCRM += o.NotInCRM
 	c.DuplicateRecords += o.DuplicateRecords
+	c.LateOptedOut += o.LateOptedOut
+	c.Resubscribes += o.Resubscribes
 	c.CRMOptOuts += o.CRMOptOuts
 	c.Unsubscribed += o.Unsubscribed
+	c.AddedUnsub += o.AddedUnsub
+	c.AlreadyUnsub += o.AlreadyUnsub
+	c.EchoSkipped += o.EchoSkipped
+	c.LaterConsent += o.LaterConsent
+	c.KnownRefused += o.KnownRefused
 	c.OutsideLists += o.OutsideLists
 	c.InvalidEmails += o.InvalidEmails
 	c.ComplianceHeld += o.ComplianceHeld
@@ -120,6 +137,8 @@ func (c *Counts) Add(o Counts) {
 	c.MembersAdded += o.MembersAdded
 	c.SkippedBlocked += o.SkippedBlocked
 	c.SkippedOptOut += o.SkippedOptOut
+	c.SkippedSuppressed += o.SkippedSuppressed
+	c.Refused += o.Refused
 	c.Failed += o.Failed
 }
 
@@ -135,6 +154,9 @@ type FailureReport struct {
 	// Compliance marks a refusal that is final (unsubscribed, cleaned or
 	// permanently deleted): recorded, never retried, not a failure of the run.
 	Compliance bool `json:"compliance,omitempty"`
+	// Final marks any answer that retrying cannot change (a compliance
+	// state, an invalid or fake address): it does not hold the watermark.
+	Final bool `json:"final,omitempty"`
 	// HoldsWatermark marks a failure that keeps its step's watermark where it
 	// was, so the next run reads the item again and retries it.
 	HoldsWatermark bool `json:"holdsWatermark,omitempty"`
@@ -153,6 +175,13 @@ type PageResult struct {
 	HoldWatermark bool `json:"holdWatermark,omitempty"`
 	// Next is the cursor to continue from; "" means the step is done.
 	Next string `json:"next,omitempty"`
+	// LaterConsent names, by address hash, members whose re-subscribe is
+	// newer than a CRM opt-out: the opt-out was not sent (bounded).
+	LaterConsent []string `json:"laterConsent,omitempty"`
+	KnownRefused int      `json:"knownRefused,omitempty"` // addresses the platform refused for good in an earlier run: not sent again
+	// OldestPending is the first sighting of the oldest opt-out the ledger
+	// holds as not yet written to its other side; nil when none is.
+	OldestPending *time.Time `json:"oldestPending,omitempty"`
 	// CRMAPIUsage is the CRM's daily API budget as last reported, where it reports one.
 	CRMAPIUsage *APIUsage `json:"crmApiUsage,omitempty"`
 }

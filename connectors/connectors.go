@@ -32,7 +32,7 @@ const (
 	StatusPending       MemberStatus = "pending"
 	StatusTransactional MemberStatus = "transactional"
 	StatusArchived      MemberStatus = "archived"
-	// StatusNotFound is reported by MemberStatuses for an address that is
+	// StatusNotFound is reported by Members for an address that is
 	// not in the audience at all.
 	StatusNotFound MemberStatus = ""
 )
@@ -49,6 +49,11 @@ type Member struct {
 	Email       string
 	Status      MemberStatus
 	LastChanged time.Time
+	// ContactID is the platform's id of the contact (Mailchimp's
+	// contact_id), which its OpenAPI describes as agnostic of the email
+	// address, so it is expected to survive an address change. Empty when
+	// the platform does not give one.
+	ContactID string
 }
 
 // ChangesRequest asks for members in one status that changed since a watermark.
@@ -104,7 +109,7 @@ type BatchResult struct {
 	// Written counts items that now hold the requested state (including
 	// those that already did).
 	Written int
-	// Added counts new members created (UpsertMembers only).
+	// Added counts new members created (UpsertMembers; Unsubscribe for addresses not yet in the audience).
 	Added int
 	// Failed lists the items that were not written.
 	Failed []Failure
@@ -130,9 +135,12 @@ type Marketing interface {
 	// per call.
 	UpsertMembers(ctx context.Context, audience string, members []MemberFields, statusIfNew MemberStatus) (BatchResult, error)
 
-	// MemberStatuses looks up the status of each address; an address not in
-	// the audience maps to StatusNotFound. At most MaxBatch() per call.
-	MemberStatuses(ctx context.Context, audience string, emails []string) (map[string]MemberStatus, error)
+	// Members looks up each address, one lookup per address, keyed by the
+	// address as given: the Member holds the address as the platform has
+	// it, its Status, LastChanged and ContactID. An address not in the
+	// audience maps to the zero Member, whose Status is StatusNotFound. At
+	// most MaxBatch() per call.
+	Members(ctx context.Context, audience string, emails []string) (map[string]Member, error)
 
 	// MaxBatch is the largest batch the write and lookup calls take.
 	MaxBatch() int

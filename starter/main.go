@@ -5,6 +5,7 @@
 //	starter run <integration> [--no-wait]
 //	starter status <integration>
 //	starter schedules
+//	starter explain <email or ledger key> [-config worker.yaml]
 //
 // It reads the Temporal connection like the temporal CLI does
 // (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_TLS_*, TEMPORAL_API_KEY,
@@ -29,6 +30,8 @@ import (
 
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/contrib/envconfig"
+
+	"github.com/optoutsync/optoutsync/workflows"
 )
 
 // Exit codes.
@@ -43,6 +46,9 @@ const usage = `usage:
   starter run <integration> [--no-wait]   trigger the integration's schedule and follow the run
   starter status <integration>            status of the current or last run
   starter schedules                       list the integrations' schedules
+  starter explain <email or key>          what the consent ledger knows of an address, and where
+                                          it stands now (-config: the worker's file; without it,
+                                          the demo's ledger in -data)
 
 The Temporal connection comes from TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
 TEMPORAL_TLS_*, TEMPORAL_API_KEY and TEMPORAL_PROFILE, as for the temporal CLI.
@@ -88,6 +94,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, dial func
 	fs := flag.NewFlagSet("starter "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	noWait := fs.Bool("no-wait", false, "run: print the workflow id and return at once")
+	configPath := fs.String("config", os.Getenv("OPTOUT_CONFIG"), "explain: the worker's configuration file")
+	dataDir := fs.String("data", "data", "explain: the demo's data directory, without -config")
 	// Flags may come after the integration id, as in `run acme --no-wait`.
 	var pos []string
 	for len(rest) > 0 {
@@ -99,7 +107,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, dial func
 			pos, rest = append(pos, rest[0]), rest[1:]
 		}
 	}
-	want := map[string]int{"run": 1, "status": 1, "schedules": 0}
+	want := map[string]int{"run": 1, "status": 1, "schedules": 0, "explain": 1}
 	n, ok := want[cmd]
 	switch {
 	case cmd == "help" || cmd == "-h" || cmd == "--help":
@@ -119,6 +127,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, dial func
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	c, err := dial(dctx)
 	cancel()
+	if cmd == "explain" {
+		// The ledger answers even while Temporal is down.
+		if err != nil {
+			c = nil
+		} else {
+			defer c.Close()
+		}
+		return explain(ctx, pos[0], *configPath, *dataDir, c, stdout, stderr)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "starter: cannot reach Temporal: %v\n", err)
 		return ExitUnreachable
@@ -145,4 +162,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, dial func
 		return ExitRunFailed
 	}
 	return ExitUnreachable
+}
+
+// explain runs the explain command.
+func explain(ctx context.Context, who, configPath, dataDir string, c client.Client, stdout, stderr io.Writer) int {
+	l, ids, err := OpenLedger(ctx, configPath, dataDir, os.LookupEnv)
+	if err != nil {
+		fmt.Fprintf(stderr, "starter explain: %v\n", err)
+		return ExitUsage
+	}
+	defer l.Close()
+	err = Explain(ctx, who, ExplainOptions{Ledger: l, Integrations: ids, Client: c, TaskQueue: workflows.TaskQueue, Out: stdout})
+	if err == nil {
+		return ExitOK
+	}
+	fmt.Fprintf(stderr, "starter explain: %v\n", err)
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	return ExitRunFailed
 }

@@ -18,6 +18,8 @@ import (
 	"go.temporal.io/server/temporaltest"
 
 	"github.com/optoutsync/optoutsync/activities"
+	"github.com/optoutsync/optoutsync/activities/ledger"
+	"github.com/optoutsync/optoutsync/activities/ledger/ledgertest"
 	"github.com/optoutsync/optoutsync/connectors"
 	"github.com/optoutsync/optoutsync/workflows"
 )
@@ -52,7 +54,7 @@ func TestStarter(t *testing.T) {
 	}}
 	ts.NewWorker(workflows.TaskQueue, func(r worker.Registry) {
 		r.RegisterWorkflow(workflows.SyncWorkflow)
-		r.RegisterActivity(activities.New(reg, nil))
+		r.RegisterActivity(activities.New(reg, ledgertest.Open(t, ledger.SQLite), nil))
 	})
 	// "broken" has a schedule but no integration on the worker: its runs fail.
 	for _, id := range []string{"acme", "broken"} {
@@ -74,7 +76,8 @@ func TestStarter(t *testing.T) {
 	require.Contains(t, out, "Started optout-sync-acme-")
 	require.Contains(t, out, "Notes:")
 	require.Contains(t, out, "1 CRM record(s) opted out")
-	require.Contains(t, out, "2 address(es) unsubscribed from the audience")
+	require.Contains(t, out, "1 member(s) changed to unsubscribed")
+	require.Contains(t, out, "1 CRM opt-out(s) were written by this product from a marketing unsubscribe and were not sent back")
 	require.Equal(t, connectors.StatusUnsubscribed, mk.status("ben@example.com"))
 	require.True(t, crm.optedOut("1"))
 
@@ -190,12 +193,12 @@ func (m *fakeMarketing) UpsertMembers(context.Context, string, []connectors.Memb
 	return connectors.BatchResult{}, nil
 }
 
-func (m *fakeMarketing) MemberStatuses(_ context.Context, _ string, emails []string) (map[string]connectors.MemberStatus, error) {
+func (m *fakeMarketing) Members(_ context.Context, _ string, emails []string) (map[string]connectors.Member, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := map[string]connectors.MemberStatus{}
+	out := map[string]connectors.Member{}
 	for _, e := range emails {
-		out[e] = m.members[e]
+		out[e] = connectors.Member{Email: e, Status: m.members[e]}
 	}
 	return out, nil
 }

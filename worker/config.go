@@ -15,6 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/optoutsync/optoutsync/activities"
+	"github.com/optoutsync/optoutsync/activities/ledger"
 	"github.com/optoutsync/optoutsync/connectors"
 )
 
@@ -23,6 +24,8 @@ import (
 // them, so the file can be committed and reviewed.
 type Config struct {
 	Integrations []Integration `yaml:"integrations"`
+	// Ledger is where the consent ledger lives; default a SQLite file.
+	Ledger ledger.Settings `yaml:"ledger"`
 }
 
 // Integration is one marketing audience kept in sync with one CRM.
@@ -184,6 +187,9 @@ func (c *Config) Validate(dev bool) error {
 	var errs []error
 	if len(c.Integrations) == 0 {
 		errs = append(errs, errors.New("integrations: at least one integration is required"))
+	}
+	for _, e := range c.Ledger.Validate() {
+		errs = append(errs, errors.New(e))
 	}
 	seen := map[string]bool{}
 	for i := range c.Integrations {

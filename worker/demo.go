@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/optoutsync/optoutsync/activities/ledger"
 	"github.com/optoutsync/optoutsync/connectors"
 	"github.com/optoutsync/optoutsync/connectors/mailchimp/mailchimptest"
 	"github.com/optoutsync/optoutsync/connectors/netsuite/netsuitetest"
@@ -163,13 +164,17 @@ func (e *Emulators) Resolve(cfg *Config) error {
 	return cfg.Validate(true)
 }
 
-// Lookup overlays the emulators' credentials on env.
+// Lookup overlays the emulators' credentials (and the demo ledger key,
+// when no key is set) on env.
 func (e *Emulators) Lookup(env LookupEnv) LookupEnv {
 	return func(name string) (string, bool) {
 		if v, ok := e.Env[name]; ok {
 			return v, true
 		}
-		return env(name)
+		if v, ok := env(name); ok || name != ledger.DefaultKeyEnv {
+			return v, ok
+		}
+		return ledger.DemoKey, true
 	}
 }
 

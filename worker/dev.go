@@ -6,11 +6,13 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 
 	"go.temporal.io/sdk/client"
 	"go.uber.org/fx"
 
+	"github.com/optoutsync/optoutsync/activities/ledger"
 	"github.com/optoutsync/optoutsync/worker/devserver"
 )
 
@@ -48,6 +50,10 @@ func provideDevEnv(lc fx.Lifecycle, f Flags) (*DevEnv, error) {
 			return nil, err
 		}
 		cfg = c
+	}
+	// The demo's ledger sits beside the embedded server's database.
+	if cfg.Ledger.Driver != ledger.Postgres && cfg.Ledger.Path == "" {
+		cfg.Ledger.Path = filepath.Join(f.DataDir, "ledger.db")
 	}
 	e := StartEmulators(cfg)
 	lc.Append(fx.StopHook(e.Close))

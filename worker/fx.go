@@ -13,6 +13,7 @@ import (
 	"go.uber.org/fx/fxevent"
 
 	"github.com/optoutsync/optoutsync/activities"
+	"github.com/optoutsync/optoutsync/activities/ledger"
 	"github.com/optoutsync/optoutsync/workflows"
 )
 
@@ -38,6 +39,7 @@ var ConfigModule = fx.Module("config",
 		provideConfig,
 		provideEnv,
 		provideRegistry,
+		provideLedger,
 	),
 )
 
@@ -53,8 +55,8 @@ var TemporalModule = fx.Module("temporal",
 // keeps the schedules in step with the configuration.
 var WorkerModule = fx.Module("worker",
 	fx.Provide(
-		func(reg activities.MapRegistry, log *slog.Logger) *activities.Activities {
-			return activities.New(reg, log)
+		func(reg activities.MapRegistry, led ledger.Ledger, log *slog.Logger) *activities.Activities {
+			return activities.New(reg, led, log)
 		},
 		provideWorker,
 	),
@@ -103,6 +105,23 @@ func provideRegistry(cfg *Config, env LookupEnv, log *slog.Logger) (activities.M
 	return BuildRegistry(cfg, env, log)
 }
 
+// provideLedger opens the consent ledger (applying its migrations) and
+// closes it when the worker stops.
+func provideLedger(lc fx.Lifecycle, cfg *Config, env LookupEnv) (ledger.Ledger, error) {
+	lcfg, err := cfg.Ledger.Resolve(env)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	l, err := ledger.Open(ctx, lcfg)
+	if err != nil {
+		return nil, err
+	}
+	lc.Append(fx.StopHook(l.Close))
+	return l, nil
+}
+
 // provideClient returns a lazy client: it dials on first use, which is in
 // an OnStart hook, after the dev server (when there is one) has started.
 func provideClient(lc fx.Lifecycle, opts client.Options) (client.Client, error) {
@@ -132,6 +151,7 @@ func provideWorker(c client.Client, acts *activities.Activities, sd fx.Shutdowne
 		},
 	})
 	w.RegisterWorkflow(workflows.SyncWorkflow)
+	w.RegisterWorkflow(workflows.ExplainWorkflow)
 	w.RegisterActivity(acts)
 	return w
 }

@@ -132,13 +132,13 @@ func (f *fakeMarketing) UpsertMembers(_ context.Context, _ string, members []con
 	return res, nil
 }
 
-func (f *fakeMarketing) MemberStatuses(_ context.Context, _ string, emails []string) (map[string]connectors.MemberStatus, error) {
+func (f *fakeMarketing) Members(_ context.Context, _ string, emails []string) (map[string]connectors.Member, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := map[string]connectors.MemberStatus{}
+	out := map[string]connectors.Member{}
 	for _, e := range emails {
 		if m, ok := f.members[strings.ToLower(e)]; ok {
-			out[e] = m.status
+			out[e] = connectors.Member{Email: e, Status: m.status, LastChanged: m.lastChanged}
 		}
 	}
 	return out, nil
@@ -154,7 +154,7 @@ type fakeRecord struct {
 	fields   map[string]string
 	lists    map[string]time.Time // list -> joined at
 	modified time.Time
-	reject   bool // SetOptOut fails for this record
+	reject   bool // SetOptOut fails for this record, transiently
 }
 
 type fakeCRM struct {
@@ -265,7 +265,7 @@ func (c *fakeCRM) SetOptOut(_ context.Context, f connectors.OptOutField, refs []
 				continue
 			}
 			if r.reject {
-				res.Failed = append(res.Failed, connectors.Failure{Key: ref.String(), Code: "INVALID_CONTENT", Message: "rejected"})
+				res.Failed = append(res.Failed, connectors.Failure{Key: ref.String(), Code: "UNEXPECTED_ERROR", Message: "a transient failure", Retryable: true})
 				continue
 			}
 			switch f.Kind {

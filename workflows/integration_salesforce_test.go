@@ -11,6 +11,8 @@ import (
 	"go.temporal.io/sdk/worker"
 
 	"github.com/optoutsync/optoutsync/activities"
+	"github.com/optoutsync/optoutsync/activities/ledger"
+	"github.com/optoutsync/optoutsync/activities/ledger/ledgertest"
 	"github.com/optoutsync/optoutsync/connectors"
 	"github.com/optoutsync/optoutsync/connectors/mailchimp"
 	"github.com/optoutsync/optoutsync/connectors/mailchimp/mailchimptest"
@@ -111,12 +113,13 @@ func newSalesforceStack(t *testing.T, mc *mailchimptest.Server, sf *salesforcete
 	require.NoError(t, err)
 	crm, err := salesforce.New(salesforce.Config{LoginURL: sf.URL, ClientID: sf.ClientID, ClientSecret: sf.ClientSecret})
 	require.NoError(t, err)
-	reg := activities.MapRegistry{id: {Settings: settings, Marketing: mk, CRM: crm}}
+	reg := &settingsRegistry{in: activities.Integration{Settings: settings, Marketing: mk, CRM: crm}}
+	led := ledgertest.Open(t, ledger.SQLite)
 	temporalServer.NewWorker(id, func(r worker.Registry) {
 		r.RegisterWorkflow(workflows.SyncWorkflow)
-		r.RegisterActivity(activities.New(reg, nil))
+		r.RegisterActivity(activities.New(reg, led, nil))
 	})
-	return &stack{id: id, mc: mc, c: temporalServer.GetDefaultClient()}
+	return &stack{id: id, mc: mc, c: temporalServer.GetDefaultClient(), ledger: led, settings: settings, reg: reg}
 }
 
 // TestIntegrationSalesforceBudgetSpentStopsTheRun checks that a spent daily

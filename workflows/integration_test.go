@@ -7,6 +7,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +23,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/optoutsync/optoutsync/activities"
+	"github.com/optoutsync/optoutsync/activities/ledger"
+	"github.com/optoutsync/optoutsync/activities/ledger/ledgertest"
 	"github.com/optoutsync/optoutsync/connectors"
 	"github.com/optoutsync/optoutsync/connectors/emulator"
 	"github.com/optoutsync/optoutsync/connectors/mailchimp"
@@ -66,6 +69,8 @@ type stack struct {
 	mc       *mailchimptest.Server
 	ns       *netsuitetest.Server
 	settings activities.Settings
+	reg      *settingsRegistry
+	ledger   *ledger.SQL
 	c        client.Client
 	refs     map[string]connectors.RecordRef
 	// lastScheduledRun is the workflow id of the last run triggerAndWait saw.
@@ -81,6 +86,7 @@ func newStack(t testing.TB, mutate func(*activities.Settings)) *stack {
 		c:    temporalServer.GetDefaultClient(),
 		refs: map[string]connectors.RecordRef{},
 	}
+	s.ledger = ledgertest.Open(t, ledger.SQLite)
 	t.Cleanup(s.mc.Close)
 	t.Cleanup(s.ns.Close)
 	s.mc.AddList(audience, "Demo audience")
@@ -101,12 +107,37 @@ func newStack(t testing.TB, mutate func(*activities.Settings)) *stack {
 		RetryWaitMin: 10 * time.Millisecond, RetryWaitMax: 50 * time.Millisecond, ListCacheTTL: time.Nanosecond,
 	})
 	require.NoError(t, err)
-	reg := activities.MapRegistry{s.id: {Settings: s.settings, Marketing: mk, CRM: crm}}
+	s.reg = &settingsRegistry{in: activities.Integration{Settings: s.settings, Marketing: mk, CRM: crm}}
 	temporalServer.NewWorker(s.id, func(r worker.Registry) {
 		r.RegisterWorkflow(workflows.SyncWorkflow)
-		r.RegisterActivity(activities.New(reg, nil))
+		r.RegisterActivity(activities.New(s.reg, s.ledger, nil))
 	})
 	return s
+}
+
+// settingsRegistry is the worker's registry of one integration whose
+// settings a test changes between runs, as an operator edits the
+// configuration file.
+type settingsRegistry struct {
+	mu sync.Mutex
+	in activities.Integration
+}
+
+func (r *settingsRegistry) Integration(id string) (*activities.Integration, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if id != r.in.Settings.IntegrationID {
+		return nil, fmt.Errorf("integration %q is not configured", id)
+	}
+	in := r.in
+	return &in, nil
+}
+
+// configure changes the integration's settings for the next run.
+func (r *settingsRegistry) configure(change func(*activities.Settings)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	change(&r.in.Settings)
 }
 
 // seedDemo seeds the cases the product must get right, in both systems.
@@ -153,7 +184,7 @@ func (s *stack) run(t testing.TB) workflows.SyncResult {
 // scheduled run does through its last completion result.
 func (s *stack) runAfter(t testing.TB, prev workflows.SyncResult) workflows.SyncResult {
 	t.Helper()
-	return s.start(t, workflows.SyncInput{IntegrationID: s.id, Since: &prev.Next})
+	return s.start(t, workflows.SyncInput{IntegrationID: s.id, Since: &prev.Next, Fingerprints: prev.Fingerprints})
 }
 
 func (s *stack) start(t testing.TB, in workflows.SyncInput) workflows.SyncResult {
@@ -304,9 +335,10 @@ func TestIntegrationScheduleRerunAfterListChange(t *testing.T) {
 	s.ns.AddToSavedSearch(search, s.refs["out"])
 	second := s.triggerAndWait(t, sched, 2)
 	require.Equal(t, connectors.StatusUnsubscribed, s.status(t, "out@example.com"), "picked up by the rerun after the list change")
-	// "out", and "eve" again: a saved search has no "added at" time, so
-	// its opted-out members are sent on every run (the write is idempotent).
-	require.Equal(t, 2, second.Counts.CRMToMarketing.Unsubscribed)
+	// "out"; "eve" is read again (a saved search has no "added at" time)
+	// but the ledger knows she is unsubscribed already: not sent again.
+	require.Equal(t, 1, second.Counts.CRMToMarketing.Unsubscribed)
+	require.Equal(t, 1, second.Counts.CRMToMarketing.AlreadyUnsub)
 	require.Zero(t, second.Counts.CRMToMarketing.OutsideLists-2, "only Ann's two records are still outside")
 	require.True(t, second.StartedAt.After(first.StartedAt))
 	require.Zero(t, second.Counts.MarketingToCRM.CRMOptedOut)

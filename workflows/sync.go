@@ -9,7 +9,11 @@
 package workflows
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -49,6 +53,8 @@ const (
 	PhaseStarting       Phase = "starting"
 	PhaseUnsubscribes   Phase = "marketing-to-crm:unsubscribed"
 	PhaseCleaned        Phase = "marketing-to-crm:cleaned"
+	PhaseResubscribes   Phase = "marketing-to-crm:resubscribes"
+	PhaseLateRecords    Phase = "marketing-to-crm:late-records"
 	PhaseCRMToMarketing Phase = "crm-to-marketing"
 	PhaseFields         Phase = "field-sync"
 	PhaseDone           Phase = "done"
@@ -59,8 +65,24 @@ const (
 type Watermarks struct {
 	Unsubscribed time.Time `json:"unsubscribed"`
 	Cleaned      time.Time `json:"cleaned"`
+	Resubscribes time.Time `json:"resubscribes"`
+	LateRecords  time.Time `json:"lateRecords"`
 	CRMOptOuts   time.Time `json:"crmOptOuts"`
 	Fields       time.Time `json:"fields"`
+}
+
+// Fingerprints are, per step, a hash of the settings that decide what the
+// step reads and writes (audience, record types, lists, opt-out field...).
+// A step whose fingerprint differs from the last completed run's reads
+// from the beginning once: a watermark says nothing about what the old
+// settings never looked at.
+type Fingerprints struct {
+	Unsubscribed string `json:"unsubscribed"`
+	Cleaned      string `json:"cleaned"`
+	Resubscribes string `json:"resubscribes"`
+	LateRecords  string `json:"lateRecords"`
+	CRMOptOuts   string `json:"crmOptOuts"`
+	Fields       string `json:"fields"`
 }
 
 // StepCounts are the counts of each step.
@@ -77,6 +99,10 @@ type SyncInput struct {
 	// Since overrides the watermarks the run would otherwise take from the
 	// last completed run (e.g. a full resync from zero).
 	Since *Watermarks `json:"since,omitempty"`
+	// Fingerprints, with Since, are the settings those watermarks were read
+	// with (a rerun from an earlier run's result): a step whose settings
+	// changed since reads from the beginning, as after the last run.
+	Fingerprints *Fingerprints `json:"fingerprints,omitempty"`
 	// ContinueAfter continues the run as new after this many activity
 	// calls, or earlier when Temporal suggests it; 0 means 500.
 	ContinueAfter int `json:"continueAfter,omitempty"`
@@ -99,6 +125,20 @@ type RunState struct {
 	Continued int                        `json:"continued,omitempty"`
 	// Settings are loaded once per run and carried across continue-as-new.
 	Settings *activities.Settings `json:"settings,omitempty"`
+	// Version is the workflow code version the run started with (see
+	// ledgerVersion), so a continued run keeps its steps.
+	Version workflow.Version `json:"version,omitempty"`
+	// Resets are the notes of steps that read from the beginning because
+	// their settings changed.
+	Resets []string `json:"resets,omitempty"`
+	// LaterConsent are address hashes of members whose re-subscribe is
+	// newer than a CRM opt-out (bounded).
+	LaterConsent []string `json:"laterConsent,omitempty"`
+	// OldestPending is the first sighting of the oldest opt-out not yet
+	// propagated, as the ledger said after the last activity.
+	OldestPending *time.Time `json:"oldestPending,omitempty"`
+	// Previous are the last completed run's fingerprints, when it had any.
+	Previous *Fingerprints `json:"previous,omitempty"`
 }
 
 // SyncResult is a run's summary, and the next run's starting point.
@@ -112,6 +152,13 @@ type SyncResult struct {
 	Next Watermarks `json:"next"`
 	// CRMAPIUsage is the CRM's daily API budget after the run, where it has one.
 	CRMAPIUsage *activities.APIUsage `json:"crmApiUsage,omitempty"`
+	// Fingerprints are this run's settings per step, for the next run.
+	Fingerprints *Fingerprints `json:"fingerprints,omitempty"`
+	// OldestPending is the first sighting of the oldest opt-out observed but
+	// not yet written to its other side; PropagationAgeSeconds is its age
+	// when the run finished (0 when nothing is pending).
+	OldestPending         *time.Time `json:"oldestPending,omitempty"`
+	PropagationAgeSeconds int64      `json:"propagationAgeSeconds,omitempty"`
 	// Notes say, in words, what the run did and why records did or did not move.
 	Notes []string `json:"notes,omitempty"`
 }
@@ -127,7 +174,19 @@ type Status struct {
 	CRMAPIUsage   *activities.APIUsage `json:"crmApiUsage,omitempty"`
 	LastError     string               `json:"lastError,omitempty"`
 	Continued     int                  `json:"continuedAsNew,omitempty"`
+	// OldestPending and PropagationAgeSeconds: the oldest opt-out not yet
+	// written to its other side, and its age now.
+	OldestPending         *time.Time `json:"oldestPending,omitempty"`
+	PropagationAgeSeconds int64      `json:"propagationAgeSeconds,omitempty"`
 }
+
+// ledgerVersion marks the runs that keep the consent ledger: they have the
+// re-subscribe and late-record steps and compare settings fingerprints.
+// Runs recorded before it replay with the old steps.
+const (
+	ledgerChange  = "consent-ledger"
+	ledgerVersion = workflow.Version(1)
+)
 
 // MaxFailuresKept bounds the failures a run's state and result carry.
 const MaxFailuresKept = 100
@@ -143,15 +202,27 @@ func SyncWorkflow(ctx workflow.Context, in SyncInput) (SyncResult, error) {
 	st := in.State
 	if st == nil {
 		st = &RunState{StartedAt: workflow.Now(ctx), Phase: PhaseStarting}
+		st.Version = workflow.GetVersion(ctx, ledgerChange, workflow.DefaultVersion, ledgerVersion)
 		switch {
 		case in.Since != nil:
-			st.Since = *in.Since
+			st.Since, st.Previous = *in.Since, in.Fingerprints
 		case workflow.HasLastCompletionResult(ctx):
 			var prev SyncResult
 			if err := workflow.GetLastCompletionResult(ctx, &prev); err == nil {
 				st.Since = prev.Next
+				st.Previous = prev.Fingerprints
+				if st.Previous == nil {
+					st.Previous = &Fingerprints{}
+				}
 			} else {
 				logger.Warn("last completion result unreadable; syncing from the beginning", "error", err)
+			}
+		default:
+			if st.Version >= ledgerVersion {
+				// The very first run: Marketing → CRM reads every
+				// unsubscribe and finds every record of it now, so there
+				// are no late records and no re-subscribes to catch up on.
+				st.Since.Resubscribes, st.Since.LateRecords = st.StartedAt, st.StartedAt
 			}
 		}
 	}
@@ -160,7 +231,8 @@ func SyncWorkflow(ctx workflow.Context, in SyncInput) (SyncResult, error) {
 		return Status{
 			IntegrationID: in.IntegrationID, Phase: st.Phase, StartedAt: st.StartedAt, Counts: st.Counts,
 			Watermarks: st.Since, Failures: len(st.Failures), CRMAPIUsage: st.Usage, LastError: lastErr,
-			Continued: st.Continued,
+			Continued: st.Continued, OldestPending: st.OldestPending,
+			PropagationAgeSeconds: ageSeconds(st.OldestPending, workflow.Now(ctx)),
 		}, nil
 	}); err != nil {
 		return SyncResult{}, err
@@ -189,6 +261,9 @@ func SyncWorkflow(ctx workflow.Context, in SyncInput) (SyncResult, error) {
 		}
 		st.Settings = &s
 		st.Phase = PhaseUnsubscribes
+		if st.Version >= ledgerVersion && st.Previous != nil {
+			resetChanged(st)
+		}
 	}
 
 	continueAfter := in.ContinueAfter
@@ -198,7 +273,7 @@ func SyncWorkflow(ctx workflow.Context, in SyncInput) (SyncResult, error) {
 	calls := 0
 	for st.Phase != PhaseDone {
 		fn, input, counts := stepOf(st, in.IntegrationID)
-		if fn == nil { // step turned off by the settings
+		if fn == nil { // step turned off by the settings, or not in this version
 			st.Phase, st.Cursor = nextPhase(st.Phase), ""
 			continue
 		}
@@ -219,6 +294,14 @@ func SyncWorkflow(ctx workflow.Context, in SyncInput) (SyncResult, error) {
 		if res.CRMAPIUsage != nil {
 			st.Usage = res.CRMAPIUsage
 		}
+		if st.Version >= ledgerVersion {
+			st.OldestPending = res.OldestPending
+		}
+		for _, h := range res.LaterConsent {
+			if len(st.LaterConsent) < MaxFailuresKept && !slices.Contains(st.LaterConsent, h) {
+				st.LaterConsent = append(st.LaterConsent, h)
+			}
+		}
 		for _, f := range res.Failures {
 			if len(st.Failures) < MaxFailuresKept {
 				st.Failures = append(st.Failures, f)
@@ -235,6 +318,9 @@ func SyncWorkflow(ctx workflow.Context, in SyncInput) (SyncResult, error) {
 			st.Phase = nextPhase(st.Phase)
 		}
 	}
+	if st.Version < ledgerVersion {
+		return summarize(ctx, in.IntegrationID, st), nil
+	}
 	return summarize(ctx, in.IntegrationID, st), nil
 }
 
@@ -250,6 +336,18 @@ func stepOf(st *RunState, id string) (any, activities.PageInput, *activities.Cou
 	case PhaseCleaned:
 		in.Status, in.Since = connectors.StatusCleaned, st.Since.Cleaned
 		return a.SyncMarketingChanges, in, &st.Counts.MarketingToCRM
+	case PhaseResubscribes:
+		if st.Version < ledgerVersion {
+			return nil, in, nil
+		}
+		in.Status, in.Since = connectors.StatusSubscribed, st.Since.Resubscribes
+		return a.SyncMarketingChanges, in, &st.Counts.MarketingToCRM
+	case PhaseLateRecords:
+		if st.Version < ledgerVersion {
+			return nil, in, nil
+		}
+		in.Since = st.Since.LateRecords
+		return a.SyncLateRecords, in, &st.Counts.MarketingToCRM
 	case PhaseCRMToMarketing:
 		if !s.CRMToMarketing {
 			return nil, in, nil
@@ -271,6 +369,10 @@ func nextPhase(p Phase) Phase {
 	case PhaseUnsubscribes:
 		return PhaseCleaned
 	case PhaseCleaned:
+		return PhaseResubscribes
+	case PhaseResubscribes:
+		return PhaseLateRecords
+	case PhaseLateRecords:
 		return PhaseCRMToMarketing
 	case PhaseCRMToMarketing:
 		return PhaseFields
@@ -293,8 +395,29 @@ func summarize(ctx workflow.Context, id string, st *RunState) SyncResult {
 	w := Watermarks{
 		Unsubscribed: advance(PhaseUnsubscribes, st.Since.Unsubscribed),
 		Cleaned:      advance(PhaseCleaned, st.Since.Cleaned),
+		Resubscribes: st.Since.Resubscribes,
+		LateRecords:  st.Since.LateRecords,
 		CRMOptOuts:   st.Since.CRMOptOuts,
 		Fields:       st.Since.Fields,
+	}
+	var fp *Fingerprints
+	if st.Version >= ledgerVersion {
+		w.Resubscribes = advance(PhaseResubscribes, st.Since.Resubscribes)
+		w.LateRecords = advance(PhaseLateRecords, st.Since.LateRecords)
+		f := fingerprints(s)
+		// A step that is off keeps the fingerprint of its last read, so
+		// that turning it on compares with what it last looked at.
+		var prev Fingerprints
+		if st.Previous != nil {
+			prev = *st.Previous
+		}
+		if !s.CRMToMarketing {
+			f.CRMOptOuts = prev.CRMOptOuts
+		}
+		if len(s.FieldMap) == 0 {
+			f.Fields = prev.Fields
+		}
+		fp = &f
 	}
 	// A step that is off keeps its watermark: turning it on later reads
 	// everything it missed.
@@ -304,27 +427,96 @@ func summarize(ctx workflow.Context, id string, st *RunState) SyncResult {
 	if len(s.FieldMap) > 0 {
 		w.Fields = advance(PhaseFields, st.Since.Fields)
 	}
+	now := workflow.Now(ctx)
 	return SyncResult{
-		IntegrationID: id,
-		StartedAt:     st.StartedAt,
-		FinishedAt:    workflow.Now(ctx),
-		Counts:        st.Counts,
-		Failures:      st.Failures,
-		Next:          w,
-		CRMAPIUsage:   st.Usage,
-		Notes:         notes(st),
+		IntegrationID:         id,
+		StartedAt:             st.StartedAt,
+		FinishedAt:            now,
+		Counts:                st.Counts,
+		Failures:              st.Failures,
+		Next:                  w,
+		CRMAPIUsage:           st.Usage,
+		Fingerprints:          fp,
+		OldestPending:         st.OldestPending,
+		PropagationAgeSeconds: ageSeconds(st.OldestPending, now),
+		Notes:                 notes(st),
+	}
+}
+
+func ageSeconds(since *time.Time, now time.Time) int64 {
+	if since == nil || !now.After(*since) {
+		return 0
+	}
+	return int64(now.Sub(*since) / time.Second)
+}
+
+// fingerprints hashes, per step, the settings that decide what it reads
+// and writes.
+func fingerprints(s *activities.Settings) Fingerprints {
+	h := func(parts ...string) string {
+		sum := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
+		return hex.EncodeToString(sum[:8])
+	}
+	types := strings.Join(slices.Sorted(slices.Values(s.RecordTypes)), ",")
+	lists := strings.Join(slices.Sorted(slices.Values(s.Lists)), ",")
+	optOut := string(s.OptOut.Kind) + ":" + s.OptOut.Field
+	var fields []string
+	for _, k := range workflow.DeterministicKeys(s.FieldMap) {
+		fields = append(fields, k+"="+s.FieldMap[k])
+	}
+	crm := s.MarketingKind + "/" + s.Audience + "|" + s.CRMKind
+	return Fingerprints{
+		Unsubscribed: h(crm, types, optOut),
+		Cleaned:      h(crm, types, s.CleanedField),
+		Resubscribes: h(crm),
+		LateRecords:  h(crm, types, optOut),
+		CRMOptOuts:   h(crm, types, lists, optOut),
+		Fields:       h(crm, types, lists, optOut, strings.Join(fields, ","), string(s.StatusIfNew)),
+	}
+}
+
+// resetChanged sends every step whose settings changed since the last
+// completed run back to the beginning, once, and says why.
+func resetChanged(st *RunState) {
+	now, prev := fingerprints(st.Settings), *st.Previous
+	reset := func(name, old, cur string, w *time.Time, what string) {
+		if old == cur || w.IsZero() {
+			return
+		}
+		*w = time.Time{}
+		why := "its settings (" + what + ") changed since the last completed run"
+		if old == "" {
+			why = "the last completed run predates the consent ledger, which it fills"
+		}
+		st.Resets = append(st.Resets, fmt.Sprintf("%s reads from the beginning once: %s.", name, why))
+	}
+	reset("Marketing → CRM (unsubscribes)", prev.Unsubscribed, now.Unsubscribed, &st.Since.Unsubscribed, "audience, record types or opt-out field")
+	reset("Marketing → CRM (cleaned)", prev.Cleaned, now.Cleaned, &st.Since.Cleaned, "audience, record types or cleaned field")
+	reset("Re-subscribes", prev.Resubscribes, now.Resubscribes, &st.Since.Resubscribes, "audience")
+	reset("Late CRM records", prev.LateRecords, now.LateRecords, &st.Since.LateRecords, "audience, record types or opt-out field")
+	if st.Settings.CRMToMarketing {
+		reset("CRM → Marketing", prev.CRMOptOuts, now.CRMOptOuts, &st.Since.CRMOptOuts, "audience, record types, lists or opt-out field")
+	}
+	if len(st.Settings.FieldMap) > 0 {
+		reset("Field sync", prev.Fields, now.Fields, &st.Since.Fields, "audience, record types, lists, opt-out field, field map or statusIfNew")
 	}
 }
 
 // notes explains the run in words: what moved, what did not, and why.
 func notes(st *RunState) []string {
 	s, c := st.Settings, st.Counts
-	var n []string
+	n := slices.Clone(st.Resets)
 	m := c.MarketingToCRM
 	n = append(n, fmt.Sprintf("Marketing → CRM: %d unsubscribed member(s) read; %d CRM record(s) opted out, %d already opted out, %d address(es) not in the CRM.",
 		m.Unsubscribes, m.CRMOptedOut, m.CRMAlreadyOut, m.NotInCRM))
 	if m.DuplicateRecords > 0 {
 		n = append(n, fmt.Sprintf("%d extra CRM record(s) shared an address with another record; the opt-out went to all of them.", m.DuplicateRecords))
+	}
+	if m.LateOptedOut > 0 {
+		n = append(n, fmt.Sprintf("%d CRM record(s) created or given an address after its marketing unsubscribe were opted out (the ledger remembers the unsubscribe).", m.LateOptedOut))
+	}
+	if m.Resubscribes > 0 {
+		n = append(n, fmt.Sprintf("%d member(s) re-subscribed after an opt-out: their later choice is recorded and no earlier opt-out will undo it.", m.Resubscribes))
 	}
 	if m.Cleaned > 0 {
 		msg := fmt.Sprintf("%d cleaned (bounced) member(s): a bounce is not an opt-out, so the CRM opt-out was not set", m.Cleaned)
@@ -337,7 +529,18 @@ func notes(st *RunState) []string {
 		n = append(n, "CRM → Marketing is off (Step 1 toggle): CRM opt-outs were not sent to the audience.")
 	} else {
 		k := c.CRMToMarketing
-		n = append(n, fmt.Sprintf("CRM → Marketing: %d opted-out CRM record(s) read; %d address(es) unsubscribed from the audience.", k.CRMOptOuts, k.Unsubscribed))
+		n = append(n, fmt.Sprintf("CRM → Marketing: %d opted-out CRM record(s) read; %d member(s) changed to unsubscribed, %d address(es) not in the audience added as unsubscribed, %d already unsubscribed or cleaned (not sent).",
+			k.CRMOptOuts, k.Unsubscribed, k.AddedUnsub, k.AlreadyUnsub))
+		if k.EchoSkipped > 0 {
+			n = append(n, fmt.Sprintf("%d CRM opt-out(s) were written by this product from a marketing unsubscribe and were not sent back.", k.EchoSkipped))
+		}
+		if k.LaterConsent > 0 {
+			n = append(n, fmt.Sprintf("%d CRM opt-out(s) are older than the member's re-subscribe in the marketing platform: the later choice stands, the member stays subscribed and the CRM field is left as it is (address hashes: %s).",
+				k.LaterConsent, strings.Join(st.LaterConsent, ", ")))
+		}
+		if k.KnownRefused > 0 {
+			n = append(n, fmt.Sprintf("%d address(es) were refused for good by the marketing platform in an earlier run (invalid, fake or forgotten): not sent again; the ledger holds the answer.", k.KnownRefused))
+		}
 		if k.OutsideLists > 0 {
 			n = append(n, fmt.Sprintf("%d opted-out CRM record(s) were left alone because they are outside the integration's lists %v; each is unsubscribed by the first run after it is added to one of them.", k.OutsideLists, s.Lists))
 		}
@@ -347,16 +550,23 @@ func notes(st *RunState) []string {
 	}
 	if len(s.FieldMap) > 0 {
 		f := c.FieldSync
-		n = append(n, fmt.Sprintf("Field sync: %d member(s) updated, %d added as %s; %d unsubscribed, cleaned or archived member(s) and %d opted-out CRM record(s) given no update.",
-			f.FieldsUpdated, f.MembersAdded, s.StatusIfNew, f.SkippedBlocked, f.SkippedOptOut))
+		n = append(n, fmt.Sprintf("Field sync: %d member(s) updated, %d added as %s; %d unsubscribed, cleaned or archived member(s), %d opted-out CRM record(s) and %d address(es) the ledger holds as opted out given no update.",
+			f.FieldsUpdated, f.MembersAdded, s.StatusIfNew, f.SkippedBlocked, f.SkippedOptOut, f.SkippedSuppressed))
 	}
 	held := c.MarketingToCRM.ComplianceHeld + c.CRMToMarketing.ComplianceHeld + c.FieldSync.ComplianceHeld
 	if held > 0 {
 		n = append(n, fmt.Sprintf("%d write(s) refused by a compliance state (unsubscribed, cleaned or permanently deleted): final, not retried.", held))
 	}
+	refused := c.MarketingToCRM.Refused + c.CRMToMarketing.Refused + c.FieldSync.Refused
+	if refused > 0 {
+		n = append(n, fmt.Sprintf("%d item(s) were refused for good (an invalid, fake or forgotten address, a record that no longer exists): final, recorded in the ledger and named in the failures; they do not hold the watermark.", refused))
+	}
 	failed := c.MarketingToCRM.Failed + c.CRMToMarketing.Failed + c.FieldSync.Failed
 	if failed > 0 {
-		n = append(n, fmt.Sprintf("%d item(s) could not be written; their step's watermark was kept so the next run retries them.", failed))
+		n = append(n, fmt.Sprintf("%d item(s) could not be written for a transient reason; their step's watermark was kept so the next run retries them.", failed))
+	}
+	if st.OldestPending != nil {
+		n = append(n, fmt.Sprintf("The oldest opt-out not yet written to its other side was first seen at %s.", st.OldestPending.UTC().Format(time.RFC3339)))
 	}
 	return n
 }

@@ -15,6 +15,8 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/optoutsync/optoutsync/activities"
+	"github.com/optoutsync/optoutsync/activities/ledger"
+	"github.com/optoutsync/optoutsync/activities/ledger/ledgertest"
 	"github.com/optoutsync/optoutsync/connectors"
 	"github.com/optoutsync/optoutsync/workflows"
 )
@@ -25,6 +27,14 @@ type fixture struct {
 	mk       *fakeMarketing
 	crm      *fakeCRM
 	settings activities.Settings
+	led      *ledger.SQL // one ledger for every run of the test
+}
+
+func (f *fixture) ledger(t *testing.T) *ledger.SQL {
+	if f.led == nil {
+		f.led = ledgertest.Open(t, ledger.SQLite)
+	}
+	return f.led
 }
 
 func newFixture() *fixture {
@@ -32,7 +42,7 @@ func newFixture() *fixture {
 		mk:  newFakeMarketing(),
 		crm: &fakeCRM{},
 		settings: activities.Settings{
-			IntegrationID: id, Audience: "aud1", RecordTypes: []string{"customer", "contact"},
+			IntegrationID: id, MarketingKind: "mailchimp", CRMKind: "netsuite", Audience: "aud1", RecordTypes: []string{"customer", "contact"},
 			OptOut: connectors.OptOutField{Kind: connectors.OptOutStandard}, StatusIfNew: connectors.StatusSubscribed,
 			PageSize: 1000, PagesPerActivity: 10,
 		},
@@ -47,7 +57,7 @@ func (f *fixture) run(t *testing.T, in workflows.SyncInput, last *workflows.Sync
 	s.SetLogger(log.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 	env := s.NewTestWorkflowEnvironment()
 	reg := activities.MapRegistry{id: {Settings: f.settings, Marketing: f.mk, CRM: f.crm}}
-	env.RegisterActivity(activities.New(reg, nil))
+	env.RegisterActivity(activities.New(reg, f.ledger(t), nil))
 	env.RegisterWorkflow(workflows.SyncWorkflow)
 	if last != nil {
 		env.SetLastCompletionResult(*last)
@@ -299,7 +309,7 @@ func TestContinueAsNewCarriesCursorCountsAndWatermarks(t *testing.T) {
 	require.GreaterOrEqual(t, hops, 1)
 	require.Equal(t, 5, res.Counts.MarketingToCRM.Unsubscribes)
 	require.Equal(t, 5, res.Counts.MarketingToCRM.CRMOptedOut)
-	require.Equal(t, 4, res.Counts.MarketingToCRM.Pages, "3 pages of unsubscribes and 1 of cleans")
+	require.Equal(t, 8, res.Counts.MarketingToCRM.Pages, "3 pages of unsubscribes, 1 of cleans, 1 of re-subscribes, 3 of CRM records changed since")
 }
 
 func TestRejectedCredentialsFailTheRunWithoutRetrying(t *testing.T) {
@@ -317,9 +327,37 @@ func TestLastCompletionResultSetsTheWatermark(t *testing.T) {
 	f := newFixture()
 	f.mk.add("old@example.com", connectors.StatusUnsubscribed)
 	f.crm.add("customer", "old@example.com", "1")
-	last := workflows.SyncResult{Next: workflows.Watermarks{Unsubscribed: time.Now().Add(time.Minute)}}
+	last := f.mustRun(t, workflows.SyncInput{}, nil)
+	last.Next.Unsubscribed = time.Now().Add(time.Minute)
 	res := f.mustRun(t, workflows.SyncInput{}, &last)
 	require.Zero(t, res.Counts.MarketingToCRM.Unsubscribes, "changes before the last run's watermark are not read again")
+}
+
+func TestARunAfterOneWithoutTheLedgerReadsFromTheBeginningOnce(t *testing.T) {
+	f := newFixture()
+	f.mk.add("old@example.com", connectors.StatusUnsubscribed)
+	f.crm.add("customer", "old@example.com", "1")
+	// The result of a run from before the ledger: watermarks, no fingerprints.
+	last := workflows.SyncResult{Next: workflows.Watermarks{Unsubscribed: time.Now().Add(time.Minute), Cleaned: time.Now()}}
+	res := f.mustRun(t, workflows.SyncInput{}, &last)
+	require.Equal(t, 1, res.Counts.MarketingToCRM.Unsubscribes, "read again, to fill the ledger")
+	require.Contains(t, notesText(res), "Marketing → CRM (unsubscribes) reads from the beginning once: the last completed run predates the consent ledger")
+	again := f.mustRun(t, workflows.SyncInput{}, &res)
+	require.NotContains(t, notesText(again), "from the beginning")
+}
+
+func TestAChangedSettingReadsItsStepFromTheBeginningOnce(t *testing.T) {
+	f := newFixture()
+	f.settings.CRMToMarketing = true
+	first := f.mustRun(t, workflows.SyncInput{}, nil)
+	f.crm.add("customer", "eve@example.com", "2")
+	f.mk.add("eve@example.com", connectors.StatusSubscribed)
+	first.Next.CRMOptOuts = time.Now().Add(time.Hour) // eve's opt-out is behind the watermark
+	f.settings.RecordTypes = []string{"customer", "contact", "partner"}
+	second := f.mustRun(t, workflows.SyncInput{}, &first)
+	require.Equal(t, connectors.StatusUnsubscribed, f.mk.member("eve@example.com").status)
+	require.Contains(t, notesText(second), "CRM → Marketing reads from the beginning once: its settings (audience, record types, lists or opt-out field) changed since the last completed run.")
+	require.NotContains(t, notesText(second), "Re-subscribes reads", "the audience did not change")
 }
 
 func notesText(r workflows.SyncResult) string {

@@ -160,7 +160,7 @@ func New(cfg Config) (*Client, error) {
 }
 
 // MaxBatch is the largest batch Unsubscribe, UpsertMembers and
-// MemberStatuses take: Mailchimp's batch subscribe limit of 500.
+// Members take: Mailchimp's batch subscribe limit of 500.
 func (c *Client) MaxBatch() int { return maxBatch }
 
 // Ping checks the credentials and the data center with GET /ping.

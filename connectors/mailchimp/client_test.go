@@ -293,6 +293,7 @@ func TestUnsubscribeBatch(t *testing.T) {
 	})
 	require.NoError(t, err)
 	require.Equal(t, 3, res.Written)
+	require.Equal(t, 1, res.Added, "fresh@example.com was not in the audience")
 	require.Len(t, res.Failed, 3)
 	byKey := map[string]connectors.Failure{}
 	for _, f := range res.Failed {
@@ -375,22 +376,52 @@ func TestUpsertNeverChangesStatus(t *testing.T) {
 	require.ErrorIs(t, err, connectors.ErrNotFound)
 }
 
-func TestMemberStatuses(t *testing.T) {
-	s, _, c := newEnv(t, mailchimptest.Options{})
-	require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: "sub@example.com"}))
+func TestMembers(t *testing.T) {
+	s, clk, c := newEnv(t, mailchimptest.Options{})
+	require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: "Sub@Example.com", LastChanged: t0.Add(-time.Hour)}))
 	require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: "un@example.com", Status: "unsubscribed"}))
 	require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: "cl@example.com", Status: "cleaned"}))
 	require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: "ar@example.com", Status: "archived"}))
 	require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: "gone@example.com", Forgotten: true}))
-	got, err := c.MemberStatuses(t.Context(), "L1", []string{"Sub@Example.com", "un@example.com", "cl@example.com", "ar@example.com", "gone@example.com", "nobody@example.com"})
+	s.ResetCounts()
+	got, err := c.Members(t.Context(), "L1", []string{"sub@example.com", "un@example.com", "cl@example.com", "ar@example.com", "gone@example.com", "nobody@example.com"})
 	require.NoError(t, err)
-	require.Equal(t, map[string]connectors.MemberStatus{
-		"Sub@Example.com": connectors.StatusSubscribed, "un@example.com": connectors.StatusUnsubscribed,
-		"cl@example.com": connectors.StatusCleaned, "ar@example.com": connectors.StatusArchived,
-		"gone@example.com": connectors.StatusNotFound, "nobody@example.com": connectors.StatusNotFound,
+	contact := func(e string) string {
+		m, ok := s.Member("L1", e)
+		require.True(t, ok, e)
+		require.Len(t, m.ContactID, 32)
+		return m.ContactID
+	}
+	require.Equal(t, map[string]connectors.Member{
+		// Keyed by the address as given, holding it as Mailchimp has it.
+		"sub@example.com": {Email: "Sub@Example.com", Status: connectors.StatusSubscribed, LastChanged: t0.Add(-time.Hour), ContactID: contact("sub@example.com")},
+		"un@example.com":  {Email: "un@example.com", Status: connectors.StatusUnsubscribed, LastChanged: t0, ContactID: contact("un@example.com")},
+		"cl@example.com":  {Email: "cl@example.com", Status: connectors.StatusCleaned, LastChanged: t0, ContactID: contact("cl@example.com")},
+		"ar@example.com":  {Email: "ar@example.com", Status: connectors.StatusArchived, LastChanged: t0, ContactID: contact("ar@example.com")},
+		// Not in the audience (permanently deleted included): the zero Member.
+		"gone@example.com": {}, "nobody@example.com": {},
 	}, got)
-	_, err = c.MemberStatuses(t.Context(), "NOPE", []string{"sub@example.com"})
+	require.Equal(t, connectors.StatusNotFound, got["nobody@example.com"].Status)
+	// One lookup per address, plus one check that the audience exists.
+	require.Equal(t, 6, s.Counts()["GET /lists/{list_id}/members/{subscriber_hash}"])
+	require.Equal(t, 1, s.Counts()["GET /lists/{list_id}"])
+
+	// After an address change the old address is not found and the new
+	// one has the same contact_id.
+	before := contact("un@example.com")
+	clk.Advance(time.Minute)
+	require.NoError(t, s.ChangeEmail("L1", "un@example.com", "un.new@example.com"))
+	got, err = c.Members(t.Context(), "L1", []string{"un@example.com", "un.new@example.com"})
+	require.NoError(t, err)
+	require.Equal(t, connectors.Member{}, got["un@example.com"])
+	require.Equal(t, connectors.Member{Email: "un.new@example.com", Status: connectors.StatusUnsubscribed, LastChanged: t0.Add(time.Minute), ContactID: before}, got["un.new@example.com"])
+
+	_, err = c.Members(t.Context(), "NOPE", []string{"sub@example.com"})
 	require.ErrorIs(t, err, connectors.ErrNotFound)
+	_, err = c.Members(t.Context(), "L1", []string{"not an address"})
+	require.ErrorContains(t, err, "not an email address")
+	_, err = c.Members(t.Context(), "L1", make([]string, 501))
+	require.ErrorContains(t, err, "MaxBatch")
 }
 
 func TestSharedLimiterAcrossClients(t *testing.T) {
@@ -411,7 +442,7 @@ func TestSharedLimiterAcrossClients(t *testing.T) {
 		}
 		wg.Go(func() {
 			if g < 4 {
-				_, err := c.MemberStatuses(t.Context(), "L1", addrs)
+				_, err := c.Members(t.Context(), "L1", addrs)
 				errs <- err
 				return
 			}
@@ -437,7 +468,7 @@ func TestErrorsRedactAddresses(t *testing.T) {
 	s, _, _ := newEnv(t, mailchimptest.Options{})
 	require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: "private.person@example.com", Status: "unsubscribed"}))
 	s.SetFaults(emulator.Faults{Rate5xx: 1})
-	_, err := newClient(t, s, -1).MemberStatuses(t.Context(), "L1", []string{"private.person@example.com"})
+	_, err := newClient(t, s, -1).Members(t.Context(), "L1", []string{"private.person@example.com"})
 	require.ErrorIs(t, err, connectors.ErrServer)
 	require.False(t, strings.Contains(err.Error(), "private.person"), err.Error())
 	require.False(t, errors.Is(err, connectors.ErrNotFound))

@@ -1,11 +1,13 @@
 package mailchimp
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -22,46 +24,93 @@ const isoSecond = "2006-01-02T15:04:05+00:00"
 
 // cursor is the state between ChangedMembers pages, stored opaquely.
 //
-// Offset paging alone is unsafe on a live audience: a member that changes
-// while we page moves to the end of the last_changed order and shifts
-// everyone after it one place forward, so the member at the page boundary
-// would be skipped. So the cursor moves the since_last_changed boundary
-// along with the pages: after a page whose last member changed at second
-// L, the next query asks for members changed after L-1s (since_last_changed
-// is strictly after, at one-second granularity), skipping only those
-// already seen at second L. A member that changes moves behind the
-// boundary and is read again later, never skipped.
+// Members are returned in the order of the key (last_changed second,
+// timestamp_opt second, id), and the cursor is a position in that order:
+// every member changed at or before second S has been returned, and of
+// those changed in second S+1, every one up to (T, I). Neither offsets nor
+// an anchor are kept, because neither survives the two things Mailchimp
+// allows: members changing while we page (a change moves a member to the
+// present second and shifts everyone behind it one place), and members
+// with the same last_changed coming back in a different order on every
+// request (the API documents no order among equal values, and a bulk
+// unsubscribe puts thousands of members in one second).
 //
-// That leaves one gap: a member already seen at second L itself changing
-// between two pages shifts the others at L. So the next page starts one
-// member early, on the last member seen (the anchor); if the anchor is not
-// where it was, second L is read again from its start. Duplicates are
-// possible and harmless (an opt-out written twice is written once); skips
-// are not.
+// A position is safe because each piece of the key comes from an order the
+// API does promise or from a read that is complete:
+//
+//   - Across seconds, the answer is sorted by last_changed, so in a page
+//     read with since_last_changed=S, every second before the page's last
+//     one is complete in it, whatever the order inside each second.
+//   - Inside one second L, a read with since_last_changed=L-1 and
+//     before_last_changed=L+1 (both strict, at second granularity) and
+//     count 1000 returns the whole second when it holds at most 1000
+//     members; it is sorted locally, so the order of the answer does not
+//     matter.
+//   - A second of more than 1000 members is split by opt-in time: read with
+//     sort_field=timestamp_opt and since_timestamp_opt, every opt-in second
+//     before the answer's last one is complete in it. Members without an
+//     opt-in time ("", which the filters cannot select) are counted first
+//     (the second's total_items against its total with
+//     since_timestamp_opt=1970-01-01) and read as described below.
+//   - When even that cannot split (1000 or more members sharing both
+//     seconds, members without an opt-in time, or an answer not in the
+//     promised order), the group is read whole by offset, pass after pass,
+//     until the ids gathered reach its total_items: completeness is then
+//     proved by the count, not assumed from an order. This costs one pass
+//     per page (several when the order changes between requests), and
+//     gives up with an error after maxPasses.
+//
+// A member that changes while we page moves to the present second, which
+// is never before the second being read, so it moves ahead of the cursor
+// and is returned (perhaps twice), never skipped. The one exception is a
+// change made while the second being read is itself the present one: the
+// member stays in that second with the same opt-in time and id (an edit),
+// which cannot move it behind the cursor, or with a new id (an address
+// change) or as a member new to the status, which can. Such a change
+// happened after this poll began, so the next poll, whose watermark is no
+// later than this poll's start, reads it. Duplicates are possible and
+// harmless (an opt-out written twice is written once); skips are not.
 type cursor struct {
 	// W is the caller's watermark (unix seconds), kept so that
 	// unsubscribed_since stays the same on every page of one poll.
 	W int64 `json:"w"`
-	// S is since_last_changed in unix seconds; 0 means none.
+	// S is the second up to which everything was returned (the
+	// since_last_changed of the next read); 0 means none.
 	S int64 `json:"s"`
-	// O is the offset into the members changed after S.
-	O int `json:"o"`
-	// A is the id of the anchor member expected at offset O; "" for none.
-	A string `json:"a,omitempty"`
+	// T and I are the position inside second S+1: the timestamp_opt (unix
+	// seconds, 0 for "") and id of the last member returned from it. I ""
+	// means none yet; I groupDone means all of opt-in second T.
+	T int64  `json:"t,omitempty"`
+	I string `json:"i,omitempty"`
+	// B records that second S+1 held more than one read's worth, so the
+	// next page skips the whole-second read.
+	B bool `json:"b,omitempty"`
 }
+
+// groupDone as a cursor's I sorts after every id (ids are lower-case hex).
+const groupDone = "~"
+
+// maxPasses bounds the offset passes over one group that cannot be split.
+const maxPasses = 40
+
+// The members Mailchimp returns in one read, at most.
+const maxCount = 1000
 
 func (c cursor) encode() string {
 	b, _ := json.Marshal(c)
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
+// decodeCursor reads a cursor. One issued before cursors held a position
+// (it held an offset "o" and an anchor "a") decodes to the start of its
+// boundary second: that second is read again, which can only repeat.
 func decodeCursor(s string) (cursor, error) {
 	var c cursor
 	b, err := base64.RawURLEncoding.DecodeString(s)
 	if err == nil {
 		err = json.Unmarshal(b, &c)
 	}
-	if err != nil || c.O < 0 {
+	if err != nil || c.S < 0 || c.T < 0 {
 		return cursor{}, fmt.Errorf("mailchimp: ChangesRequest.Cursor is not a cursor this connector issued")
 	}
 	return c, nil
@@ -74,6 +123,7 @@ type memberDoc struct {
 	LastChanged  string `json:"last_changed"`
 	TimestampOpt string `json:"timestamp_opt"`
 	TimestampSig string `json:"timestamp_signup"`
+	ContactID    string `json:"contact_id"`
 }
 
 type membersDoc struct {
@@ -89,9 +139,161 @@ func parseTS(s string) (time.Time, bool) {
 	return t, err == nil
 }
 
+// keyed is a member with its position key.
+type keyed struct {
+	doc      memberDoc
+	sec, opt int64 // last_changed and timestamp_opt, unix seconds (opt 0 for "")
+}
+
+func (k keyed) after(t int64, id string) bool {
+	return k.opt > t || k.opt == t && k.doc.ID > id
+}
+
+func cmpKeyed(a, b keyed) int {
+	if a.sec != b.sec {
+		return cmp.Compare(a.sec, b.sec)
+	}
+	if a.opt != b.opt {
+		return cmp.Compare(a.opt, b.opt)
+	}
+	return strings.Compare(a.doc.ID, b.doc.ID)
+}
+
+func keyOf(m memberDoc) (keyed, error) {
+	lc, ok := parseTS(m.LastChanged)
+	if !ok || m.ID == "" {
+		return keyed{}, fmt.Errorf("mailchimp: member %s has last_changed %q, not an ISO 8601 time", m.ID, m.LastChanged)
+	}
+	k := keyed{doc: m, sec: lc.Unix()}
+	if m.TimestampOpt != "" {
+		opt, ok := parseTS(m.TimestampOpt)
+		if !ok {
+			return keyed{}, fmt.Errorf("mailchimp: member %s has timestamp_opt %q, not an ISO 8601 time", m.ID, m.TimestampOpt)
+		}
+		// One at or before 1970-01-01T00:00:00 is no opt-in time for the
+		// since_timestamp_opt filter either.
+		k.opt = max(opt.Unix(), 0)
+	}
+	return k, nil
+}
+
+func (k keyed) member() connectors.Member {
+	return connectors.Member{
+		Email: k.doc.EmailAddress, Status: connectors.MemberStatus(k.doc.Status),
+		LastChanged: time.Unix(k.sec, 0).UTC(), ContactID: k.doc.ContactID,
+	}
+}
+
+// changes reads one ChangedMembers poll.
+type changes struct {
+	c    *Client
+	path string
+	base url.Values // status and unsubscribed_since, on every read
+}
+
+const memberFields = "members.id,members.email_address,members.status,members.last_changed,members.timestamp_opt,members.contact_id,total_items"
+
+// read sends one GET of the members with base, extra, count and offset.
+func (ch *changes) read(ctx context.Context, extra url.Values, count, offset int, fields string) (membersDoc, []keyed, error) {
+	q := url.Values{}
+	for k, v := range ch.base {
+		q[k] = v
+	}
+	for k, v := range extra {
+		q[k] = v
+	}
+	q.Set("count", strconv.Itoa(count))
+	if offset > 0 {
+		q.Set("offset", strconv.Itoa(offset))
+	}
+	q.Set("fields", fields)
+	var doc membersDoc
+	if _, err := ch.c.do(ctx, http.MethodGet, ch.path, q, nil, &doc); err != nil {
+		return membersDoc{}, nil, err
+	}
+	ks := make([]keyed, len(doc.Members))
+	for i, m := range doc.Members {
+		k, err := keyOf(m)
+		if err != nil {
+			return membersDoc{}, nil, err
+		}
+		ks[i] = k
+	}
+	return doc, ks, nil
+}
+
+// total is the total_items of base plus extra.
+func (ch *changes) total(ctx context.Context, extra url.Values) (int, error) {
+	doc, _, err := ch.read(ctx, extra, 1, 0, "total_items")
+	return doc.TotalItems, err
+}
+
+func ts(sec int64) string { return time.Unix(sec, 0).UTC().Format(isoSecond) }
+
+// second selects the members changed in second l.
+func second(l int64) url.Values {
+	return url.Values{"since_last_changed": {ts(l - 1)}, "before_last_changed": {ts(l + 1)}}
+}
+
+// readAll reads every member of second l matching extra, by offset, pass
+// after pass until the distinct ids reach total_items, so that the result
+// is complete whatever order the reads come in.
+func (ch *changes) readAll(ctx context.Context, l int64, extra url.Values) ([]keyed, error) {
+	q := second(l)
+	for k, v := range extra {
+		q[k] = v
+	}
+	seen := map[string]keyed{}
+	total := 0
+	for range maxPasses {
+		for off := 0; ; off += maxCount {
+			doc, ks, err := ch.read(ctx, q, maxCount, off, memberFields)
+			if err != nil {
+				return nil, err
+			}
+			for _, k := range ks {
+				if k.sec != l {
+					return nil, fmt.Errorf("mailchimp: a read of the members changed at %s answered one changed at %s", ts(l), ts(k.sec))
+				}
+				seen[k.doc.ID] = k
+			}
+			total = doc.TotalItems
+			if len(seen) >= total || len(ks) < maxCount || off+maxCount >= total {
+				break
+			}
+		}
+		if len(seen) >= total {
+			out := slices.Collect(maps.Values(seen))
+			slices.SortFunc(out, cmpKeyed)
+			return out, nil
+		}
+		ch.c.log.DebugContext(ctx, "mailchimp: members changed in one second came back in a new order; reading them again", "second", ts(l), "have", len(seen), "total", total)
+	}
+	return nil, fmt.Errorf("mailchimp: could not read all %d members changed at %s in %d passes (have %d)", total, ts(l), maxPasses, len(seen))
+}
+
+// take appends to page the members of sorted (ascending keys) after the
+// cursor's position in second cur.S+1, up to need, and moves the position.
+// It reports whether none is left after those taken.
+func take(page *[]connectors.Member, cur *cursor, sorted []keyed, need int) (rest bool) {
+	for _, k := range sorted {
+		if !k.after(cur.T, cur.I) {
+			continue
+		}
+		if need == 0 {
+			return true
+		}
+		*page = append(*page, k.member())
+		cur.T, cur.I = k.opt, k.doc.ID
+		need--
+	}
+	return false
+}
+
 // ChangedMembers pages through the members in req.Status whose
 // last_changed is after req.Since, oldest change first. See cursor for how
-// paging stays safe while the audience changes.
+// paging stays complete while the audience changes and whatever order
+// Mailchimp gives members changed in the same second.
 //
 // The first query starts one second before the watermark: Mailchimp keeps
 // whole seconds and since_last_changed is strictly after, so a member that
@@ -112,6 +314,9 @@ func parseTS(s string) (time.Time, bool) {
 // edited is reported again (a harmless duplicate). Cleaned members have no
 // such filter in the API: a cleaned member whose fields are edited is
 // reported again on every poll that sees the edit.
+//
+// A page may hold fewer than req.PageSize members without being the last:
+// only an empty Next ends the poll.
 func (c *Client) ChangedMembers(ctx context.Context, req connectors.ChangesRequest) (connectors.MemberPage, error) {
 	if req.Audience == "" {
 		return connectors.MemberPage{}, errors.New("mailchimp: ChangesRequest.Audience is required")
@@ -141,74 +346,217 @@ func (c *Client) ChangedMembers(ctx context.Context, req connectors.ChangesReque
 			return connectors.MemberPage{}, err
 		}
 	}
-	path := "/lists/" + url.PathEscape(req.Audience) + "/members"
-	for {
-		count := size
-		if cur.A != "" {
-			count = min(size+1, connectors.MaxPageSize)
-		}
-		q := url.Values{}
-		q.Set("status", string(req.Status))
-		q.Set("sort_field", "last_changed")
-		q.Set("sort_dir", "ASC")
-		q.Set("count", strconv.Itoa(count))
-		q.Set("offset", strconv.Itoa(cur.O))
-		q.Set("fields", "members.id,members.email_address,members.status,members.last_changed,total_items")
-		if cur.S != 0 {
-			q.Set("since_last_changed", time.Unix(cur.S, 0).UTC().Format(isoSecond))
-		}
-		if req.Status == connectors.StatusUnsubscribed && cur.W != 0 {
-			day := time.Unix(cur.W, 0).UTC().Truncate(24*time.Hour).AddDate(0, 0, -1)
-			q.Set("unsubscribed_since", day.Format("2006-01-02"))
-		}
-		var doc membersDoc
-		if _, err := c.do(ctx, http.MethodGet, path, q, nil, &doc); err != nil {
-			return connectors.MemberPage{}, err
-		}
-		raw := doc.Members
-		times := make([]int64, len(raw))
-		for i, m := range raw {
-			t, ok := parseTS(m.LastChanged)
-			if !ok {
-				return connectors.MemberPage{}, fmt.Errorf("mailchimp: member %s has last_changed %q, not an ISO 8601 time", m.ID, m.LastChanged)
-			}
-			times[i] = t.Unix()
-		}
-		out := raw
-		if cur.A != "" {
-			if len(raw) == 0 || raw[0].ID != cur.A || times[0] != cur.S+1 {
-				// The members at the boundary second moved under us:
-				// read that second again from its start.
-				c.log.DebugContext(ctx, "mailchimp: page boundary moved, rereading its second", "since", cur.S)
-				cur.O, cur.A = 0, ""
-				continue
-			}
-			out = raw[1:]
-		}
-		page := connectors.MemberPage{Members: make([]connectors.Member, 0, len(out))}
-		for i, m := range out {
-			page.Members = append(page.Members, connectors.Member{
-				Email:       m.EmailAddress,
-				Status:      connectors.MemberStatus(m.Status),
-				LastChanged: time.Unix(times[len(raw)-len(out)+i], 0).UTC(),
-			})
-		}
-		if len(raw) < count {
-			return page, nil // a short page is the last one
-		}
-		last := times[len(raw)-1]
-		seen := 0
-		for i := len(raw) - 1; i >= 0 && times[i] == last; i-- {
-			seen++
-		}
-		if cur.S != 0 && last == cur.S+1 {
-			// The boundary did not move: everything from the first
-			// member after S up to here is at second last.
-			seen += cur.O
-		}
-		next := cursor{W: cur.W, S: last - 1, O: seen - 1, A: raw[len(raw)-1].ID}
-		page.Next = next.encode()
+	ch := &changes{c: c, path: "/lists/" + url.PathEscape(req.Audience) + "/members", base: url.Values{"status": {string(req.Status)}}}
+	if req.Status == connectors.StatusUnsubscribed && cur.W != 0 {
+		day := time.Unix(cur.W, 0).UTC().Truncate(24*time.Hour).AddDate(0, 0, -1)
+		ch.base.Set("unsubscribed_since", day.Format("2006-01-02"))
+	}
+
+	page := connectors.MemberPage{Members: make([]connectors.Member, 0, min(size, 64))}
+	next := func() (connectors.MemberPage, error) {
+		page.Next = cur.encode()
 		return page, nil
+	}
+	if cur.I != "" || cur.B {
+		// Inside a second: finish it (or fill the page from it) first.
+		rest, err := ch.inSecond(ctx, &page.Members, &cur, size)
+		switch {
+		case err != nil:
+			return connectors.MemberPage{}, err
+		case rest:
+			return next()
+		}
+		cur = cursor{W: cur.W, S: cur.S + 1}
+		if len(page.Members) > 0 {
+			return next()
+		}
+	}
+	// Between seconds: everything up to S was returned.
+	q := url.Values{"sort_field": {"last_changed"}, "sort_dir": {"ASC"}}
+	if cur.S != 0 {
+		q.Set("since_last_changed", ts(cur.S))
+	}
+	count := min(size+1, maxCount)
+	_, ks, err := ch.read(ctx, q, count, 0, memberFields)
+	if err != nil {
+		return connectors.MemberPage{}, err
+	}
+	for i, k := range ks {
+		if cur.S != 0 && k.sec <= cur.S || i > 0 && k.sec < ks[i-1].sec {
+			return connectors.MemberPage{}, fmt.Errorf("mailchimp: the members answer is not in last_changed order after %s", ts(cur.S))
+		}
+	}
+	full := len(ks) == count
+	complete := ks
+	if full {
+		// The members of the last second may go on past this read.
+		last := ks[len(ks)-1].sec
+		complete = ks[:slices.IndexFunc(ks, func(k keyed) bool { return k.sec == last })]
+	}
+	slices.SortFunc(complete, cmpKeyed)
+	for _, k := range complete {
+		if len(page.Members) == size {
+			return next()
+		}
+		page.Members = append(page.Members, k.member())
+		cur = cursor{W: cur.W, S: k.sec - 1, T: k.opt, I: k.doc.ID}
+	}
+	switch {
+	case !full:
+		return page, nil // all read
+	case len(page.Members) > 0:
+		// The seconds read are done; the next page starts at the first
+		// second not complete in this read.
+		cur = cursor{W: cur.W, S: ks[len(ks)-1].sec - 1}
+		return next()
+	}
+	// One second filled the whole read: read inside it.
+	cur = cursor{W: cur.W, S: ks[0].sec - 1}
+	rest, err := ch.inSecond(ctx, &page.Members, &cur, size)
+	if err != nil {
+		return connectors.MemberPage{}, err
+	}
+	if !rest {
+		cur = cursor{W: cur.W, S: cur.S + 1}
+	}
+	return next()
+}
+
+// inSecond appends up to need members of second cur.S+1 after the
+// cursor's position, in position order, and moves the position. It
+// reports whether members of that second are left after those taken; when
+// it returns false the second is done.
+func (ch *changes) inSecond(ctx context.Context, page *[]connectors.Member, cur *cursor, need int) (rest bool, err error) {
+	l := cur.S + 1
+	total := -1
+	if !cur.B {
+		doc, ks, err := ch.read(ctx, second(l), maxCount, 0, memberFields)
+		if err != nil {
+			return false, err
+		}
+		if len(ks) >= doc.TotalItems {
+			// The whole second in one answer: its order does not matter.
+			for _, k := range ks {
+				if k.sec != l {
+					return false, fmt.Errorf("mailchimp: a read of the members changed at %s answered one changed at %s", ts(l), ts(k.sec))
+				}
+			}
+			slices.SortFunc(ks, cmpKeyed)
+			return take(page, cur, ks, need), nil
+		}
+		cur.B, total = true, doc.TotalItems
+	}
+	return ch.bigSecond(ctx, page, cur, need, total)
+}
+
+// bigSecond is inSecond for a second of more than maxCount members: it
+// walks the second by opt-in time (see cursor). total is the second's
+// total_items when known, else -1.
+func (ch *changes) bigSecond(ctx context.Context, page *[]connectors.Member, cur *cursor, need, total int) (bool, error) {
+	l := cur.S + 1
+	start := len(*page)
+	took := func() bool { return len(*page) > start }
+	whole := func() (bool, error) {
+		// The order promised did not hold: read the rest of the second
+		// whole, completeness proved by the count.
+		all, err := ch.readAll(ctx, l, nil)
+		if err != nil {
+			return false, err
+		}
+		return take(page, cur, all, need-(len(*page)-start)), nil
+	}
+	if cur.T == 0 && cur.I != groupDone {
+		// Members without an opt-in time come first and no opt-in filter
+		// selects them: are there any?
+		if total < 0 {
+			n, err := ch.total(ctx, second(l))
+			if err != nil {
+				return false, err
+			}
+			total = n
+		}
+		q := second(l)
+		q.Set("since_timestamp_opt", ts(0))
+		withOpt, err := ch.total(ctx, q)
+		if err != nil {
+			return false, err
+		}
+		if total > withOpt {
+			all, err := ch.readAll(ctx, l, nil)
+			if err != nil {
+				return false, err
+			}
+			n := 0
+			for n < len(all) && all[n].opt == 0 {
+				n++
+			}
+			if take(page, cur, all[:n], need) {
+				return true, nil
+			}
+		}
+		cur.T, cur.I = 0, groupDone
+		if took() {
+			return true, nil // the caller comes back for the rest
+		}
+	}
+	count := min(need+1, maxCount)
+	for {
+		q := second(l)
+		q.Set("sort_field", "timestamp_opt")
+		q.Set("sort_dir", "ASC")
+		if cur.I == groupDone {
+			q.Set("since_timestamp_opt", ts(cur.T))
+		} else {
+			q.Set("since_timestamp_opt", ts(cur.T-1))
+		}
+		_, ks, err := ch.read(ctx, q, count, 0, memberFields)
+		if err != nil {
+			return false, err
+		}
+		for i, k := range ks {
+			if k.sec != l || k.opt == 0 || i > 0 && k.opt < ks[i-1].opt {
+				return whole()
+			}
+		}
+		full := len(ks) == count
+		complete := ks
+		if full {
+			last := ks[len(ks)-1].opt
+			complete = ks[:slices.IndexFunc(ks, func(k keyed) bool { return k.opt == last })]
+		}
+		slices.SortFunc(complete, cmpKeyed)
+		rest := take(page, cur, complete, need)
+		switch {
+		case rest:
+			return true, nil
+		case !full:
+			return false, nil // the second is done
+		case took():
+			// The opt-in seconds read are done; come back for the rest.
+			cur.I = groupDone
+			return true, nil
+		case count < maxCount:
+			count = maxCount // one opt-in second filled a small read
+			continue
+		}
+		// One opt-in second g holds too many to be complete in a read:
+		// read it whole by offset.
+		g := ks[len(ks)-1].opt
+		gq := url.Values{"since_timestamp_opt": {ts(g - 1)}, "before_timestamp_opt": {ts(g + 1)}}
+		group, err := ch.readAll(ctx, l, gq)
+		if err != nil {
+			return false, err
+		}
+		if g > cur.T {
+			cur.T, cur.I = g, ""
+		}
+		if take(page, cur, group, need) {
+			return true, nil
+		}
+		cur.T, cur.I = g, groupDone
+		if took() {
+			return true, nil
+		}
 	}
 }
 
@@ -227,7 +575,8 @@ type batchDoc struct {
 
 // Unsubscribe sets each address to unsubscribed with one batch call
 // (POST /lists/{list_id}, update_existing true); addresses not in the
-// audience are added as unsubscribed. Per-member refusals come back in the
+// audience are added as unsubscribed, and Added counts those the answer
+// lists in new_members. Per-member refusals come back in the
 // answer's errors[] and become Failures; a refusal because the member is
 // cleaned or permanently deleted is a compliance answer. An address the
 // answer does not mention at all is a retryable Failure, so an opt-out is
@@ -265,13 +614,16 @@ func (c *Client) Unsubscribe(ctx context.Context, audience string, emails []stri
 	if _, err := c.do(ctx, http.MethodPost, "/lists/"+url.PathEscape(audience), nil, body, &doc); err != nil {
 		return res, err
 	}
-	for _, m := range append(doc.NewMembers, doc.UpdatedMembers...) {
+	for n, m := range append(doc.NewMembers, doc.UpdatedMembers...) {
 		k := strings.ToLower(m.EmailAddress)
 		e, ok := pending[k]
 		if !ok {
 			continue
 		}
 		delete(pending, k)
+		if n < len(doc.NewMembers) {
+			res.Added++
+		}
 		if m.Status == string(connectors.StatusUnsubscribed) {
 			res.Written++
 			continue
@@ -314,6 +666,9 @@ func batchFailure(email, code, msg string) connectors.Failure {
 		f.Code, f.Compliance = titleCompliance, true
 	case strings.Contains(low, "permanently deleted"), strings.Contains(low, "forgotten"):
 		f.Code, f.Compliance = titleForgotten, true
+	case strings.Contains(low, "signed up to a lot of lists very recently"):
+		// A per-address throttle (wire reference 1.8): it clears with time.
+		f.Retryable = true
 	}
 	return f
 }
@@ -441,47 +796,58 @@ func created(m memberDoc, hdr http.Header) bool {
 	return !lc.Before(now.Add(-5 * time.Second))
 }
 
-// MemberStatuses looks up each address with GET
+// Members looks up each address with GET
 // /lists/{list_id}/members/{subscriber_hash}; a 404 means the address is
-// not in the audience (a permanently deleted one included). Any other
-// error fails the whole call. The map is keyed by the addresses as given.
-func (c *Client) MemberStatuses(ctx context.Context, audience string, emails []string) (map[string]connectors.MemberStatus, error) {
+// not in the audience (a permanently deleted one included) and maps to the
+// zero Member. Any other error fails the whole call. The map is keyed by
+// the addresses as given.
+func (c *Client) Members(ctx context.Context, audience string, emails []string) (map[string]connectors.Member, error) {
 	if audience == "" {
-		return nil, errors.New("mailchimp: MemberStatuses: audience is required")
+		return nil, errors.New("mailchimp: Members: audience is required")
 	}
 	if len(emails) > maxBatch {
-		return nil, fmt.Errorf("mailchimp: MemberStatuses: %d addresses, more than MaxBatch %d", len(emails), maxBatch)
+		return nil, fmt.Errorf("mailchimp: Members: %d addresses, more than MaxBatch %d", len(emails), maxBatch)
 	}
-	out := make([]connectors.MemberStatus, len(emails))
-	q := url.Values{"fields": {"email_address,status"}}
+	out := make([]connectors.Member, len(emails))
+	q := url.Values{"fields": {"email_address,status,last_changed,contact_id"}}
 	err := c.forEach(ctx, len(emails), func(ctx context.Context, i int) error {
 		email := strings.TrimSpace(emails[i])
 		if !plausibleEmail(email) {
-			return fmt.Errorf("mailchimp: MemberStatuses: entry %d is not an email address", i)
+			return fmt.Errorf("mailchimp: Members: entry %d is not an email address", i)
 		}
 		var doc memberDoc
 		_, err := c.do(ctx, http.MethodGet, "/lists/"+url.PathEscape(audience)+"/members/"+connectors.AddressHash(email), q, nil, &doc)
 		switch {
 		case errors.Is(err, connectors.ErrNotFound):
-			out[i] = connectors.StatusNotFound
+			return nil
 		case err != nil:
 			return err
-		default:
-			out[i] = connectors.MemberStatus(doc.Status)
 		}
+		m := connectors.Member{Email: doc.EmailAddress, Status: connectors.MemberStatus(doc.Status), ContactID: doc.ContactID}
+		if m.Status == connectors.StatusNotFound {
+			return fmt.Errorf("mailchimp: Members: entry %d answered without a status", i)
+		}
+		if doc.LastChanged != "" {
+			t, ok := parseTS(doc.LastChanged)
+			if !ok {
+				return fmt.Errorf("mailchimp: Members: entry %d has last_changed %q, not an ISO 8601 time", i, doc.LastChanged)
+			}
+			m.LastChanged = t.UTC()
+		}
+		out[i] = m
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	if slices.Contains(out, connectors.StatusNotFound) {
+	if slices.ContainsFunc(out, func(m connectors.Member) bool { return m.Status == connectors.StatusNotFound }) {
 		// A missing audience answers 404 "Resource Not Found" too; make
 		// sure "not in the audience" is not really "no such audience".
 		if _, err := c.do(ctx, http.MethodGet, "/lists/"+url.PathEscape(audience), url.Values{"fields": {"id"}}, nil, nil); err != nil {
 			return nil, err
 		}
 	}
-	res := make(map[string]connectors.MemberStatus, len(emails))
+	res := make(map[string]connectors.Member, len(emails))
 	for i, e := range emails {
 		res[e] = out[i]
 	}

@@ -128,8 +128,10 @@ func (c *Client) toRecord(t string, r row, o optOut, inLists bool) connectors.Re
 // OptedOut pages through the records of q.Types opted out through q.Field.
 //
 // Without q.Lists it returns the opted-out records whose lastmodifieddate
-// is at or after q.Since (to the second, in Config.TimeZone), all with
-// InLists true. The caller's watermark carries the margin for clock skew.
+// is at or after q.Since (to the second, in Config.TimeZone; near an
+// autumn change of clocks, from an hour or two before q.Since: see
+// sinceWallClock), all with InLists true. The caller's watermark carries
+// the margin for clock skew.
 //
 // With q.Lists (saved search ids) it returns, first, EVERY opted-out member
 // of the saved searches with InLists true, whatever its modification date,
@@ -203,20 +205,28 @@ func (c *Client) OptedOut(ctx context.Context, q connectors.OptOutQuery) (connec
 		}
 		where := o.where
 		if !q.Since.IsZero() {
-			where += " AND lastmodifieddate >= " + c.toDate(q.Since)
+			where += " AND lastmodifieddate >= " + c.sinceDate(q.Since)
 		}
+		lm := "TO_CHAR(lastmodifieddate, " + quote(dateFormat) + ")"
 		if k.LastModified != "" {
-			next, err := nextSecond(k.LastModified)
+			last, err := time.ParseInLocation(goDateFormat, k.LastModified, c.loc)
 			if err != nil {
 				return connectors.RecordPage{}, fmt.Errorf("netsuite: Cursor: %w", err)
 			}
-			// Rows are ordered by their modification second, then id: the
-			// rest are those of a later second, or of the same second
-			// with a greater id. This holds whether NetSuite keeps
-			// fractions of a second or not.
-			where += " AND (lastmodifieddate >= TO_DATE(" + quote(next) + ", " + quote(dateFormat) + ") OR (lastmodifieddate >= TO_DATE(" + quote(k.LastModified) + ", " + quote(dateFormat) + ") AND id > " + strconv.FormatInt(k.ID, 10) + "))"
+			// Rows are ordered by their modification second as a local
+			// wall-clock string, then id: the rest are those of a later
+			// string, or of the same one with a greater id. The keyset
+			// compares those same strings, not dates, so that it agrees
+			// with the order even in a fold, where wall-clock order is
+			// not time order and a TO_DATE literal is ambiguous; and it
+			// holds whether NetSuite keeps fractions of a second or not.
+			// The date bound before it is only there to let NetSuite use
+			// its index; sinceDate moves it back across a fold, so it
+			// keeps every row the keyset wants whichever pass of an
+			// ambiguous time the parse above or NetSuite picks.
+			where += " AND lastmodifieddate >= " + c.sinceDate(last) +
+				" AND (" + lm + " > " + quote(k.LastModified) + " OR (" + lm + " = " + quote(k.LastModified) + " AND id > " + strconv.FormatInt(k.ID, 10) + "))"
 		}
-		lm := "TO_CHAR(lastmodifieddate, " + quote(dateFormat) + ")"
 		page, err := c.suiteQL(ctx, "SELECT "+cols+", "+lm+" AS lastmodified FROM "+t+" WHERE "+where+" ORDER BY "+lm+", id", size-len(out), 0)
 		if err != nil {
 			return connectors.RecordPage{}, err
@@ -247,9 +257,21 @@ func (c *Client) OptedOut(ctx context.Context, q connectors.OptOutQuery) (connec
 }
 
 // FindByEmail returns every customer and/or contact whose email is one of
-// emails, compared in lower case. Duplicates are the rule in NetSuite (a
-// person as a customer and as a contact of a company, or entered twice),
-// and all of them are returned. InLists is true: no lists were asked for.
+// emails. Duplicates are the rule in NetSuite (a person as a customer and as
+// a contact of a company, or entered twice), and all of them are returned.
+// InLists is true: no lists were asked for.
+//
+// An address matches whatever its case, surrounding blanks, Unicode form or
+// domain spelling (U-label or punycode) on either side: two addresses match
+// when their connectors.EmailKey is the same. SuiteQL compares strings
+// case-sensitively, as Oracle does, so the query lower-cases and trims the
+// column (LTRIM and RTRIM, which SuiteQL lists; they trim blanks, not tabs)
+// and asks for every lower-cased spelling of each address
+// (connectors.EmailSpellings); the rows are then matched back by key.
+//
+// Each record's Email is the address as the caller gave it, the first one
+// that matched, not the record's own spelling ("ANN@Example.com "), so
+// that the caller can key the results by what it asked for.
 func (c *Client) FindByEmail(ctx context.Context, types []string, field connectors.OptOutField, emails []string) ([]connectors.Record, error) {
 	types, err := checkTypes(types)
 	if err != nil {
@@ -262,27 +284,46 @@ func (c *Client) FindByEmail(ctx context.Context, types []string, field connecto
 	if len(emails) > maxBatch {
 		return nil, fmt.Errorf("netsuite: %d emails is over the batch of %d", len(emails), maxBatch)
 	}
+	asked := map[string]string{} // key -> the caller's spelling
 	var lits []string
-	seen := map[string]bool{}
 	for _, e := range emails {
-		e = strings.ToLower(strings.TrimSpace(e))
-		if e == "" || seen[e] {
+		k := connectors.EmailKey(e)
+		if k == "" {
 			continue
 		}
-		seen[e] = true
-		lits = append(lits, quote(e))
+		if _, dup := asked[k]; dup {
+			continue
+		}
+		asked[k] = e
+		for _, sp := range connectors.EmailSpellings(e) {
+			lits = append(lits, quote(sp))
+		}
 	}
 	if len(lits) == 0 {
 		return nil, nil
 	}
+	// Oracle takes at most 1000 expressions in one IN list; 200 addresses
+	// have at most 800 spellings, but nothing here should depend on that.
+	var in []string
+	for len(lits) > 0 {
+		n := min(len(lits), 1000)
+		in = append(in, "LOWER(LTRIM(RTRIM(email))) IN ("+strings.Join(lits[:n], ", ")+")")
+		lits = lits[n:]
+	}
 	var out []connectors.Record
 	for _, t := range types {
-		rows, err := c.suiteQLAll(ctx, "SELECT id, email, "+o.column+" FROM "+t+" WHERE LOWER(email) IN ("+strings.Join(lits, ", ")+") ORDER BY id")
+		rows, err := c.suiteQLAll(ctx, "SELECT id, email, "+o.column+" FROM "+t+" WHERE "+strings.Join(in, " OR ")+" ORDER BY id")
 		if err != nil {
 			return nil, err
 		}
 		for _, r := range rows {
-			out = append(out, c.toRecord(t, r, o, true))
+			e, ok := asked[connectors.EmailKey(r["email"])]
+			if !ok {
+				continue
+			}
+			rec := c.toRecord(t, r, o, true)
+			rec.Email = e
+			out = append(out, rec)
 		}
 	}
 	return out, nil
@@ -412,7 +453,8 @@ func failure(ref connectors.RecordRef, err error) connectors.Failure {
 
 // ListMembers pages through the members of q.Lists (or all records of
 // q.Types when no list is given), modified at or after q.Since when it is
-// set, with the SuiteQL columns q.Fields (keyed as given). OptedOut is true
+// set (read as OptedOut reads it, widened across an autumn change of
+// clocks), with the SuiteQL columns q.Fields (keyed as given). OptedOut is true
 // when the standard globalSubscriptionStatus (always read) or the
 // integration's opt-out field q.Field says so: the caller must not
 // subscribe such a record.
@@ -457,7 +499,7 @@ func (c *Client) ListMembers(ctx context.Context, q connectors.ListMembersQuery)
 	}
 	since := ""
 	if !q.Since.IsZero() {
-		since = " AND lastmodifieddate >= " + c.toDate(q.Since)
+		since = " AND lastmodifieddate >= " + c.sinceDate(q.Since)
 	}
 	var out []connectors.Record
 	for queries := 0; len(out) < size && queries < maxQueriesPerPage && k.Type < len(types); queries++ {

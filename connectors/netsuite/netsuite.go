@@ -47,7 +47,9 @@ type Config struct {
 	Concurrency int
 	// TimeZone is the time zone of the integration user's preferences:
 	// SuiteQL reads and writes dates in it. nil means UTC. A wrong zone
-	// shifts the watermark by the zone's offset: set it.
+	// shifts the watermark by the zone's offset: set it. Near the autumn
+	// change of clocks in it, watermark reads start up to an hour or two
+	// early, so as to read the repeated hour whole.
 	TimeZone *time.Location
 	// ListCacheTTL is how long the members of the saved searches, read
 	// afresh on the first page of every read, are reused by its later

@@ -115,20 +115,63 @@ const (
 	goDateFormat = "2006-01-02 15:04:05"
 )
 
-// toDate is a TO_DATE literal for t in the account's time zone. Formatting
-// truncates to the second, which can only widen a ">=" watermark.
-func (c *Client) toDate(t time.Time) string {
-	return "TO_DATE(" + quote(t.In(c.loc).Format(goDateFormat)) + ", " + quote(dateFormat) + ")"
+// sinceDate is the TO_DATE literal a watermark is compared with: since's
+// local wall-clock time in the account's time zone, moved back across a
+// fold by sinceWallClock. Formatting truncates to the second, which can
+// only widen a ">=" watermark.
+func (c *Client) sinceDate(since time.Time) string {
+	return "TO_DATE(" + quote(sinceWallClock(since, c.loc).Format(goDateFormat)) + ", " + quote(dateFormat) + ")"
 }
 
-// nextSecond returns the TO_CHAR value one second later, in the same
-// wall-clock terms.
-func nextSecond(lm string) (string, error) {
-	t, err := time.Parse(goDateFormat, lm)
-	if err != nil {
-		return "", err
+// sinceWallClock returns the local wall-clock time (its fields, in UTC)
+// from which a "lastmodifieddate >= TO_DATE(...)" read misses no change
+// made at or after the instant since, in loc.
+//
+// SuiteQL takes the literal as a wall-clock time in the integration user's
+// time zone. When clocks go back (a fold: 02:00 EDT becomes 01:00 EST in
+// New York), one local hour happens twice, and the wall-clock time of
+// since stops being a safe bound:
+//
+//   - since in the first pass (01:50 EDT): if NetSuite compares wall-clock
+//     times, a change at 01:20 EST, forty minutes later, reads 01:20 and
+//     sorts before the bound "01:50"; if it turns the literal into an
+//     instant and picks the second pass, changes from 01:50 EDT to 01:50
+//     EST are below the bound;
+//   - since in the second pass (01:10 EST): "01:10" is safe read as a
+//     wall-clock time or as either instant, but only by luck of the order
+//     in which the passes come.
+//
+// How NetSuite compares is not in our reference (java.time would take an
+// ambiguous time as the first pass, an Oracle TIMESTAMP WITH TIME ZONE as
+// the second), so the bound moves back by the size d of the transition
+// whenever the wall-clock time of since is ambiguous (since within d
+// before or after a backward transition) or the hour before since
+// contains one: "01:50" becomes "00:50" and "01:10" becomes "00:10",
+// before the repeated hour, where every reading agrees. The read then
+// takes up to 2d of changes again; duplicates are harmless (writes are
+// idempotent), a hidden change is not. A forward transition (spring's
+// gap) needs nothing: wall-clock time only jumps ahead there, and since,
+// a real instant, never falls in the gap.
+func sinceWallClock(since time.Time, loc *time.Location) time.Time {
+	l := since.In(loc)
+	w := time.Date(l.Year(), l.Month(), l.Day(), l.Hour(), l.Minute(), l.Second(), l.Nanosecond(), time.UTC)
+	// A day either side is wider than any change of offset since 1900.
+	for t, stop := since.Add(-26*time.Hour), since.Add(26*time.Hour); ; {
+		_, end := t.In(loc).ZoneBounds()
+		if end.IsZero() || end.After(stop) {
+			return w
+		}
+		_, before := t.In(loc).Zone()
+		_, after := end.In(loc).Zone()
+		if d := time.Duration(before-after) * time.Second; d > 0 {
+			ambiguous := !since.Before(end.Add(-d)) && since.Before(end.Add(d))
+			justAfter := !since.Before(end) && since.Before(end.Add(time.Hour))
+			if ambiguous || justAfter {
+				w = w.Add(-d)
+			}
+		}
+		t = end
 	}
-	return t.Add(time.Second).Format(goDateFormat), nil
 }
 
 // idList is "1,2,3" for an IN list of internal ids.

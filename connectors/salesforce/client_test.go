@@ -385,7 +385,7 @@ func TestPersonAccounts(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, recs, 1)
 	require.Equal(t, connectors.RecordRef{Type: "Account", ID: pa}, recs[0].Ref)
-	require.Equal(t, "pat@example.com", recs[0].Email)
+	require.Equal(t, "PAT@example.com", recs[0].Email, "the address as asked for")
 	require.True(t, recs[0].OptedOut)
 
 	require.NoError(t, srv.Update(pa, map[string]any{"PersonHasOptedOutOfEmail": false}))

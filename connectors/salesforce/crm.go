@@ -443,7 +443,20 @@ func fieldString(v any) string {
 }
 
 // FindByEmail returns every record of the types holding one of the
-// addresses (SOQL compares text case-insensitively), one query per type.
+// addresses, with one query per type (more when the addresses do not fit
+// one URL).
+//
+// An address matches whatever its case, Unicode form or domain spelling
+// (U-label or punycode) on either side: two addresses match when their
+// connectors.EmailKey is the same. SOQL compares text case-insensitively
+// but has no TRIM and does not normalise Unicode, so the query asks for
+// every spelling of each address (connectors.EmailSpellings) and the rows
+// are matched back by key. Salesforce keeps no white space around an email
+// field's value (its save validates the format), so there is none to trim.
+//
+// Each record's Email is the address as the caller gave it, the first one
+// that matched, not the record's own spelling, so that the caller can key
+// the results by what it asked for.
 func (c *Client) FindByEmail(ctx context.Context, types []string, field connectors.OptOutField, emails []string) ([]connectors.Record, error) {
 	objs, err := resolveTypes(types)
 	if err != nil {
@@ -455,16 +468,20 @@ func (c *Client) FindByEmail(ctx context.Context, types []string, field connecto
 	if len(emails) > c.MaxBatch() {
 		return nil, fmt.Errorf("salesforce: emails: %d addresses given, at most %d a call", len(emails), c.MaxBatch())
 	}
-	want := map[string]bool{}
+	asked := map[string]string{} // key -> the caller's spelling
 	var quoted []string
 	for _, e := range emails {
-		e = strings.TrimSpace(e)
-		k := strings.ToLower(e)
-		if e == "" || want[k] {
+		k := connectors.EmailKey(e)
+		if k == "" {
 			continue
 		}
-		want[k] = true
-		quoted = append(quoted, quote(e))
+		if _, dup := asked[k]; dup {
+			continue
+		}
+		asked[k] = e
+		for _, sp := range connectors.EmailSpellings(e) {
+			quoted = append(quoted, quote(sp))
+		}
 	}
 	if len(quoted) == 0 {
 		return nil, nil
@@ -472,28 +489,59 @@ func (c *Client) FindByEmail(ctx context.Context, types []string, field connecto
 	var out []connectors.Record
 	for _, o := range objs {
 		col, val := optOutColumn(o, field)
-		p := phase{obj: o, fields: selectList("Id", o.email, col, "SystemModstamp"), optCol: col, optVal: val, inLists: true}
-		p.conds = []string{o.email + " IN (" + strings.Join(quoted, ", ") + ")"}
-		if o.filter != "" {
-			p.conds = append(p.conds, o.filter)
+		for _, in := range inLists(quoted) {
+			p := phase{obj: o, fields: selectList("Id", o.email, col, "SystemModstamp"), optCol: col, optVal: val, inLists: true}
+			p.conds = []string{o.email + " IN (" + in + ")"}
+			if o.filter != "" {
+				p.conds = append(p.conds, o.filter)
+			}
+			recs, err := c.findAll(ctx, p, asked)
+			if locatorLost(err) {
+				// The session changed between batches and took the locator
+				// with it: read this type again from the start.
+				recs, err = c.findAll(ctx, p, asked)
+			}
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, recs...)
 		}
-		recs, err := c.findAll(ctx, p, want)
-		if locatorLost(err) {
-			// The session changed between batches and took the locator
-			// with it: read this type again from the start.
-			recs, err = c.findAll(ctx, p, want)
-		}
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, recs...)
 	}
 	return out, nil
 }
 
+// maxInList bounds the URL-encoded length of one FindByEmail IN list. The
+// query goes in the URL of a GET, inside the REST URI limit (16,384 bytes,
+// as campaignIDs counts it) with room for the rest of the query: 200
+// ordinary ASCII addresses fit in one list, while the extra spellings of
+// internationalised ones may take a second query.
+const maxInList = 12_000
+
+// inLists joins quoted literals into comma-separated lists whose encoded
+// length stays under maxInList.
+func inLists(quoted []string) []string {
+	var out []string
+	var b strings.Builder
+	size := 0
+	for _, q := range quoted {
+		n := len(url.QueryEscape(q)) + len("%2C+")
+		if b.Len() > 0 && size+n > maxInList {
+			out = append(out, b.String())
+			b.Reset()
+			size = 0
+		}
+		if b.Len() > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(q)
+		size += n
+	}
+	return append(out, b.String())
+}
+
 // findAll reads every row of one FindByEmail query, keeping the rows whose
-// address was asked for.
-func (c *Client) findAll(ctx context.Context, p phase, want map[string]bool) ([]connectors.Record, error) {
+// address was asked for, with the address as asked.
+func (c *Client) findAll(ctx context.Context, p phase, asked map[string]string) ([]connectors.Record, error) {
 	var out []connectors.Record
 	res, err := c.query(ctx, p.soql("", ""), 2000)
 	for {
@@ -505,7 +553,8 @@ func (c *Client) findAll(ctx context.Context, p phase, want map[string]bool) ([]
 			if err != nil {
 				return nil, err
 			}
-			if want[strings.ToLower(strings.TrimSpace(rec.Email))] {
+			if e, ok := asked[connectors.EmailKey(rec.Email)]; ok {
+				rec.Email = e
 				out = append(out, rec)
 			}
 		}

@@ -120,64 +120,107 @@ func ts(sec int64) string {
 func base(r *http.Request) string { return "http://" + r.Host + "/3.0" }
 
 // memberJSON renders a member with the fields of the reference's member
-// object ("List Members 2"). Everything derivable from the address is
-// derived: id is the subscriber hash, contact_id a reversible mask of it.
-func (l *list) memberJSON(i int32, r *http.Request) map[string]any {
+// object ("List Members 2"). id is the subscriber hash; unique_email_id,
+// web_id and contact_id derive from the hash of the address the member was
+// created with (see ident), contact_id as a reversible mask of it. want,
+// when not nil, names the only top-level fields the answer will keep
+// (fields=...), so the others are not built: a page of 1000 members stays
+// cheap.
+func (l *list) memberJSON(i int32, r *http.Request, want fieldTree) map[string]any {
 	m := &l.members[i]
 	email := l.email(m)
 	h := hashOf(email)
 	id := hex.EncodeToString(h[:])
-	c := contactID(h)
-	merge := l.mergeOf(i)
-	full := strings.TrimSpace(merge["FNAME"].(string) + " " + merge["LNAME"].(string))
-	self := base(r) + "/lists/" + l.id + "/members/" + id
-	out := map[string]any{
-		"id":                               id,
-		"email_address":                    email,
-		"unique_email_id":                  id[16:26],
-		"contact_id":                       hex.EncodeToString(c[:]),
-		"full_name":                        full,
-		"web_id":                           int(binary.BigEndian.Uint32(h[4:8]) & 0x3fffffff),
-		"email_type":                       "html",
-		"status":                           m.status.String(),
-		"consents_to_one_to_one_messaging": true,
-		"merge_fields":                     merge,
-		"stats":                            map[string]any{"avg_open_rate": 0, "avg_click_rate": 0},
-		"ip_signup":                        "",
-		"timestamp_signup":                 ts(m.signupAt),
-		"ip_opt":                           "",
-		"timestamp_opt":                    ts(m.optAt),
-		"member_rating":                    2,
-		"last_changed":                     ts(m.lastChanged),
-		"language":                         "",
-		"vip":                              false,
-		"email_client":                     "",
-		"location":                         map[string]any{"latitude": 0, "longitude": 0, "gmtoff": 0, "dstoff": 0, "country_code": "", "timezone": "", "region": ""},
-		"source":                           "API - Generic",
-		"tags_count":                       0,
-		"tags":                             []any{},
-		"list_id":                          l.id,
-		"_links": []any{
-			map[string]any{"rel": "self", "href": self, "method": "GET"},
-			map[string]any{"rel": "parent", "href": base(r) + "/lists/" + l.id + "/members", "method": "GET"},
-			map[string]any{"rel": "update", "href": self, "method": "PATCH"},
-			map[string]any{"rel": "upsert", "href": self, "method": "PUT"},
-			map[string]any{"rel": "delete", "href": self, "method": "DELETE"},
-		},
+	out := make(map[string]any, 32)
+	put := func(k string, v func() any) {
+		if _, ok := want[k]; ok || want == nil {
+			out[k] = v()
+		}
 	}
+	val := func(v any) func() any { return func() any { return v } }
+	var merge map[string]any
+	mergeOf := func() map[string]any {
+		if merge == nil {
+			merge = l.mergeOf(i)
+		}
+		return merge
+	}
+	self := func() string { return base(r) + "/lists/" + l.id + "/members/" + id }
+	put("id", val(id))
+	put("email_address", val(email))
+	put("unique_email_id", func() any { o := l.originOf(i); return hex.EncodeToString(o[:])[16:26] })
+	put("contact_id", func() any { c := contactID(l.contactOf(i)); return hex.EncodeToString(c[:]) })
+	put("full_name", func() any {
+		mf := mergeOf()
+		return strings.TrimSpace(mf["FNAME"].(string) + " " + mf["LNAME"].(string))
+	})
+	put("web_id", func() any { o := l.originOf(i); return int(binary.BigEndian.Uint32(o[4:8]) & 0x3fffffff) })
+	put("email_type", val("html"))
+	put("status", val(m.status.String()))
+	put("consents_to_one_to_one_messaging", val(true))
+	put("merge_fields", func() any { return mergeOf() })
+	put("stats", func() any { return map[string]any{"avg_open_rate": 0, "avg_click_rate": 0} })
+	put("ip_signup", val(""))
+	put("timestamp_signup", func() any { return ts(m.signupAt) })
+	put("ip_opt", val(""))
+	put("timestamp_opt", func() any { return ts(m.optAt) })
+	put("member_rating", val(2))
+	put("last_changed", func() any { return ts(m.lastChanged) })
+	put("language", val(""))
+	put("vip", val(false))
+	put("email_client", val(""))
+	put("location", func() any {
+		return map[string]any{"latitude": 0, "longitude": 0, "gmtoff": 0, "dstoff": 0, "country_code": "", "timezone": "", "region": ""}
+	})
+	put("source", val("API - Generic"))
+	put("tags_count", val(0))
+	put("tags", func() any { return []any{} })
+	put("list_id", val(l.id))
+	put("_links", func() any {
+		return []any{
+			map[string]any{"rel": "self", "href": self(), "method": "GET"},
+			map[string]any{"rel": "parent", "href": base(r) + "/lists/" + l.id + "/members", "method": "GET"},
+			map[string]any{"rel": "update", "href": self(), "method": "PATCH"},
+			map[string]any{"rel": "upsert", "href": self(), "method": "PUT"},
+			map[string]any{"rel": "delete", "href": self(), "method": "DELETE"},
+		}
+	})
 	if m.status == stUnsubscribed {
-		reason := ""
-		if m.extra != 0 {
-			reason = l.extras[m.extra-1].reason
-		}
-		if reason == "" {
-			// UNCONFIRMED: the text for an admin/API unsubscribe is not
-			// documented; this one is invented. Do not assert on it.
-			reason = "N/A (Unsubscribed by an admin)"
-		}
-		out["unsubscribe_reason"] = reason
+		put("unsubscribe_reason", func() any {
+			reason := ""
+			if m.extra != 0 {
+				reason = l.extras[m.extra-1].reason
+			}
+			if reason == "" {
+				// UNCONFIRMED: the text for an admin/API unsubscribe is not
+				// documented; this one is invented. Do not assert on it.
+				reason = "N/A (Unsubscribed by an admin)"
+			}
+			return reason
+		})
 	}
 	return out
+}
+
+// wanted is the part of the request's fields=... tree under path (nil:
+// everything), and whether anything under path is wanted at all.
+func wanted(r *http.Request, path ...string) (fieldTree, bool) {
+	f := r.URL.Query().Get("fields")
+	if f == "" {
+		return nil, true
+	}
+	t := parseFields(f)
+	for _, p := range path {
+		sub, ok := t[p]
+		if !ok {
+			return nil, false
+		}
+		if sub == nil {
+			return nil, true
+		}
+		t = sub
+	}
+	return t, true
 }
 
 func (s *Server) getList(w http.ResponseWriter, r *http.Request, l *list) {
@@ -277,6 +320,26 @@ func (s *Server) listMembers(w http.ResponseWriter, r *http.Request, l *list) {
 		}
 		before = t.Unix()
 	}
+	// The opt-in time filters are strictly after / strictly before, like
+	// the last_changed ones. UNCONFIRMED: whether a member with no opt-in
+	// time (timestamp_opt "") matches them; we take it to match neither,
+	// as a NULL column would not.
+	optSince, optBefore, optFilter := int64(-1<<62), int64(1<<62), false
+	for _, f := range []struct {
+		name string
+		dst  *int64
+	}{{"since_timestamp_opt", &optSince}, {"before_timestamp_opt", &optBefore}} {
+		v := q.Get(f.name)
+		if v == "" {
+			continue
+		}
+		t, _, ok := parseTime(v)
+		if !ok {
+			invalidResource(fieldError{Field: f.name, Message: "This value is not a valid datetime."}).write(w)
+			return
+		}
+		*f.dst, optFilter = t.Unix(), true
+	}
 	unsubFrom, unsubStrict := int64(0), false
 	if v := q.Get("unsubscribed_since"); v != "" {
 		if want != stUnsubscribed {
@@ -334,20 +397,38 @@ func (s *Server) listMembers(w http.ResponseWriter, r *http.Request, l *list) {
 		if want != stNone && m.status != want {
 			continue
 		}
+		if optFilter && (m.optAt == 0 || m.optAt <= optSince || m.optAt >= optBefore) {
+			continue
+		}
 		if unsubFrom != 0 && (m.unsubAt < unsubFrom || (unsubStrict && m.unsubAt == unsubFrom)) {
 			continue
 		}
 		matched = append(matched, e.idx)
 	}
 	// UNCONFIRMED: the default order; we use last_changed ascending, ties in
-	// the order the changes happened.
+	// the order the changes happened. Sorted by timestamp_opt or
+	// timestamp_signup, "" (0) comes first (UNCONFIRMED).
+	key := func(i int32) int64 { return l.members[i].lastChanged }
 	switch sortField {
 	case "timestamp_opt":
-		sort.SliceStable(matched, func(a, b int) bool { return l.members[matched[a]].optAt < l.members[matched[b]].optAt })
+		key = func(i int32) int64 { return l.members[i].optAt }
+		sort.SliceStable(matched, func(a, b int) bool { return key(matched[a]) < key(matched[b]) })
 	case "timestamp_signup":
-		sort.SliceStable(matched, func(a, b int) bool {
-			return l.members[matched[a]].signupAt < l.members[matched[b]].signupAt
-		})
+		key = func(i int32) int64 { return l.members[i].signupAt }
+		sort.SliceStable(matched, func(a, b int) bool { return key(matched[a]) < key(matched[b]) })
+	}
+	if s.shuffle != nil {
+		// The API promises no order among equal sort values: each request
+		// gets a new one (Options.ShuffleEqualTimes).
+		for a := 0; a < len(matched); {
+			b := a + 1
+			for b < len(matched) && key(matched[b]) == key(matched[a]) {
+				b++
+			}
+			run := matched[a:b]
+			s.shuffle.Shuffle(len(run), func(x, y int) { run[x], run[y] = run[y], run[x] })
+			a = b
+		}
 	}
 	if desc {
 		for a, b := 0, len(matched)-1; a < b; a, b = a+1, b-1 {
@@ -356,9 +437,11 @@ func (s *Server) listMembers(w http.ResponseWriter, r *http.Request, l *list) {
 	}
 	total := len(matched)
 	page := matched[min(offset, total):min(offset+count, total)]
-	members := make([]any, len(page))
-	for k, i := range page {
-		members[k] = l.memberJSON(i, r)
+	members := make([]any, 0, len(page))
+	if want, ok := wanted(r, "members"); ok {
+		for _, i := range page {
+			members = append(members, l.memberJSON(i, r, want))
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"members":     members,
@@ -461,7 +544,8 @@ func (s *Server) getMember(w http.ResponseWriter, r *http.Request, l *list, key 
 		notFound(w)
 		return
 	}
-	writeJSON(w, http.StatusOK, l.memberJSON(i, r), r)
+	want, _ := wanted(r)
+	writeJSON(w, http.StatusOK, l.memberJSON(i, r, want), r)
 }
 
 func (s *Server) addMember(w http.ResponseWriter, r *http.Request, l *list) {
@@ -510,7 +594,7 @@ func (s *Server) addMember(w http.ResponseWriter, r *http.Request, l *list) {
 		i = l.create(email, st, now)
 		l.setMerge(i, b.MergeFields)
 	}
-	writeJSON(w, http.StatusOK, l.memberJSON(i, r), r)
+	writeJSON(w, http.StatusOK, l.memberJSON(i, r, nil), r)
 }
 
 func (s *Server) putMember(w http.ResponseWriter, r *http.Request, l *list, key string) {
@@ -536,6 +620,15 @@ func (s *Server) putMember(w http.ResponseWriter, r *http.Request, l *list, key 
 	}
 	if exists {
 		changed := false
+		// UNCONFIRMED: that PUT changes an existing member's address like
+		// PATCH does; the spec lists email_address in both bodies.
+		newEmail := b.EmailAddress != nil && !strings.EqualFold(strings.TrimSpace(*b.EmailAddress), l.email(&l.members[i]))
+		if newEmail {
+			if p := l.emailChangeProblem(i, *b.EmailAddress); p != nil {
+				p.write(w)
+				return
+			}
+		}
 		var target *string
 		switch {
 		case b.Status != nil:
@@ -557,13 +650,17 @@ func (s *Server) putMember(w http.ResponseWriter, r *http.Request, l *list, key 
 			}
 			changed = c
 		}
+		if newEmail {
+			l.changeEmail(i, *b.EmailAddress, s.contactFollows)
+			changed = true
+		}
 		if l.setMerge(i, b.MergeFields) {
 			changed = true
 		}
 		if changed {
 			l.touch(i, now)
 		}
-		writeJSON(w, http.StatusOK, l.memberJSON(i, r), r)
+		writeJSON(w, http.StatusOK, l.memberJSON(i, r, nil), r)
 		return
 	}
 	email := ""
@@ -591,7 +688,7 @@ func (s *Server) putMember(w http.ResponseWriter, r *http.Request, l *list, key 
 	}
 	i = l.create(email, st, now)
 	l.setMerge(i, b.MergeFields)
-	writeJSON(w, http.StatusOK, l.memberJSON(i, r), r)
+	writeJSON(w, http.StatusOK, l.memberJSON(i, r, nil), r)
 }
 
 func hexHash(email string) string {
@@ -612,22 +709,14 @@ func (s *Server) patchMember(w http.ResponseWriter, r *http.Request, l *list, ke
 	}
 	now := s.nowUnix()
 	changed := false
-	if b.EmailAddress != nil && !strings.EqualFold(*b.EmailAddress, l.email(&l.members[i])) {
-		email := strings.TrimSpace(*b.EmailAddress)
-		if !validEmail(email) {
-			fakeEmailProblem(email).write(w)
+	// Every check comes before any change, so a refused PATCH changes
+	// nothing.
+	newEmail := b.EmailAddress != nil && !strings.EqualFold(strings.TrimSpace(*b.EmailAddress), l.email(&l.members[i]))
+	if newEmail {
+		if p := l.emailChangeProblem(i, *b.EmailAddress); p != nil {
+			p.write(w)
 			return
 		}
-		if _, taken := l.byHash[hashOf(email)]; taken {
-			badRequest("Member Exists", email+" is already a list member. Use PUT to insert or update list members.").write(w)
-			return
-		}
-		delete(l.byHash, hashOf(l.email(&l.members[i])))
-		m := &l.members[i]
-		m.emailOff, m.emailLen = uint32(len(l.arena)), uint16(len(email))
-		l.arena = append(l.arena, email...)
-		l.byHash[hashOf(email)] = i
-		changed = true
 	}
 	if b.Status != nil {
 		st, p := writableStatus("status", *b.Status, true)
@@ -640,7 +729,11 @@ func (s *Server) patchMember(w http.ResponseWriter, r *http.Request, l *list, ke
 			p.write(w)
 			return
 		}
-		changed = changed || c
+		changed = c
+	}
+	if newEmail {
+		l.changeEmail(i, *b.EmailAddress, s.contactFollows)
+		changed = true
 	}
 	if l.setMerge(i, b.MergeFields) {
 		changed = true
@@ -648,7 +741,7 @@ func (s *Server) patchMember(w http.ResponseWriter, r *http.Request, l *list, ke
 	if changed {
 		l.touch(i, now)
 	}
-	writeJSON(w, http.StatusOK, l.memberJSON(i, r), r)
+	writeJSON(w, http.StatusOK, l.memberJSON(i, r, nil), r)
 }
 
 func (s *Server) archiveMember(w http.ResponseWriter, r *http.Request, l *list, key string) {
@@ -770,7 +863,7 @@ func (s *Server) batch(w http.ResponseWriter, r *http.Request, l *list) {
 			}
 			i = l.create(email, st, now)
 			l.setMerge(i, mb.MergeFields)
-			newMembers = append(newMembers, l.memberJSON(i, r))
+			newMembers = append(newMembers, l.memberJSON(i, r, nil))
 			continue
 		}
 		if !b.UpdateExisting && l.members[i].status != stArchived {
@@ -799,7 +892,7 @@ func (s *Server) batch(w http.ResponseWriter, r *http.Request, l *list) {
 		if changed {
 			l.touch(i, now)
 		}
-		updated = append(updated, l.memberJSON(i, r))
+		updated = append(updated, l.memberJSON(i, r, nil))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"new_members": newMembers, "updated_members": updated, "errors": errs,

@@ -42,9 +42,10 @@ func parseStatus(s string) status {
 }
 
 // member is one audience member, kept small so a list can hold a million of
-// them: the address lives in the list's byte arena, everything derivable
-// from the address (id, unique_email_id, contact_id, web_id) is derived on
-// read, and rarely used data (merge fields, reason) sits in a side table.
+// them: the address lives in the list's byte arena, the identifiers
+// (id, unique_email_id, contact_id, web_id) are derived on read from the
+// address, and rarely used data (merge fields, reason, the identity of a
+// member whose address changed) sits in side tables.
 type member struct {
 	emailOff    uint32
 	emailLen    uint16
@@ -61,6 +62,18 @@ type member struct {
 type extra struct {
 	merge  map[string]string
 	reason string
+}
+
+// ident is the stored identity of a member whose identifiers no longer
+// derive from its current address: its address changed, or it was created
+// on an address a changed member used to have.
+type ident struct {
+	// origin stands in for the address hash in unique_email_id, web_id and
+	// (unless contact is set) contact_id.
+	origin [16]byte
+	// contact, when hasContact, is the contact_id, unmasked (see contactID).
+	contact    [16]byte
+	hasContact bool
 }
 
 // orderEntry is one entry of the change log. An entry is live when its
@@ -83,6 +96,13 @@ type list struct {
 	members []member
 	extras  []extra
 	byHash  map[[16]byte]int32
+	// idents holds the members whose identifiers are stored (see ident);
+	// contacts and origins index them by their contact_id (unmasked) and
+	// origin, so that the path lookup by contact_id finds them and a new
+	// member never reuses their identifiers.
+	idents   map[int32]ident
+	contacts map[[16]byte]int32
+	origins  map[[16]byte]int32
 	// order holds member indexes sorted by last_changed (ties in the order
 	// the changes happened). A change sets last_changed to now, which is
 	// never older than the newest entry unless the test clock goes back, so
@@ -104,6 +124,7 @@ func newList(id, name string, created int64, tags []string) *list {
 		id: id, name: name, created: created, mergeTags: mt,
 		webID:  int(binary.BigEndian.Uint32(h[:4]) & 0x3fffffff),
 		byHash: map[[16]byte]int32{},
+		idents: map[int32]ident{}, contacts: map[[16]byte]int32{}, origins: map[[16]byte]int32{},
 	}
 }
 
@@ -112,8 +133,9 @@ func hashOf(email string) [16]byte {
 	return md5.Sum([]byte(strings.ToLower(email)))
 }
 
-// contactMask turns a subscriber hash into a contact_id and back, so that
-// contact_id needs no storage and can be looked up.
+// contactMask turns an identity hash into a contact_id and back, so that
+// the contact_id of a member whose address never changed needs no storage
+// and can be looked up through byHash.
 var contactMask = md5.Sum([]byte("contact_id"))
 
 func contactID(h [16]byte) [16]byte {
@@ -123,6 +145,66 @@ func contactID(h [16]byte) [16]byte {
 	return h
 }
 
+// originOf is the hash member i's unique_email_id and web_id derive from:
+// its address's hash, unless its identity is stored.
+func (l *list) originOf(i int32) [16]byte {
+	if id, ok := l.idents[i]; ok {
+		return id.origin
+	}
+	return hashOf(l.email(&l.members[i]))
+}
+
+// contactOf is member i's contact_id, unmasked.
+func (l *list) contactOf(i int32) [16]byte {
+	if id, ok := l.idents[i]; ok {
+		if id.hasContact {
+			return id.contact
+		}
+		return id.origin
+	}
+	return hashOf(l.email(&l.members[i]))
+}
+
+// identTaken reports whether h is the origin or the contact of a member
+// with a stored identity, so a member created on that address must not
+// derive its identifiers from it.
+func (l *list) identTaken(h [16]byte) bool {
+	_, o := l.origins[h]
+	_, c := l.contacts[h]
+	return o || c
+}
+
+// setIdent stores member i's identity and indexes it.
+func (l *list) setIdent(i int32, id ident) {
+	if old, ok := l.idents[i]; ok {
+		delete(l.origins, old.origin)
+		if old.hasContact {
+			delete(l.contacts, old.contact)
+		} else {
+			delete(l.contacts, old.origin)
+		}
+	}
+	l.idents[i] = id
+	l.origins[id.origin] = i
+	if id.hasContact {
+		l.contacts[id.contact] = i
+	} else {
+		l.contacts[id.origin] = i
+	}
+}
+
+// freshIdent derives identifiers for a new member created on an address
+// whose hash h is taken by a member with a stored identity. seq makes it
+// unique.
+func (l *list) freshIdent(h [16]byte) [16]byte {
+	for n := 0; ; n++ {
+		f := md5.Sum(fmt.Appendf(nil, "fresh:%x:%d:%d", h, len(l.members), n))
+		if _, taken := l.byHash[f]; !taken && !l.identTaken(f) {
+			return f
+		}
+	}
+}
+
 func (l *list) email(m *member) string {
 	return string(l.arena[m.emailOff : m.emailOff+uint32(m.emailLen)])
 }
@@ -130,25 +212,30 @@ func (l *list) email(m *member) string {
 // find returns the member for a path's subscriber_hash, which the API also
 // accepts as an email address or a contact_id.
 func (l *list) find(key string) (int32, bool) {
-	var h [16]byte
-	switch {
-	case strings.Contains(key, "@"):
-		h = hashOf(key)
-	case len(key) == 32:
-		b, err := hex.DecodeString(strings.ToLower(key))
-		if err != nil {
-			return 0, false
-		}
-		copy(h[:], b)
-		if i, ok := l.byHash[h]; ok {
-			return i, true
-		}
-		h = contactID(h)
-	default:
+	if strings.Contains(key, "@") {
+		i, ok := l.byHash[hashOf(key)]
+		return i, ok
+	}
+	b, err := hex.DecodeString(strings.ToLower(key))
+	if err != nil || len(b) != 16 {
 		return 0, false
 	}
-	i, ok := l.byHash[h]
-	return i, ok
+	h := [16]byte(b)
+	if i, ok := l.byHash[h]; ok {
+		return i, true
+	}
+	// A contact_id: stored for members whose address changed, derived
+	// from the address for the others.
+	c := contactID(h)
+	if i, ok := l.contacts[c]; ok {
+		return i, true
+	}
+	if i, ok := l.byHash[c]; ok {
+		if _, stored := l.idents[i]; !stored {
+			return i, true
+		}
+	}
+	return 0, false
 }
 
 // add appends a new member with its change log entry.
@@ -159,9 +246,66 @@ func (l *list) add(email string, st status, lc int64) int32 {
 	idx := int32(len(l.members))
 	l.members = append(l.members, member{emailOff: uint32(len(l.arena)), emailLen: uint16(len(email)), status: st, lastChanged: lc})
 	l.arena = append(l.arena, email...)
-	l.byHash[hashOf(email)] = idx
+	h := hashOf(email)
+	l.byHash[h] = idx
+	if len(l.origins) > 0 && l.identTaken(h) {
+		// A member whose address changed still carries the identifiers
+		// derived from this address: the new member gets others.
+		l.setIdent(idx, ident{origin: l.freshIdent(h)})
+	}
 	l.insertOrder(idx, lc)
 	return idx
+}
+
+// emailChangeProblem is the answer to giving member i the address email,
+// or nil when the change can be made; it changes nothing.
+func (l *list) emailChangeProblem(i int32, email string) *problem {
+	email = strings.TrimSpace(email)
+	if !validEmail(email) {
+		return fakeEmailProblem(email)
+	}
+	j, taken := l.byHash[hashOf(email)]
+	switch {
+	case !taken || j == i:
+		return nil
+	case l.members[j].status == stForgotten:
+		return forgottenProblem(email)
+	}
+	return badRequest("Member Exists", email+" is already a list member. Use PUT to insert or update list members.")
+}
+
+// changeEmail gives member i a new address, as PATCH (and PUT) with a new
+// email_address do: the subscriber hash becomes the new address's, the old
+// hash no longer finds the member, unique_email_id and web_id stay, and
+// contact_id stays unless followAddress (Options.ContactIDFollowsAddress).
+// The caller checks emailChangeProblem first and moves last_changed. An
+// address that differs only in case is not a change (the hash is the same).
+func (l *list) changeEmail(i int32, email string, followAddress bool) {
+	email = strings.TrimSpace(email)
+	m := &l.members[i]
+	oldHash, newHash := hashOf(l.email(m)), hashOf(email)
+	if oldHash == newHash {
+		return
+	}
+	id, stored := l.idents[i]
+	if !stored {
+		id = ident{origin: oldHash}
+	}
+	switch {
+	case followAddress:
+		c := newHash
+		if l.identTaken(c) {
+			c = l.freshIdent(newHash)
+		}
+		id.contact, id.hasContact = c, true
+	case !id.hasContact:
+		id.contact, id.hasContact = id.origin, true
+	}
+	delete(l.byHash, oldHash)
+	m.emailOff, m.emailLen = uint32(len(l.arena)), uint16(len(email))
+	l.arena = append(l.arena, email...)
+	l.byHash[newHash] = i
+	l.setIdent(i, id)
 }
 
 // touch records a change of member i at time now: last_changed moves and
@@ -282,6 +426,10 @@ type MemberSeed struct {
 	MergeFields map[string]string
 	// LastChanged is the member's last_changed; zero means the clock's now.
 	LastChanged time.Time
+	// TimestampOpt is the member's timestamp_opt; zero means LastChanged.
+	TimestampOpt time.Time
+	// NoTimestampOpt seeds timestamp_opt "" (a member who never opted in).
+	NoTimestampOpt bool
 	// UnsubscribedAt is when an unsubscribed member unsubscribed (what
 	// unsubscribed_since filters on); zero means LastChanged.
 	UnsubscribedAt time.Time
@@ -295,6 +443,8 @@ type MemberSeed struct {
 type Member struct {
 	ID             string
 	Email          string
+	ContactID      string
+	UniqueEmailID  string
 	Status         string
 	MergeFields    map[string]string
 	LastChanged    time.Time
@@ -329,7 +479,14 @@ func (l *list) seed(s MemberSeed, now int64) error {
 		i = l.add(s.Email, st, lc)
 	}
 	m := &l.members[i]
-	m.optAt = lc
+	switch {
+	case s.NoTimestampOpt:
+		m.optAt = 0
+	case !s.TimestampOpt.IsZero():
+		m.optAt = s.TimestampOpt.Unix()
+	default:
+		m.optAt = lc
+	}
 	if st == stUnsubscribed {
 		m.unsubAt = lc
 		if !s.UnsubscribedAt.IsZero() {
@@ -352,8 +509,11 @@ func (l *list) seed(s MemberSeed, now int64) error {
 func (l *list) inspect(i int32) Member {
 	m := &l.members[i]
 	h := hashOf(l.email(m))
+	c := contactID(l.contactOf(i))
+	o := l.originOf(i)
 	out := Member{
 		ID: hex.EncodeToString(h[:]), Email: l.email(m), Status: m.status.String(),
+		ContactID: hex.EncodeToString(c[:]), UniqueEmailID: hex.EncodeToString(o[:])[16:26],
 		LastChanged: time.Unix(m.lastChanged, 0).UTC(),
 		Forgotten:   m.status == stForgotten,
 	}

@@ -115,7 +115,7 @@ func (s *Server) handleSuiteQL(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	q, err := parseQuery(body.Q, params, s.loc, func(name string) (func(string) bool, bool) {
+	q, err := parseQuery(body.Q, params, s.loc, s.dates, func(name string) (func(string) bool, bool) {
 		t, ok := s.tables[name]
 		if !ok {
 			return nil, false
@@ -128,7 +128,7 @@ func (s *Server) handleSuiteQL(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t := s.tables[q.table]
-	rows := q.run(t, t.rows, s.loc)
+	rows := q.run(t, t.rows, s.loc, s.dates)
 	all := make([]map[string]any, len(rows))
 	for i, r := range rows {
 		m := make(map[string]any, len(r)+1)
@@ -238,6 +238,10 @@ func (s *Server) getRecord(w http.ResponseWriter, r *http.Request, typ string, e
 // patchRecord applies a partial update: all of it or, on the first invalid
 // property, none of it.
 func (s *Server) patchRecord(w http.ResponseWriter, r *http.Request, typ string, e *entity) {
+	if s.failing[connectors.RecordRef{Type: typ, ID: strconv.FormatInt(e.id, 10)}] {
+		writeError(w, http.StatusInternalServerError, "UNEXPECTED_ERROR", "An unexpected error occurred.", "")
+		return
+	}
 	var body map[string]json.RawMessage
 	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
 		writeError(w, 400, "INVALID_REQUEST", "The request could not be understood by the server due to malformed syntax.", "")

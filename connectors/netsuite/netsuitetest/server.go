@@ -58,6 +58,9 @@ type Options struct {
 	// TimeZone is the integration user's time zone for SuiteQL dates; nil
 	// means UTC.
 	TimeZone *time.Location
+	// Dates is how SuiteQL compares dates with TO_DATE literals around a
+	// daylight-saving change in TimeZone; the zero value is WallClock.
+	Dates DateSemantics
 	// Now is the clock; nil means time.Now. SetNow changes it later.
 	Now func() time.Time
 	// Faults are injected from the start; Middleware.SetFaults changes them.
@@ -87,7 +90,10 @@ type Server struct {
 	srv       *httptest.Server
 	publicKey crypto.PublicKey
 	allowConf bool
-	loc       *time.Location
+	// failing are records whose PATCH answers a server error (FailWrites).
+	failing map[connectors.RecordRef]bool
+	loc     *time.Location
+	dates   DateSemantics
 
 	mu       sync.Mutex
 	clock    func() time.Time
@@ -128,6 +134,7 @@ func NewServer(opts Options) *Server {
 		publicKey:      opts.PublicKey,
 		allowConf:      opts.AllowConfirmedStatus,
 		loc:            opts.TimeZone,
+		dates:          opts.Dates,
 		clock:          opts.Now,
 		searches:       map[string][]connectors.RecordRef{},
 		nonces:         map[string]time.Time{},

@@ -203,6 +203,17 @@ func (s *Server) lookup(typ, id string) *entity {
 	return t.byID[n]
 }
 
+// FailWrites makes every PATCH of ref answer a server error (on) or work
+// again (off): a transient failure of one record, for tests.
+func (s *Server) FailWrites(ref connectors.RecordRef, on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failing == nil {
+		s.failing = map[connectors.RecordRef]bool{}
+	}
+	s.failing[ref] = on
+}
+
 // AddSavedSearch creates (or replaces) a saved search, by internal id or
 // script id ("customsearch_mc_sync"), whose results are refs.
 func (s *Server) AddSavedSearch(id string, refs ...connectors.RecordRef) {

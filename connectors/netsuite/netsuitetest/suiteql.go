@@ -15,7 +15,8 @@ import (
 //
 //	SELECT item [, item]* FROM customer|contact [WHERE cond] [ORDER BY expr [ASC|DESC] [, ...]]
 //	item  = * | expr [AS alias]
-//	expr  = column | 'string' | number | ? | TO_CHAR(expr, 'fmt') | TO_DATE('s', 'fmt') | LOWER(expr) | UPPER(expr)
+//	expr  = column | 'string' | number | ? | TO_CHAR(expr, 'fmt') | TO_DATE('s', 'fmt')
+//	      | LOWER(expr) | UPPER(expr) | LTRIM(expr) | RTRIM(expr)
 //	cond  = cond OR cond | cond AND cond | NOT cond | (cond)
 //	      | expr (= | <> | != | < | <= | > | >=) expr | expr [NOT] IN (expr, ...) | expr IS [NOT] NULL
 //
@@ -37,6 +38,9 @@ type value struct {
 	s string
 	n float64
 	t time.Time
+	// wall marks a kTime whose t is a zone-less wall-clock time (its
+	// fields, in UTC) rather than an instant: see DateSemantics.
+	wall bool
 }
 
 func (v value) String() string {
@@ -130,14 +134,25 @@ type expr interface {
 
 // rowCtx is the row an expression is evaluated on.
 type rowCtx struct {
-	e   *entity
-	tbl *table
-	loc *time.Location
+	e     *entity
+	tbl   *table
+	loc   *time.Location
+	dates DateSemantics
+}
+
+// column reads a column of the row; under WallClock a date reads as its
+// wall-clock time in the account's zone.
+func (r *rowCtx) column(name string) value {
+	v := r.tbl.column(r.e, name)
+	if v.k == kTime && r.dates == WallClock {
+		v = value{k: kTime, t: wall(v.t, r.loc), wall: true}
+	}
+	return v
 }
 
 type colExpr struct{ name string }
 
-func (c colExpr) eval(r *rowCtx) value { return r.tbl.column(r.e, c.name) }
+func (c colExpr) eval(r *rowCtx) value { return r.column(c.name) }
 
 type litExpr struct{ v value }
 
@@ -154,27 +169,48 @@ var oracleLayout = strings.NewReplacer("YYYY", "2006", "HH24", "15", "MI", "04",
 func (f funcExpr) eval(r *rowCtx) value {
 	a := f.args[0].eval(r)
 	switch f.name {
-	case "LOWER", "UPPER":
+	case "LOWER", "UPPER", "LTRIM", "RTRIM":
 		if a.k == kNull {
 			return a
 		}
-		if f.name == "LOWER" {
-			return value{k: kStr, s: strings.ToLower(a.String())}
+		var s string
+		switch f.name {
+		case "LOWER":
+			s = strings.ToLower(a.String())
+		case "UPPER":
+			s = strings.ToUpper(a.String())
+		case "LTRIM":
+			// Oracle's one-argument forms trim blanks only, not tabs.
+			s = strings.TrimLeft(a.String(), " ")
+		case "RTRIM":
+			s = strings.TrimRight(a.String(), " ")
 		}
-		return value{k: kStr, s: strings.ToUpper(a.String())}
+		if s == "" {
+			return value{} // Oracle: an empty string is NULL
+		}
+		return value{k: kStr, s: s}
 	case "TO_CHAR":
 		if a.k != kTime {
 			return value{k: kStr, s: a.String()}
 		}
 		layout := oracleLayout.Replace(f.args[1].eval(r).s)
+		if a.wall {
+			return value{k: kStr, s: a.t.Format(layout)}
+		}
 		return value{k: kStr, s: a.t.In(r.loc).Format(layout)}
 	case "TO_DATE":
 		layout := oracleLayout.Replace(f.args[1].eval(r).s)
-		t, err := time.ParseInLocation(layout, a.s, r.loc)
+		w, err := time.Parse(layout, a.s)
 		if err != nil {
 			return value{}
 		}
-		return value{k: kTime, t: t}
+		switch r.dates {
+		case EarlierInstant:
+			return value{k: kTime, t: instant(w, r.loc, false)}
+		case LaterInstant:
+			return value{k: kTime, t: instant(w, r.loc, true)}
+		}
+		return value{k: kTime, t: w, wall: true}
 	}
 	return value{}
 }
@@ -344,6 +380,7 @@ type parser struct {
 	params []string
 	nparam int
 	loc    *time.Location
+	dates  DateSemantics
 }
 
 func (p *parser) peek() tok {
@@ -386,12 +423,12 @@ var reserved = map[string]bool{"SELECT": true, "FROM": true, "WHERE": true, "ORD
 
 // parseQuery parses q; columns reports whether a table has a column. The
 // table is known only after FROM, so column names are checked afterwards.
-func parseQuery(q string, params []string, loc *time.Location, tables func(string) (func(string) bool, bool)) (*query, error) {
+func parseQuery(q string, params []string, loc *time.Location, dates DateSemantics, tables func(string) (func(string) bool, bool)) (*query, error) {
 	toks, err := lex(q)
 	if err != nil {
 		return nil, err
 	}
-	p := &parser{toks: toks, params: params, loc: loc}
+	p := &parser{toks: toks, params: params, loc: loc, dates: dates}
 	if !p.keyword("SELECT") {
 		return nil, fmt.Errorf("only SELECT statements are supported")
 	}
@@ -615,7 +652,7 @@ func (p *parser) expr() (expr, []string, error) {
 	case 'i':
 		name := strings.ToUpper(t.text)
 		if p.punct("(") {
-			want := map[string]int{"LOWER": 1, "UPPER": 1, "TO_CHAR": 2, "TO_DATE": 2}[name]
+			want := map[string]int{"LOWER": 1, "UPPER": 1, "LTRIM": 1, "RTRIM": 1, "TO_CHAR": 2, "TO_DATE": 2}[name]
 			if want == 0 {
 				return nil, nil, fmt.Errorf("unsupported function %s", t.text)
 			}
@@ -644,7 +681,7 @@ func (p *parser) expr() (expr, []string, error) {
 					return nil, nil, fmt.Errorf("TO_DATE needs a string literal")
 				}
 				// Folded once here rather than parsed again on every row.
-				v := f.eval(&rowCtx{loc: p.loc})
+				v := f.eval(&rowCtx{loc: p.loc, dates: p.dates})
 				if v.k == kNull {
 					return nil, nil, fmt.Errorf("TO_DATE: %q does not match the format", l.v.s)
 				}
@@ -665,8 +702,8 @@ func (p *parser) expr() (expr, []string, error) {
 }
 
 // run evaluates q over rows and returns the sorted, projected result.
-func (q *query) run(tbl *table, rows []*entity, loc *time.Location) []map[string]string {
-	rc := &rowCtx{tbl: tbl, loc: loc}
+func (q *query) run(tbl *table, rows []*entity, loc *time.Location, dates DateSemantics) []map[string]string {
+	rc := &rowCtx{tbl: tbl, loc: loc, dates: dates}
 	var hits []*entity
 	for _, e := range rows {
 		rc.e = e
@@ -716,7 +753,7 @@ func (q *query) run(tbl *table, rows []*entity, loc *time.Location) []map[string
 		for _, it := range q.items {
 			if it.star {
 				for _, c := range tbl.columnNames() {
-					if v := tbl.column(e, c); v.k != kNull {
+					if v := rc.column(c); v.k != kNull {
 						m[c] = v.String()
 					}
 				}

@@ -262,7 +262,7 @@ func (s *Server) insert(objName string, vals map[string]any) *record {
 	now := s.now()
 	r := &record{obj: obj, vals: map[string]any{"Id": id, "IsDeleted": false, "CreatedDate": now, "LastModifiedDate": now, "SystemModstamp": now}}
 	for k, v := range vals {
-		r.vals[k] = v
+		r.vals[k] = stored(k, v)
 	}
 	s.records[id] = r
 	s.byObject[obj.name] = append(s.byObject[obj.name], r)
@@ -450,6 +450,7 @@ func (s *Server) twin(r *record) *record {
 
 // set writes one field, mirrored onto the person twin; the caller holds s.mu.
 func (s *Server) set(r *record, f *fieldDef, v any) {
+	v = stored(f.name, v)
 	r.vals[f.name] = v
 	t := s.twin(r)
 	if t == nil {

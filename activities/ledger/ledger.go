@@ -1,0 +1,207 @@
+// Package ledger is the consent ledger: what the product must remember
+// between runs, in a real database, for years. It records every opt-out the
+// sync observes and every write (or deliberate non-write) it makes because
+// of one, append-only, and keeps per person the derived state the next run
+// needs: whether the person is suppressed (opted out, and by what), the last
+// marketing status we know, a later re-subscribe, the marketing contacts the
+// person's addresses belong to, and the opt-outs not yet propagated.
+//
+// A person is named at rest by a keyed hash of their normalised address
+// (HMAC-SHA256 under a key the operator holds, see Keyer), never by the
+// address: a dictionary cannot reverse it without the key, and the ledger
+// still answers "what happened to jane@example.com" to whoever has the key.
+//
+// The activities reach the ledger through the Ledger interface; workflows
+// never do. SQLite (one file, the demo and a single worker) and PostgreSQL
+// (production, several workers) run the same migrations and queries.
+package ledger
+
+import (
+	"context"
+	"time"
+)
+
+// Kind is what was observed.
+type Kind string
+
+// The observation kinds.
+const (
+	// KindUnsubscribe: a marketing member became unsubscribed.
+	KindUnsubscribe Kind = "unsubscribe"
+	// KindAbuse: a marketing member reported abuse (an opt-out).
+	KindAbuse Kind = "abuse"
+	// KindCleaned: a marketing member was cleaned (a bounce, not an opt-out).
+	KindCleaned Kind = "cleaned"
+	// KindCRMOptOut: a CRM record carries the opt-out.
+	KindCRMOptOut Kind = "crm-opt-out"
+	// KindResubscribe: a member we knew as unsubscribed is subscribed
+	// again, by a change newer than the opt-out: the person's later choice.
+	KindResubscribe Kind = "resubscribe"
+)
+
+// OptOut reports whether the kind is an opt-out (a bounce is not).
+func (k Kind) OptOut() bool {
+	return k == KindUnsubscribe || k == KindAbuse || k == KindCRMOptOut
+}
+
+// Marketing reports whether the kind comes from the marketing platform.
+func (k Kind) Marketing() bool {
+	return k == KindUnsubscribe || k == KindAbuse || k == KindCleaned || k == KindResubscribe
+}
+
+// Observation is one opt-out (or re-subscribe, or bounce) seen in a system.
+type Observation struct {
+	Integration string
+	// System is the vendor ("mailchimp", "netsuite", "salesforce").
+	System string
+	// Subject is the vendor's own id: the member's contact id or subscriber
+	// hash, the CRM record "type/id".
+	Subject string
+	// Person is the keyed hash of the address.
+	Person string
+	// Contact is the marketing contact id, when the platform gives one; a
+	// contact's opt-out suppresses every address the ledger knows for it.
+	Contact string
+	Kind    Kind
+	// OccurredAt is when the vendor says it happened; zero when it does not
+	// say (a CRM opt-out): the first time we saw it counts instead.
+	OccurredAt time.Time
+	// PendingFor names the system the opt-out must still be written to,
+	// or "" when nothing is to be written; a later settling write clears it.
+	PendingFor string
+	// WorkflowID and RunID name the run that saw it.
+	WorkflowID, RunID string
+}
+
+// Seen is what Observe says of one observation.
+type Seen struct {
+	// At is when it counts as having happened: the vendor's time, or the
+	// first time it was seen when the vendor gives none.
+	At time.Time
+	// New is true the first time the ledger records it.
+	New bool
+}
+
+// Action is what a write does.
+type Action string
+
+// The write actions.
+const (
+	ActionCRMOptOut   Action = "crm-opt-out"    // set the CRM opt-out on a record
+	ActionCleanedMark Action = "cleaned-mark"   // record a bounce in the CRM's cleaned field
+	ActionUnsubscribe Action = "unsubscribe"    // unsubscribe a member
+	ActionAddMember   Action = "field-sync-add" // a field sync that would add the member
+)
+
+// Result is what came of a write, or why none was made.
+type Result string
+
+// The write results.
+const (
+	ResultWritten Result = "written" // the target now holds the state, changed by us
+	ResultAdded   Result = "added"   // an absent member was added as unsubscribed
+	ResultAlready Result = "already" // the target already held the state
+	ResultRefused Result = "refused" // a final refusal (compliance, invalid, forgotten): not retried
+	ResultFailed  Result = "failed"  // a transient failure: the next run retries it
+	ResultSkipped Result = "skipped" // deliberately not written; Rule says why
+)
+
+// Settles reports whether the result ends the propagation of an opt-out.
+func (r Result) Settles() bool { return r != ResultFailed }
+
+// Write is one write the sync made (or decided not to make) because of an
+// observation.
+type Write struct {
+	Integration string
+	// System is the target's vendor; Target its id (record "type/id",
+	// member contact id or subscriber hash).
+	System, Target string
+	Person         string
+	Action         Action
+	Result         Result
+	// Code is the vendor's answer code, where there is one.
+	Code string
+	// Rule is the product rule that decided it, in words.
+	Rule string
+	// Cause is the subject of the observation that caused it.
+	Cause             string
+	WorkflowID, RunID string
+}
+
+// Person is what the ledger knows now about one person in one integration.
+type Person struct {
+	Person string
+	// OptedOut: the person's latest known choice is an opt-out.
+	OptedOut bool
+	// OptOutKind and OptOutSource say which opt-out, and from which system;
+	// Via is "contact" when it was inferred from another address of the
+	// same marketing contact.
+	OptOutKind   Kind
+	OptOutSource string
+	Via          string
+	// OptOutAt is when the opt-out happened (or was first seen).
+	OptOutAt time.Time
+	// ResubscribedAt is the latest re-subscribe, zero if none.
+	ResubscribedAt time.Time
+	// MarketingStatus is the last member status we know ("unsubscribed",
+	// "cleaned", "subscribed"), from observations and our own writes.
+	MarketingStatus   string
+	MarketingStatusAt time.Time
+}
+
+// SuppressedByMarketing reports whether the person's standing choice is
+// an opt-out made in the marketing platform.
+func (p Person) SuppressedByMarketing() bool {
+	return p.OptedOut && p.OptOutKind.Marketing()
+}
+
+// Entry is one line of a person's history, for explain.
+type Entry struct {
+	At          time.Time
+	Integration string
+	// Observation or write.
+	Type                          string // "observed" or "wrote"
+	System, Subject, Kind, Result string
+	Code, Rule, Cause, Via        string
+	OccurredAt                    time.Time
+	WorkflowID, RunID             string
+}
+
+// Ledger is the consent ledger as the activities use it.
+type Ledger interface {
+	// Person is the keyed hash naming the person with this address, or ""
+	// when it is not an address.
+	Person(email string) string
+	// Observe records observations (idempotently: the same observation
+	// seen again adds nothing) and updates each person's state. It
+	// returns, per observation, when it counts as having happened and
+	// whether it is new.
+	Observe(ctx context.Context, obs []Observation) ([]Seen, error)
+	// RecordWrites appends writes and settles or keeps the pending opt-outs.
+	RecordWrites(ctx context.Context, ws []Write) error
+	// People returns the state of each known person among persons.
+	People(ctx context.Context, integration string, persons []string) (map[string]Person, error)
+	// Written returns, of targets, those the sync recorded a write of
+	// action for with one of results (written or added: an opt-out found
+	// there later is our own echo; refused: a final answer not to ask again).
+	Written(ctx context.Context, integration, system string, action Action, targets []string, results ...Result) (map[string]bool, error)
+	// Attempted returns, of targets, those a write of action was recorded
+	// for by the workflow run runID, whatever its result.
+	Attempted(ctx context.Context, integration, system string, action Action, runID string, targets []string) (map[string]bool, error)
+	// LinkContacts remembers that each person's address belongs to the
+	// marketing contact; a later opt-out of the contact suppresses them all.
+	LinkContacts(ctx context.Context, integration, system string, links map[string]string) error
+	// OldestPending is the first-seen time of the oldest opt-out not yet
+	// written to its other side; ok is false when none is pending.
+	OldestPending(ctx context.Context, integration string) (at time.Time, ok bool, err error)
+	// History is everything the ledger holds about a person, oldest first,
+	// across integrations.
+	History(ctx context.Context, person string) ([]Entry, error)
+	// Seal encrypts an address under the ledger's key, for a workflow
+	// input that must not carry it in the clear; Unseal opens it.
+	Seal(email string) (string, error)
+	Unseal(sealed string) (string, error)
+	// Ping checks the database is reachable.
+	Ping(ctx context.Context) error
+	Close() error
+}

@@ -1,0 +1,244 @@
+package ledger_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/optoutsync/optoutsync/activities/ledger"
+	"github.com/optoutsync/optoutsync/activities/ledger/ledgertest"
+)
+
+// dialects runs a test on SQLite and on PostgreSQL.
+func dialects(t *testing.T, test func(t *testing.T, d ledger.Dialect)) {
+	for _, d := range []ledger.Dialect{ledger.SQLite, ledger.Postgres} {
+		t.Run(string(d), func(t *testing.T) { test(t, d) })
+	}
+}
+
+const integ = "demo"
+
+func obs(l ledger.Ledger, email string, kind ledger.Kind, at time.Time) ledger.Observation {
+	return ledger.Observation{Integration: integ, System: "mailchimp", Subject: "m-" + email, Person: l.Person(email),
+		Kind: kind, OccurredAt: at, WorkflowID: "wf", RunID: "run"}
+}
+
+func TestPersonIsAKeyedHashOfTheNormalisedAddress(t *testing.T) {
+	l := ledgertest.Open(t, ledger.SQLite)
+	p := l.Person("Ann@Example.com ")
+	require.Len(t, p, 64)
+	require.Equal(t, p, l.Person("ann@example.com"), "one normalisation")
+	require.NotContains(t, p, "ann")
+	require.Empty(t, l.Person("not an address"))
+
+	other, err := ledger.Open(t.Context(), ledger.Config{DSN: t.TempDir() + "/other.db", Key: []byte("a different key, 32 bytes long!!")})
+	require.NoError(t, err)
+	defer other.Close()
+	require.NotEqual(t, p, other.Person("ann@example.com"), "without the key the hash cannot be recomputed")
+
+	_, err = ledger.Open(t.Context(), ledger.Config{DSN: t.TempDir() + "/x.db", Key: []byte("short")})
+	require.ErrorContains(t, err, "at least 16 bytes")
+}
+
+func TestObservationsAreIdempotentAndTheLatestChoiceWins(t *testing.T) {
+	dialects(t, func(t *testing.T, d ledger.Dialect) {
+		ctx := t.Context()
+		l := ledgertest.Open(t, d)
+		t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+		ann := l.Person("ann@example.com")
+
+		at, err := l.Observe(ctx, []ledger.Observation{obs(l, "ann@example.com", ledger.KindUnsubscribe, t0)})
+		require.NoError(t, err)
+		require.Equal(t, t0, at[0].At)
+		require.True(t, at[0].New)
+		// The same unsubscribe read again (a watermark overlap) adds nothing.
+		_, err = l.Observe(ctx, []ledger.Observation{obs(l, "ann@example.com", ledger.KindUnsubscribe, t0)})
+		require.NoError(t, err)
+		h, err := l.History(ctx, ann)
+		require.NoError(t, err)
+		require.Len(t, h, 1)
+
+		people, err := l.People(ctx, integ, []string{ann, l.Person("nobody@example.com")})
+		require.NoError(t, err)
+		require.Len(t, people, 1, "an unknown person has no state")
+		p := people[ann]
+		require.True(t, p.OptedOut)
+		require.True(t, p.SuppressedByMarketing())
+		require.Equal(t, "unsubscribed", p.MarketingStatus)
+
+		// A re-subscribe older than the opt-out changes nothing; a newer one lifts it.
+		_, err = l.Observe(ctx, []ledger.Observation{obs(l, "ann@example.com", ledger.KindResubscribe, t0.Add(-time.Hour))})
+		require.NoError(t, err)
+		people, _ = l.People(ctx, integ, []string{ann})
+		require.True(t, people[ann].OptedOut)
+		_, err = l.Observe(ctx, []ledger.Observation{obs(l, "ann@example.com", ledger.KindResubscribe, t0.Add(time.Hour))})
+		require.NoError(t, err)
+		people, _ = l.People(ctx, integ, []string{ann})
+		require.False(t, people[ann].OptedOut)
+		require.Equal(t, t0.Add(time.Hour), people[ann].ResubscribedAt)
+		require.Equal(t, "subscribed", people[ann].MarketingStatus)
+
+		// A CRM opt-out first seen now is newer than the re-subscribe; seen
+		// again later, it still counts from its first sighting.
+		crm := ledger.Observation{Integration: integ, System: "netsuite", Subject: "customer/7", Person: ann, Kind: ledger.KindCRMOptOut, WorkflowID: "wf", RunID: "r2"}
+		first, err := l.Observe(ctx, []ledger.Observation{crm})
+		require.NoError(t, err)
+		require.WithinDuration(t, time.Now(), first[0].At, time.Minute)
+		again, err := l.Observe(ctx, []ledger.Observation{crm})
+		require.NoError(t, err)
+		require.Equal(t, first[0].At, again[0].At)
+		require.False(t, again[0].New)
+		people, _ = l.People(ctx, integ, []string{ann})
+		require.True(t, people[ann].OptedOut)
+		require.Equal(t, ledger.KindCRMOptOut, people[ann].OptOutKind)
+		require.False(t, people[ann].SuppressedByMarketing())
+
+		// A clean is not an opt-out.
+		bob := l.Person("bob@example.com")
+		_, err = l.Observe(ctx, []ledger.Observation{obs(l, "bob@example.com", ledger.KindCleaned, t0)})
+		require.NoError(t, err)
+		people, _ = l.People(ctx, integ, []string{bob})
+		require.False(t, people[bob].OptedOut)
+		require.Equal(t, "cleaned", people[bob].MarketingStatus)
+	})
+}
+
+func TestAContactsOptOutSuppressesItsEarlierAddresses(t *testing.T) {
+	dialects(t, func(t *testing.T, d ledger.Dialect) {
+		ctx := t.Context()
+		l := ledgertest.Open(t, d)
+		old, cur := l.Person("old@example.com"), l.Person("new@example.com")
+		// Seen once at the old address (a field sync lookup).
+		require.NoError(t, l.LinkContacts(ctx, integ, "mailchimp", map[string]string{old: "c1"}))
+		// The member changed address and then unsubscribed.
+		o := obs(l, "new@example.com", ledger.KindUnsubscribe, time.Now())
+		o.Contact = "c1"
+		_, err := l.Observe(ctx, []ledger.Observation{o})
+		require.NoError(t, err)
+		people, err := l.People(ctx, integ, []string{old, cur})
+		require.NoError(t, err)
+		require.True(t, people[cur].OptedOut)
+		require.True(t, people[old].OptedOut, "the earlier address of the same contact")
+		require.Equal(t, "contact", people[old].Via)
+		h, err := l.History(ctx, old)
+		require.NoError(t, err)
+		require.Len(t, h, 1)
+		require.Equal(t, "contact", h[0].Via)
+	})
+}
+
+func TestPendingOptOutsSettleOnlyWhenEveryWriteSettles(t *testing.T) {
+	dialects(t, func(t *testing.T, d ledger.Dialect) {
+		ctx := t.Context()
+		l := ledgertest.Open(t, d)
+		_, ok, err := l.OldestPending(ctx, integ)
+		require.NoError(t, err)
+		require.False(t, ok)
+
+		o := obs(l, "ann@example.com", ledger.KindUnsubscribe, time.Now().Add(-time.Hour))
+		o.PendingFor = "netsuite"
+		_, err = l.Observe(ctx, []ledger.Observation{o})
+		require.NoError(t, err)
+		since, ok, err := l.OldestPending(ctx, integ)
+		require.NoError(t, err)
+		require.True(t, ok)
+		require.WithinDuration(t, time.Now(), since, time.Minute, "counted from when it was first seen")
+
+		w := func(target string, r ledger.Result, run string) ledger.Write {
+			return ledger.Write{Integration: integ, System: "netsuite", Target: target, Person: o.Person,
+				Action: ledger.ActionCRMOptOut, Result: r, Rule: "test", Cause: o.Subject, WorkflowID: "wf", RunID: run}
+		}
+		// Two records of one address: one written, one failed: still pending.
+		require.NoError(t, l.RecordWrites(ctx, []ledger.Write{w("customer/1", ledger.ResultWritten, "r1"), w("contact/2", ledger.ResultFailed, "r1")}))
+		again, ok, err := l.OldestPending(ctx, integ)
+		require.NoError(t, err)
+		require.True(t, ok)
+		require.Equal(t, since, again, "the first sighting is kept")
+		// The retried activity records the same writes again: no duplicate rows.
+		require.NoError(t, l.RecordWrites(ctx, []ledger.Write{w("customer/1", ledger.ResultWritten, "r1"), w("contact/2", ledger.ResultFailed, "r1")}))
+		h, err := l.History(ctx, o.Person)
+		require.NoError(t, err)
+		require.Len(t, h, 3)
+		// The next run writes the other one.
+		require.NoError(t, l.RecordWrites(ctx, []ledger.Write{w("contact/2", ledger.ResultWritten, "r2")}))
+		_, ok, err = l.OldestPending(ctx, integ)
+		require.NoError(t, err)
+		require.False(t, ok)
+
+		written, err := l.Written(ctx, integ, "netsuite", ledger.ActionCRMOptOut, []string{"customer/1", "contact/2", "customer/3"}, ledger.ResultWritten, ledger.ResultAdded)
+		require.NoError(t, err)
+		require.Equal(t, map[string]bool{"customer/1": true, "contact/2": true}, written)
+	})
+}
+
+func TestTwoRunsAtOnceNeitherDuplicateNorLose(t *testing.T) {
+	dialects(t, func(t *testing.T, d ledger.Dialect) {
+		ctx := t.Context()
+		dsn := ledgertest.DSN(t, d)
+		// Two workers, two connections to one database.
+		open := func() *ledger.SQL {
+			l, err := ledger.Open(ctx, ledger.Config{Dialect: d, DSN: dsn, Key: ledgertest.TestKey})
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = l.Close() })
+			return l
+		}
+		ls := []*ledger.SQL{open(), open()}
+		const n = 200
+		t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+		var wg sync.WaitGroup
+		errs := make(chan error, 2*n)
+		for w, l := range ls {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range n {
+					o := obs(l, fmt.Sprintf("p%d@example.com", i), ledger.KindUnsubscribe, t0)
+					o.RunID = fmt.Sprintf("run-%d", w)
+					if _, err := l.Observe(ctx, []ledger.Observation{o}); err != nil {
+						errs <- err
+					}
+					// Each run records its own write of the same record.
+					if err := l.RecordWrites(ctx, []ledger.Write{{Integration: integ, System: "netsuite", Target: fmt.Sprintf("customer/%d", i),
+						Person: o.Person, Action: ledger.ActionCRMOptOut, Result: ledger.ResultWritten, WorkflowID: "wf", RunID: o.RunID}}); err != nil {
+						errs <- err
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			require.NoError(t, err)
+		}
+		for i := range n {
+			h, err := ls[0].History(ctx, ls[0].Person(fmt.Sprintf("p%d@example.com", i)))
+			require.NoError(t, err)
+			// One observation (the same unsubscribe seen by both), and one write per run.
+			require.Len(t, h, 3, "person %d", i)
+		}
+	})
+}
+
+func TestTheLedgerSurvivesARestartAndMigratesOnce(t *testing.T) {
+	dialects(t, func(t *testing.T, d ledger.Dialect) {
+		ctx := context.Background()
+		dsn := ledgertest.DSN(t, d)
+		l, err := ledger.Open(ctx, ledger.Config{Dialect: d, DSN: dsn, Key: ledgertest.TestKey})
+		require.NoError(t, err)
+		_, err = l.Observe(ctx, []ledger.Observation{obs(l, "ann@example.com", ledger.KindUnsubscribe, time.Now())})
+		require.NoError(t, err)
+		require.NoError(t, l.Close())
+
+		l, err = ledger.Open(ctx, ledger.Config{Dialect: d, DSN: dsn, Key: ledgertest.TestKey})
+		require.NoError(t, err)
+		defer l.Close()
+		require.NoError(t, l.Ping(ctx))
+		people, err := l.People(ctx, integ, []string{l.Person("ann@example.com")})
+		require.NoError(t, err)
+		require.True(t, people[l.Person("ann@example.com")].OptedOut)
+	})
+}
