@@ -46,10 +46,15 @@ func (a *Activities) CurrentState(ctx context.Context, in CurrentStateInput) (Cu
 	if err != nil {
 		return CurrentState{}, err
 	}
-	email, err := a.ledger.Unseal(in.Sealed)
+	sealed, err := a.ledger.Unseal(in.Sealed)
 	if err != nil {
 		return CurrentState{}, temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("integration %q: %v (is the starter using the worker's ledger key?)", in.IntegrationID, err), ErrTypeConfig, nil)
+	}
+	email, ok := validEmail(sealed)
+	if !ok {
+		return CurrentState{}, temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("integration %q: the sealed value is not an email address", in.IntegrationID), ErrTypeInvalid, nil)
 	}
 	s := integ.Settings
 	out := CurrentState{IntegrationID: s.IntegrationID, AddressHash: connectors.AddressHash(email),

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -52,9 +54,19 @@ func TestStarter(t *testing.T) {
 		},
 		Marketing: mk, CRM: crm,
 	}}
+	// The worker's ledger, and the configuration file explain reads it from.
+	dir := t.TempDir()
+	ledgerPath := filepath.Join(dir, "ledger.db")
+	led, err := ledger.Open(ctx, ledger.Config{DSN: ledgerPath, Key: ledgertest.TestKey})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = led.Close() })
+	t.Setenv("TEST_LEDGER_KEY", string(ledgertest.TestKey))
+	cfgPath := filepath.Join(dir, "config.yaml")
+	require.NoError(t, os.WriteFile(cfgPath, []byte("integrations:\n  - id: acme\nledger:\n  path: "+ledgerPath+"\n  keyEnv: TEST_LEDGER_KEY\n"), 0o600))
 	ts.NewWorker(workflows.TaskQueue, func(r worker.Registry) {
 		r.RegisterWorkflow(workflows.SyncWorkflow)
-		r.RegisterActivity(activities.New(reg, ledgertest.Open(t, ledger.SQLite), nil))
+		r.RegisterWorkflow(workflows.ExplainWorkflow)
+		r.RegisterActivity(activities.New(reg, led, nil))
 	})
 	// "broken" has a schedule but no integration on the worker: its runs fail.
 	for _, id := range []string{"acme", "broken"} {
@@ -115,6 +127,35 @@ func TestStarter(t *testing.T) {
 			strings.Count(out, "optout-sync-acme-") == 1
 	}, 10*time.Second, 200*time.Millisecond, out)
 	require.Contains(t, out, "1h0m0s")
+
+	// explain: the ledger's history of an address, then where it stands now.
+	code, out, errOut = starter("explain", "Ann@Example.com", "-config", cfgPath)
+	require.Equal(t, ExitOK, code, errOut)
+	require.Contains(t, out, "person "+led.Person("ann@example.com"))
+	require.Contains(t, out, "address hash "+connectors.AddressHash("ann@example.com"))
+	require.Contains(t, out, "observed unsubscribe")
+	require.Contains(t, out, "crm-opt-out → written")
+	require.Contains(t, out, "a marketing unsubscribe sets the CRM opt-out on every record of the address")
+	require.Contains(t, out, "acme: fake audience a1: unsubscribed")
+	require.Contains(t, out, "acme: fake customer/1: opted out")
+	require.Contains(t, out, "acme: ledger: opted out (unsubscribe in fake")
+	require.NotContains(t, out, "ann@example.com", "only hashes and record ids are printed")
+	// By the ledger key; and while Temporal is down, the history still answers.
+	var outDown, errDown bytes.Buffer
+	code = run(ctx, []string{"explain", led.Person("ann@example.com"), "-config", cfgPath}, &outDown, &errDown, func(context.Context) (client.Client, error) {
+		return nil, errors.New("connection refused")
+	})
+	require.Equal(t, ExitOK, code, errDown.String())
+	require.Contains(t, outDown.String(), "observed unsubscribe")
+	code, out, errOut = starter("explain", "nobody@example.com", "-config", cfgPath)
+	require.Equal(t, ExitOK, code, errOut)
+	require.Contains(t, out, "The ledger holds nothing about this address")
+	require.Contains(t, out, "acme: fake audience a1: not in the audience")
+	code, _, _ = starter("explain", "not an address", "-config", cfgPath)
+	require.Equal(t, ExitUsage, code)
+	code, _, errOut = starter("explain", "ann@example.com", "-data", filepath.Join(dir, "nowhere"))
+	require.Equal(t, ExitUsage, code)
+	require.Contains(t, errOut, "no demo ledger")
 
 	// Unknown integration, usage errors, unreachable server.
 	code, _, errOut = starter("run", "nope")

@@ -45,6 +45,19 @@ func TestComposeFile(t *testing.T) {
 	require.Equal(t, ".env", w.EnvFile)
 	require.Equal(t, "temporal:7233", w.Environment["TEMPORAL_ADDRESS"])
 	require.Contains(t, w.Volumes, "./config.yaml:/etc/optout-sync/config.yaml:ro")
+	// The consent ledger: its own database on the compose PostgreSQL.
+	require.Contains(t, w.Environment["OPTOUT_LEDGER_URL"], "@postgresql:5432/optout_ledger")
+	require.Contains(t, string(b), "CREATE DATABASE optout_ledger;")
+	require.Contains(t, w.DependsOn.Content[0].Value+w.DependsOn.Content[2].Value, "postgresql")
+	env, err := os.ReadFile(filepath.Join("..", ".env.example"))
+	require.NoError(t, err)
+	require.Contains(t, string(env), "OPTOUT_LEDGER_KEY=")
+	example, err := os.ReadFile(filepath.Join("..", "config.example.yaml"))
+	require.NoError(t, err)
+	cfg, err := ParseConfig(example, false)
+	require.NoError(t, err)
+	require.Equal(t, "postgres", string(cfg.Ledger.Driver))
+	require.Equal(t, "OPTOUT_LEDGER_URL", cfg.Ledger.URLEnv)
 
 	for _, f := range []string{"Dockerfile", ".env.example", "config.example.yaml"} {
 		_, err := os.Stat(filepath.Join("..", f))
