@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"slices"
 	"strconv"
@@ -148,9 +149,24 @@ func (s *SQL) q(query string) string {
 }
 
 func (s *SQL) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	return s.writeTx(ctx, "", fn)
+}
+
+// writeTx runs fn in a transaction that, for a non-empty integration, holds
+// the integration's write lock: each person's state is read, updated and
+// written back, and two runs of one integration at once must not lose each
+// other's update. SQLite's immediate transactions already serialise
+// writers; PostgreSQL takes a transaction-scoped advisory lock.
+func (s *SQL) writeTx(ctx context.Context, integration string, fn func(*sql.Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
+	}
+	if integration != "" && s.dialect == Postgres {
+		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7370022, hashtext($1))`, integration); err != nil {
+			_ = tx.Rollback()
+			return err
+		}
 	}
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback()
@@ -174,57 +190,109 @@ func fromMicros(v int64) time.Time {
 }
 
 // Observe records observations and updates each person's state, in one
-// transaction.
+// transaction and a handful of statements whatever the batch size. The
+// observations of one call belong to one integration.
 func (s *SQL) Observe(ctx context.Context, obs []Observation) ([]Seen, error) {
 	out := make([]Seen, len(obs))
 	if len(obs) == 0 {
 		return out, nil
 	}
-	now := micros(time.Now())
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		for i, o := range obs {
-			if o.Integration == "" || o.Person == "" || o.Subject == "" || o.System == "" {
-				return fmt.Errorf("ledger: observation %d lacks integration, system, subject or person", i)
-			}
-			at, first, isNew, err := s.insertObservation(ctx, tx, o, "", now)
-			if err != nil {
-				return err
-			}
-			out[i] = Seen{At: fromMicros(at), New: isNew}
-			if err := s.apply(ctx, tx, o.Integration, o.Person, o.System, o.Kind, "", at); err != nil {
-				return err
-			}
-			if o.PendingFor != "" {
-				if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO pending (integration, person, system, since) VALUES (?, ?, ?, ?)
-					ON CONFLICT (integration, person, system) DO NOTHING`), o.Integration, o.Person, o.PendingFor, first); err != nil {
-					return err
-				}
-			}
+	integration := obs[0].Integration
+	for i, o := range obs {
+		if o.Integration == "" || o.Person == "" || o.Subject == "" || o.System == "" {
+			return nil, fmt.Errorf("ledger: observation %d lacks integration, system, subject or person", i)
+		}
+		if o.Integration != integration {
+			return nil, fmt.Errorf("ledger: observation %d is of integration %q, not %q: one integration per call", i, o.Integration, integration)
+		}
+	}
+	err := s.writeTx(ctx, integration, func(tx *sql.Tx) error {
+		now := micros(time.Now()) // under the lock: sightings are in commit order
+		inserted, err := s.insertObservations(ctx, tx, obs, "", now)
+		if err != nil {
+			return err
+		}
+		first, err := s.firstSightings(ctx, tx, integration, obs)
+		if err != nil {
+			return err
+		}
+		// The contacts: remembered, and a marketing opt-out of a contact
+		// reaches every address the ledger knows for it (an address changed
+		// before the opt-out is the same person).
+		links := map[string]map[string]string{} // system -> person -> contact
+		var optOutContacts []contactKey
+		for _, o := range obs {
 			if o.Contact == "" {
 				continue
 			}
-			if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO contacts (integration, system, contact, person, first_seen) VALUES (?, ?, ?, ?, ?)
-				ON CONFLICT (integration, system, contact, person) DO NOTHING`), o.Integration, o.System, o.Contact, o.Person, now); err != nil {
+			if links[o.System] == nil {
+				links[o.System] = map[string]string{}
+			}
+			links[o.System][o.Person] = o.Contact
+			if o.Kind.OptOut() && o.Kind.Marketing() {
+				optOutContacts = append(optOutContacts, contactKey{o.System, o.Contact})
+			}
+		}
+		for _, system := range slices.Sorted(maps.Keys(links)) {
+			if err := s.insertContacts(ctx, tx, integration, system, links[system], now); err != nil {
 				return err
+			}
+		}
+		linked, err := s.contactPersons(ctx, tx, integration, optOutContacts)
+		if err != nil {
+			return err
+		}
+		persons := map[string]bool{}
+		for _, o := range obs {
+			persons[o.Person] = true
+			for _, p := range linked[contactKey{o.System, o.Contact}] {
+				persons[p] = true
+			}
+		}
+		people, err := peopleIn(ctx, tx, s, integration, slices.Sorted(maps.Keys(persons)))
+		if err != nil {
+			return err
+		}
+		var viaContact []Observation
+		pending := map[string]map[string]int64{} // system -> person -> first sighting
+		for i, o := range obs {
+			k := keyOf(o)
+			at := micros(o.OccurredAt)
+			if at == 0 {
+				at = first[k]
+			}
+			out[i] = Seen{At: fromMicros(at), New: inserted[k]}
+			apply(people, o.Person, o.System, o.Kind, "", at)
+			if o.PendingFor != "" {
+				if pending[o.PendingFor] == nil {
+					pending[o.PendingFor] = map[string]int64{}
+				}
+				if f, ok := pending[o.PendingFor][o.Person]; !ok || first[k] < f {
+					pending[o.PendingFor][o.Person] = first[k]
+				}
 			}
 			if !o.Kind.OptOut() || !o.Kind.Marketing() {
 				continue
 			}
-			// The contact's other addresses (an address changed before the
-			// opt-out) are the same person: they are suppressed too.
-			others, err := s.contactPeople(ctx, tx, o.Integration, o.System, o.Contact, o.Person)
-			if err != nil {
-				return err
+			for _, p := range linked[contactKey{o.System, o.Contact}] {
+				if p == o.Person {
+					continue
+				}
+				apply(people, p, o.System, o.Kind, "contact", at)
+				l := o
+				l.Person, l.PendingFor = p, ""
+				viaContact = append(viaContact, l)
 			}
-			for _, p := range others {
-				linked := o
-				linked.Person = p
-				if _, _, _, err := s.insertObservation(ctx, tx, linked, "contact", now); err != nil {
-					return err
-				}
-				if err := s.apply(ctx, tx, o.Integration, p, o.System, o.Kind, "contact", at); err != nil {
-					return err
-				}
+		}
+		if _, err := s.insertObservations(ctx, tx, viaContact, "contact", now); err != nil {
+			return err
+		}
+		if err := s.savePeople(ctx, tx, integration, people); err != nil {
+			return err
+		}
+		for _, system := range slices.Sorted(maps.Keys(pending)) {
+			if err := s.insertPending(ctx, tx, integration, system, pending[system]); err != nil {
+				return err
 			}
 		}
 		return nil
@@ -235,40 +303,183 @@ func (s *SQL) Observe(ctx context.Context, obs []Observation) ([]Seen, error) {
 	return out, nil
 }
 
-// insertObservation appends o unless it is already there and returns the
-// time it counts from (the vendor's, or the first sighting) and the first
-// sighting, and whether it is new.
-func (s *SQL) insertObservation(ctx context.Context, tx *sql.Tx, o Observation, via string, now int64) (at, first int64, isNew bool, err error) {
-	occurred := micros(o.OccurredAt)
-	r, err := tx.ExecContext(ctx, s.q(`INSERT INTO observations
-		(integration, system, subject, person, contact, kind, via, occurred_at, observed_at, workflow_id, run_id)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (integration, system, subject, person, kind, occurred_at) DO NOTHING`),
-		o.Integration, o.System, o.Subject, o.Person, o.Contact, string(o.Kind), via, occurred, now, o.WorkflowID, o.RunID)
-	if err != nil {
-		return 0, 0, false, err
-	}
-	n, err := r.RowsAffected()
-	if err != nil {
-		return 0, 0, false, err
-	}
-	if err := tx.QueryRowContext(ctx, s.q(`SELECT observed_at FROM observations
-		WHERE integration = ? AND system = ? AND subject = ? AND person = ? AND kind = ? AND occurred_at = ?`),
-		o.Integration, o.System, o.Subject, o.Person, string(o.Kind), occurred).Scan(&first); err != nil {
-		return 0, 0, false, err
-	}
-	if occurred != 0 {
-		return occurred, first, n > 0, nil
-	}
-	return first, first, n > 0, nil
+// obsKey is an observation's identity: the table's unique key.
+type obsKey struct {
+	system, subject, person, kind string
+	occurred                      int64
 }
 
-// apply updates a person's state with one observation that counts from at.
-// The rule: the latest choice wins, and an opt-out wins a tie.
-func (s *SQL) apply(ctx context.Context, tx *sql.Tx, integration, person, system string, kind Kind, via string, at int64) error {
-	p, err := s.person(ctx, tx, integration, person)
-	if err != nil {
-		return err
+func keyOf(o Observation) obsKey {
+	return obsKey{o.System, o.Subject, o.Person, string(o.Kind), micros(o.OccurredAt)}
+}
+
+type contactKey struct{ system, contact string }
+
+// rowChunk bounds the rows of one multi-row statement (11 parameters a
+// row stays far under both databases' limits).
+const rowChunk = 400
+
+// values is "(?, ?, ...), (...)" for n rows of width parameters.
+func values(n, width int) string {
+	row := "(" + placeholders(width) + ")"
+	return strings.TrimSuffix(strings.Repeat(row+", ", n), ", ")
+}
+
+// insertObservations appends obs, skipping those already recorded, and
+// returns the ones it added.
+func (s *SQL) insertObservations(ctx context.Context, tx *sql.Tx, obs []Observation, via string, now int64) (map[obsKey]bool, error) {
+	added := map[obsKey]bool{}
+	for start := 0; start < len(obs); start += rowChunk {
+		part := obs[start:min(start+rowChunk, len(obs))]
+		args := make([]any, 0, len(part)*11)
+		for _, o := range part {
+			args = append(args, o.Integration, o.System, o.Subject, o.Person, o.Contact, string(o.Kind), via,
+				micros(o.OccurredAt), now, o.WorkflowID, o.RunID)
+		}
+		rows, err := tx.QueryContext(ctx, s.q(`INSERT INTO observations
+			(integration, system, subject, person, contact, kind, via, occurred_at, observed_at, workflow_id, run_id)
+			VALUES `+values(len(part), 11)+`
+			ON CONFLICT (integration, system, subject, person, kind, occurred_at) DO NOTHING
+			RETURNING system, subject, person, kind, occurred_at`), args...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var k obsKey
+			if err := rows.Scan(&k.system, &k.subject, &k.person, &k.kind, &k.occurred); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			added[k] = true
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	return added, nil
+}
+
+// firstSightings returns when each observation was first recorded.
+func (s *SQL) firstSightings(ctx context.Context, tx *sql.Tx, integration string, obs []Observation) (map[obsKey]int64, error) {
+	want := map[obsKey]bool{}
+	persons := map[string]bool{}
+	for _, o := range obs {
+		want[keyOf(o)] = true
+		persons[o.Person] = true
+	}
+	out := map[obsKey]int64{}
+	err := inChunks(slices.Sorted(maps.Keys(persons)), func(part []any) error {
+		rows, err := tx.QueryContext(ctx, s.q(`SELECT system, subject, person, kind, occurred_at, observed_at FROM observations
+			WHERE integration = ? AND person IN (`+placeholders(len(part))+`)`), append([]any{integration}, part...)...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var k obsKey
+			var at int64
+			if err := rows.Scan(&k.system, &k.subject, &k.person, &k.kind, &k.occurred, &at); err != nil {
+				return err
+			}
+			if want[k] {
+				out[k] = at
+			}
+		}
+		return rows.Err()
+	})
+	return out, err
+}
+
+// inChunks calls fn on consecutive chunks of items as query arguments.
+func inChunks(items []string, fn func([]any) error) error {
+	for start := 0; start < len(items); start += inChunk {
+		part := items[start:min(start+inChunk, len(items))]
+		args := make([]any, len(part))
+		for i, p := range part {
+			args[i] = p
+		}
+		if err := fn(args); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *SQL) insertContacts(ctx context.Context, tx *sql.Tx, integration, system string, links map[string]string, now int64) error {
+	persons := slices.Sorted(maps.Keys(links))
+	for start := 0; start < len(persons); start += rowChunk {
+		part := persons[start:min(start+rowChunk, len(persons))]
+		var args []any
+		for _, p := range part {
+			args = append(args, integration, system, links[p], p, now)
+		}
+		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO contacts (integration, system, contact, person, first_seen)
+			VALUES `+values(len(part), 5)+` ON CONFLICT (integration, system, contact, person) DO NOTHING`), args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// contactPersons returns every person the ledger knows for each contact.
+func (s *SQL) contactPersons(ctx context.Context, tx *sql.Tx, integration string, contacts []contactKey) (map[contactKey][]string, error) {
+	out := map[contactKey][]string{}
+	bySystem := map[string][]string{}
+	for _, c := range contacts {
+		bySystem[c.system] = append(bySystem[c.system], c.contact)
+	}
+	for _, system := range slices.Sorted(maps.Keys(bySystem)) {
+		ids := slices.Compact(slices.Sorted(slices.Values(bySystem[system])))
+		err := inChunks(ids, func(part []any) error {
+			rows, err := tx.QueryContext(ctx, s.q(`SELECT contact, person FROM contacts
+				WHERE integration = ? AND system = ? AND contact IN (`+placeholders(len(part))+`) ORDER BY contact, person`),
+				append([]any{integration, system}, part...)...)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var c, p string
+				if err := rows.Scan(&c, &p); err != nil {
+					return err
+				}
+				k := contactKey{system, c}
+				out[k] = append(out[k], p)
+			}
+			return rows.Err()
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func (s *SQL) insertPending(ctx context.Context, tx *sql.Tx, integration, system string, since map[string]int64) error {
+	persons := slices.Sorted(maps.Keys(since))
+	for start := 0; start < len(persons); start += rowChunk {
+		part := persons[start:min(start+rowChunk, len(persons))]
+		var args []any
+		for _, p := range part {
+			args = append(args, integration, p, system, since[p])
+		}
+		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO pending (integration, person, system, since)
+			VALUES `+values(len(part), 4)+` ON CONFLICT (integration, person, system) DO NOTHING`), args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// apply updates a person's state (in people, created if new) with one
+// observation that counts from at. The rule: the latest choice wins, and
+// an opt-out wins a tie.
+func apply(people map[string]Person, person, system string, kind Kind, via string, at int64) {
+	p, ok := people[person]
+	if !ok {
+		p = Person{Person: person}
 	}
 	optOutAt, resubAt := micros(p.OptOutAt), micros(p.ResubscribedAt)
 	switch {
@@ -287,7 +498,7 @@ func (s *SQL) apply(ctx context.Context, tx *sql.Tx, integration, person, system
 	if kind.Marketing() && at >= micros(p.MarketingStatusAt) {
 		p.MarketingStatus, p.MarketingStatusAt = marketingStatus(kind), fromMicros(at)
 	}
-	return s.savePerson(ctx, tx, integration, p)
+	people[person] = p
 }
 
 func marketingStatus(k Kind) string {
@@ -298,24 +509,6 @@ func marketingStatus(k Kind) string {
 		return string(connectors.StatusSubscribed)
 	}
 	return string(connectors.StatusUnsubscribed)
-}
-
-func (s *SQL) contactPeople(ctx context.Context, tx *sql.Tx, integration, system, contact, except string) ([]string, error) {
-	rows, err := tx.QueryContext(ctx, s.q(`SELECT person FROM contacts WHERE integration = ? AND system = ? AND contact = ? AND person <> ? ORDER BY person`),
-		integration, system, contact, except)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var p string
-		if err := rows.Scan(&p); err != nil {
-			return nil, err
-		}
-		out = append(out, p)
-	}
-	return out, rows.Err()
 }
 
 const personColumns = `person, opted_out, opt_out_kind, opt_out_source, via, opt_out_at, resubscribed_at, marketing_status, marketing_status_at`
@@ -335,84 +528,145 @@ func scanPerson(r scanner) (Person, error) {
 	return p, err
 }
 
-func (s *SQL) person(ctx context.Context, tx *sql.Tx, integration, person string) (Person, error) {
-	p, err := scanPerson(tx.QueryRowContext(ctx, s.q(`SELECT `+personColumns+` FROM people WHERE integration = ? AND person = ?`), integration, person))
-	if errors.Is(err, sql.ErrNoRows) {
-		return Person{Person: person}, nil
-	}
-	return p, err
+// querier is a database or a transaction.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
-func (s *SQL) savePerson(ctx context.Context, tx *sql.Tx, integration string, p Person) error {
-	optedOut := 0
-	if p.OptedOut {
-		optedOut = 1
+// peopleIn reads the known state of persons.
+func peopleIn(ctx context.Context, db querier, s *SQL, integration string, persons []string) (map[string]Person, error) {
+	out := map[string]Person{}
+	err := inChunks(persons, func(part []any) error {
+		rows, err := db.QueryContext(ctx, s.q(`SELECT `+personColumns+` FROM people WHERE integration = ? AND person IN (`+placeholders(len(part))+`)`),
+			append([]any{integration}, part...)...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			p, err := scanPerson(rows)
+			if err != nil {
+				return err
+			}
+			out[p.Person] = p
+		}
+		return rows.Err()
+	})
+	return out, err
+}
+
+// savePeople writes people's states back.
+func (s *SQL) savePeople(ctx context.Context, tx *sql.Tx, integration string, people map[string]Person) error {
+	persons := slices.Sorted(maps.Keys(people))
+	for start := 0; start < len(persons); start += rowChunk {
+		part := persons[start:min(start+rowChunk, len(persons))]
+		var args []any
+		for _, k := range part {
+			p := people[k]
+			optedOut := 0
+			if p.OptedOut {
+				optedOut = 1
+			}
+			args = append(args, integration, p.Person, optedOut, string(p.OptOutKind), p.OptOutSource, p.Via, micros(p.OptOutAt),
+				micros(p.ResubscribedAt), p.MarketingStatus, micros(p.MarketingStatusAt))
+		}
+		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO people (integration, `+personColumns+`)
+			VALUES `+values(len(part), 10)+`
+			ON CONFLICT (integration, person) DO UPDATE SET
+				opted_out = excluded.opted_out, opt_out_kind = excluded.opt_out_kind,
+				opt_out_source = excluded.opt_out_source, via = excluded.via, opt_out_at = excluded.opt_out_at,
+				resubscribed_at = excluded.resubscribed_at, marketing_status = excluded.marketing_status,
+				marketing_status_at = excluded.marketing_status_at`), args...); err != nil {
+			return err
+		}
 	}
-	_, err := tx.ExecContext(ctx, s.q(`INSERT INTO people (integration, `+personColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (integration, person) DO UPDATE SET
-			opted_out = excluded.opted_out, opt_out_kind = excluded.opt_out_kind,
-			opt_out_source = excluded.opt_out_source, via = excluded.via, opt_out_at = excluded.opt_out_at,
-			resubscribed_at = excluded.resubscribed_at, marketing_status = excluded.marketing_status,
-			marketing_status_at = excluded.marketing_status_at`),
-		integration, p.Person, optedOut, string(p.OptOutKind), p.OptOutSource, p.Via, micros(p.OptOutAt),
-		micros(p.ResubscribedAt), p.MarketingStatus, micros(p.MarketingStatusAt))
-	return err
+	return nil
 }
 
 // RecordWrites appends writes (a write already recorded by the same run
 // is not recorded twice, so a retried activity adds nothing) and settles
 // the pending opt-outs of each person and target system unless one of
-// their writes in ws failed.
+// their writes in ws failed. The writes of one call belong to one
+// integration.
 func (s *SQL) RecordWrites(ctx context.Context, ws []Write) error {
 	if len(ws) == 0 {
 		return nil
 	}
-	now := micros(time.Now())
-	type key struct{ integration, person, system string }
-	failed := map[key]bool{}
-	var order []key
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		for i, w := range ws {
-			if w.Integration == "" || w.Person == "" || w.Target == "" || w.System == "" {
-				return fmt.Errorf("ledger: write %d lacks integration, system, target or person", i)
+	integration := ws[0].Integration
+	for i, w := range ws {
+		if w.Integration == "" || w.Person == "" || w.Target == "" || w.System == "" {
+			return fmt.Errorf("ledger: write %d lacks integration, system, target or person", i)
+		}
+		if w.Integration != integration {
+			return fmt.Errorf("ledger: write %d is of integration %q, not %q: one integration per call", i, w.Integration, integration)
+		}
+	}
+	failed := map[string]map[string]bool{} // system -> person -> any write failed
+	unsubscribed := map[string]bool{}
+	for _, w := range ws {
+		if failed[w.System] == nil {
+			failed[w.System] = map[string]bool{}
+		}
+		failed[w.System][w.Person] = failed[w.System][w.Person] || !w.Result.Settles()
+		if w.Action == ActionUnsubscribe && (w.Result == ResultWritten || w.Result == ResultAdded || w.Result == ResultAlready) {
+			unsubscribed[w.Person] = true
+		}
+	}
+	err := s.writeTx(ctx, integration, func(tx *sql.Tx) error {
+		now := micros(time.Now())
+		for start := 0; start < len(ws); start += rowChunk {
+			part := ws[start:min(start+rowChunk, len(ws))]
+			var args []any
+			for _, w := range part {
+				args = append(args, w.Integration, w.System, w.Target, w.Person, string(w.Action), string(w.Result), w.Code, w.Rule, w.Cause,
+					now, w.WorkflowID, w.RunID)
 			}
 			if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO writes
 				(integration, system, target, person, action, result, code, rule, cause, at, workflow_id, run_id)
-				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-				ON CONFLICT (integration, system, target, action, result, run_id) DO NOTHING`),
-				w.Integration, w.System, w.Target, w.Person, string(w.Action), string(w.Result), w.Code, w.Rule, w.Cause,
-				now, w.WorkflowID, w.RunID); err != nil {
+				VALUES `+values(len(part), 12)+`
+				ON CONFLICT (integration, system, target, action, result, run_id) DO NOTHING`), args...); err != nil {
 				return err
 			}
-			k := key{w.Integration, w.Person, w.System}
-			if _, seen := failed[k]; !seen {
-				order = append(order, k)
+		}
+		if len(unsubscribed) > 0 {
+			people, err := peopleIn(ctx, tx, s, integration, slices.Sorted(maps.Keys(unsubscribed)))
+			if err != nil {
+				return err
 			}
-			failed[k] = failed[k] || !w.Result.Settles()
-			if w.Action == ActionUnsubscribe && (w.Result == ResultWritten || w.Result == ResultAdded || w.Result == ResultAlready) {
-				p, err := s.person(ctx, tx, w.Integration, w.Person)
-				if err != nil {
-					return err
+			changed := map[string]Person{}
+			for person := range unsubscribed {
+				p, ok := people[person]
+				if !ok {
+					p = Person{Person: person}
 				}
 				if now >= micros(p.MarketingStatusAt) {
 					p.MarketingStatus, p.MarketingStatusAt = string(connectors.StatusUnsubscribed), fromMicros(now)
-					if err := s.savePerson(ctx, tx, w.Integration, p); err != nil {
-						return err
-					}
+					changed[person] = p
 				}
 			}
-		}
-		for _, k := range order {
-			var err error
-			if failed[k] {
-				_, err = tx.ExecContext(ctx, s.q(`INSERT INTO pending (integration, person, system, since) VALUES (?, ?, ?, ?)
-					ON CONFLICT (integration, person, system) DO NOTHING`), k.integration, k.person, k.system, now)
-			} else {
-				_, err = tx.ExecContext(ctx, s.q(`DELETE FROM pending WHERE integration = ? AND person = ? AND system = ?`),
-					k.integration, k.person, k.system)
+			if err := s.savePeople(ctx, tx, integration, changed); err != nil {
+				return err
 			}
-			if err != nil {
+		}
+		for _, system := range slices.Sorted(maps.Keys(failed)) {
+			keep := map[string]int64{}
+			var settled []string
+			for person, f := range failed[system] {
+				if f {
+					keep[person] = now
+				} else {
+					settled = append(settled, person)
+				}
+			}
+			if err := s.insertPending(ctx, tx, integration, system, keep); err != nil {
+				return err
+			}
+			slices.Sort(settled)
+			if err := inChunks(settled, func(part []any) error {
+				_, err := tx.ExecContext(ctx, s.q(`DELETE FROM pending WHERE integration = ? AND system = ? AND person IN (`+placeholders(len(part))+`)`),
+					append([]any{integration, system}, part...)...)
+				return err
+			}); err != nil {
 				return err
 			}
 		}
@@ -433,30 +687,9 @@ func placeholders(n int) string {
 
 // People returns the known state of each of persons.
 func (s *SQL) People(ctx context.Context, integration string, persons []string) (map[string]Person, error) {
-	out := map[string]Person{}
-	for start := 0; start < len(persons); start += inChunk {
-		part := persons[start:min(start+inChunk, len(persons))]
-		args := []any{integration}
-		for _, p := range part {
-			args = append(args, p)
-		}
-		rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+personColumns+` FROM people WHERE integration = ? AND person IN (`+placeholders(len(part))+`)`), args...)
-		if err != nil {
-			return nil, fmt.Errorf("ledger: reading people: %w", err)
-		}
-		for rows.Next() {
-			p, err := scanPerson(rows)
-			if err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("ledger: reading people: %w", err)
-			}
-			out[p.Person] = p
-		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return nil, fmt.Errorf("ledger: reading people: %w", err)
-		}
+	out, err := peopleIn(ctx, s.db, s, integration, persons)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: reading people: %w", err)
 	}
 	return out, nil
 }
@@ -531,31 +764,21 @@ func (s *SQL) Attempted(ctx context.Context, integration, system string, action 
 }
 
 // LinkContacts remembers which marketing contact each person's address
-// belongs to. A person linked to a contact whose standing choice is a
-// marketing opt-out is suppressed as well.
+// belongs to.
 func (s *SQL) LinkContacts(ctx context.Context, integration, system string, links map[string]string) error {
-	if len(links) == 0 {
+	clean := map[string]string{}
+	for p, c := range links {
+		if p != "" && c != "" {
+			clean[p] = c
+		}
+	}
+	if len(clean) == 0 {
 		return nil
 	}
 	now := micros(time.Now())
-	persons := make([]string, 0, len(links))
-	for p := range links {
-		persons = append(persons, p)
-	}
-	slices.Sort(persons)
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		for _, p := range persons {
-			if links[p] == "" {
-				continue
-			}
-			if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO contacts (integration, system, contact, person, first_seen) VALUES (?, ?, ?, ?, ?)
-				ON CONFLICT (integration, system, contact, person) DO NOTHING`), integration, system, links[p], p, now); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := s.tx(ctx, func(tx *sql.Tx) error {
+		return s.insertContacts(ctx, tx, integration, system, clean, now)
+	}); err != nil {
 		return fmt.Errorf("ledger: linking contacts: %w", err)
 	}
 	return nil
@@ -602,4 +825,20 @@ func (s *SQL) History(ctx context.Context, person string) ([]Entry, error) {
 		out = append(out, e)
 	}
 	return out, rows.Err()
+}
+
+// SizeBytes is the space the ledger's database takes: SQLite's pages in
+// use, PostgreSQL's whole database.
+func (s *SQL) SizeBytes(ctx context.Context) (int64, error) {
+	var n int64
+	var err error
+	if s.dialect == Postgres {
+		err = s.db.QueryRowContext(ctx, `SELECT pg_database_size(current_database())`).Scan(&n)
+	} else {
+		err = s.db.QueryRowContext(ctx, `SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()`).Scan(&n)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("ledger: reading its size: %w", err)
+	}
+	return n, nil
 }
