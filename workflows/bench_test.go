@@ -1,6 +1,7 @@
 package workflows_test
 
 import (
+	"context"
 	"fmt"
 	"runtime"
 	"testing"
@@ -8,6 +9,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/optoutsync/optoutsync/activities"
+	"github.com/optoutsync/optoutsync/activities/ledger"
+	"github.com/optoutsync/optoutsync/activities/ledger/ledgertest"
 	"github.com/optoutsync/optoutsync/connectors"
 	"github.com/optoutsync/optoutsync/connectors/mailchimp/mailchimptest"
 	"github.com/optoutsync/optoutsync/connectors/netsuite/netsuitetest"
@@ -84,4 +88,68 @@ func BenchmarkSyncQuietRun(b *testing.B) {
 	b.ReportMetric(float64(s.ns.Middleware.Total()), "netsuite-calls/run")
 	b.ReportMetric(float64(last.Counts.MarketingToCRM.Read+last.Counts.CRMToMarketing.Read), "records-read/run")
 	b.Logf("quiet run calls: Mailchimp %v, NetSuite %v", s.mc.Counts(), s.ns.Middleware.Counts())
+}
+
+// BenchmarkLedgerCost measures what the consent ledger adds to a run that
+// reads 10,000 unsubscribes and opts out their 10,000 CRM records: the same
+// run with no ledger (every ledger call a no-op), with the SQLite ledger,
+// and with the PostgreSQL one.
+func BenchmarkLedgerCost(b *testing.B) {
+	for _, kind := range []string{"none", "sqlite", "postgres"} {
+		b.Run(kind, func(b *testing.B) {
+			var led ledger.Ledger
+			switch kind {
+			case "none":
+				led = nopLedger{ledgertest.Open(b, ledger.SQLite)}
+			case "sqlite":
+				led = ledgertest.Open(b, ledger.SQLite)
+			case "postgres":
+				led = ledgertest.Open(b, ledger.Postgres)
+			}
+			s := newStackWith(b, func(st *activities.Settings) { st.CRMToMarketing = false }, led)
+			const n = 10_000
+			now := time.Now()
+			require.NoError(b, s.mc.Generate(audience, n, func(i int) mailchimptest.MemberSeed {
+				return mailchimptest.MemberSeed{Email: fmt.Sprintf("u%d@example.com", i), Status: "unsubscribed",
+					LastChanged: now.Add(-time.Duration(n-i) * time.Second)}
+			}))
+			for i := range n {
+				id := s.ns.AddCustomer(netsuitetest.Entity{Email: fmt.Sprintf("u%d@example.com", i), SubscriptionStatus: "1"})
+				s.refs[id] = connectors.RecordRef{Type: "customer", ID: id}
+			}
+			var res workflows.SyncResult
+			for b.Loop() {
+				b.StopTimer()
+				for _, ref := range s.refs {
+					require.NoError(b, s.ns.Update(ref.Type, ref.ID, func(e *netsuitetest.Entity) { e.SubscriptionStatus = "1" }))
+				}
+				b.StartTimer()
+				res = s.run(b)
+			}
+			require.Equal(b, n, res.Counts.MarketingToCRM.CRMOptedOut)
+			b.ReportMetric(float64(n), "opt-outs/run")
+		})
+	}
+}
+
+// nopLedger is the "no ledger" baseline of BenchmarkLedgerCost: it names
+// people as the real one does and records nothing.
+type nopLedger struct{ *ledger.SQL }
+
+func (nopLedger) Observe(_ context.Context, obs []ledger.Observation) ([]ledger.Seen, error) {
+	return make([]ledger.Seen, len(obs)), nil
+}
+func (nopLedger) RecordWrites(context.Context, []ledger.Write) error { return nil }
+func (nopLedger) People(context.Context, string, []string) (map[string]ledger.Person, error) {
+	return nil, nil
+}
+func (nopLedger) Written(context.Context, string, string, ledger.Action, []string, ...ledger.Result) (map[string]bool, error) {
+	return nil, nil
+}
+func (nopLedger) Attempted(context.Context, string, string, ledger.Action, string, []string) (map[string]bool, error) {
+	return nil, nil
+}
+func (nopLedger) LinkContacts(context.Context, string, string, map[string]string) error { return nil }
+func (nopLedger) OldestPending(context.Context, string) (time.Time, bool, error) {
+	return time.Time{}, false, nil
 }

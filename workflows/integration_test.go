@@ -79,6 +79,13 @@ type stack struct {
 
 func newStack(t testing.TB, mutate func(*activities.Settings)) *stack {
 	t.Helper()
+	return newStackWith(t, mutate, ledgertest.Open(t, ledger.SQLite))
+}
+
+// newStackWith is newStack over a given ledger; stack.ledger is set when
+// it is a SQL one.
+func newStackWith(t testing.TB, mutate func(*activities.Settings), led ledger.Ledger) *stack {
+	t.Helper()
 	s := &stack{
 		id:   strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")),
 		mc:   mailchimptest.NewServer(mailchimptest.Options{}),
@@ -86,7 +93,7 @@ func newStack(t testing.TB, mutate func(*activities.Settings)) *stack {
 		c:    temporalServer.GetDefaultClient(),
 		refs: map[string]connectors.RecordRef{},
 	}
-	s.ledger = ledgertest.Open(t, ledger.SQLite)
+	s.ledger, _ = led.(*ledger.SQL)
 	t.Cleanup(s.mc.Close)
 	t.Cleanup(s.ns.Close)
 	s.mc.AddList(audience, "Demo audience")
@@ -110,7 +117,7 @@ func newStack(t testing.TB, mutate func(*activities.Settings)) *stack {
 	s.reg = &settingsRegistry{in: activities.Integration{Settings: s.settings, Marketing: mk, CRM: crm}}
 	temporalServer.NewWorker(s.id, func(r worker.Registry) {
 		r.RegisterWorkflow(workflows.SyncWorkflow)
-		r.RegisterActivity(activities.New(s.reg, s.ledger, nil))
+		r.RegisterActivity(activities.New(s.reg, led, nil))
 	})
 	return s
 }
