@@ -218,6 +218,17 @@ func (a *Activities) optOutInCRM(ctx context.Context, integ *Integration, member
 		if _, err := a.ledger.Observe(ctx, obs); err != nil {
 			return err
 		}
+		// An opt-out with no record left to write to (the address was
+		// edited away since a write failed) is no longer pending.
+		var nothingLeft []string
+		for _, o := range obs {
+			if len(byPerson[o.Person]) == 0 {
+				nothingLeft = append(nothingLeft, o.Person)
+			}
+		}
+		if err := a.ledger.Settle(ctx, s.IntegrationID, s.CRMKind, nothingLeft); err != nil {
+			return err
+		}
 		writes, err := a.setOptOut(ctx, integ, s.OptOut, todo, ledger.ActionCRMOptOut, ruleUnsubscribeToCRM, res, func(n int) {
 			res.Counts.CRMOptedOut += n
 		})
@@ -348,7 +359,10 @@ func (a *Activities) noteResubscribes(ctx context.Context, integ *Integration, m
 	var obs []ledger.Observation
 	for _, m := range members {
 		p, ok := people[a.ledger.Person(m.Email)]
-		if !ok || p.MarketingStatus != string(connectors.StatusUnsubscribed) || !m.LastChanged.After(p.MarketingStatusAt) {
+		// Unsubscribed, cleaned or refused for good, then subscribed by a
+		// newer change: the person's new choice.
+		blocked := connectors.MemberStatus(p.MarketingStatus).Blocked() || p.MarketingStatus == ledger.MarketingRefused
+		if !ok || !blocked || !m.LastChanged.After(p.MarketingStatusAt) {
 			continue
 		}
 		res.Counts.Resubscribes++
@@ -402,15 +416,32 @@ func (a *Activities) SyncLateRecords(ctx context.Context, in PageInput) (PageRes
 		for i, t := range candidates {
 			refs[i] = t.record.Ref.String()
 		}
-		_, rid := run(ctx)
+		wf, rid := run(ctx)
 		tried, err := a.ledger.Attempted(ctx, s.IntegrationID, s.CRMKind, ledger.ActionCRMOptOut, rid, refs)
 		if err != nil {
+			return "", err
+		}
+		// A record seen without the opt-out it had (ours or its own) was
+		// cleared in the CRM: whatever opt-out it carries next is new, not
+		// our echo, and counts from when it is seen.
+		hist, err := a.ledger.Records(ctx, s.IntegrationID, s.CRMKind, refs)
+		if err != nil {
+			return "", err
+		}
+		var cleared []ledger.Observation
+		for i, t := range candidates {
+			if h := hist[refs[i]]; h.HadOptOut() {
+				cleared = append(cleared, ledger.Observation{Integration: s.IntegrationID, System: s.CRMKind, Subject: refs[i],
+					Person: t.person, Kind: ledger.KindCRMOptIn, Episode: h.LastOptOut(), WorkflowID: wf, RunID: rid})
+			}
+		}
+		if _, err := a.ledger.Observe(ctx, cleared); err != nil {
 			return "", err
 		}
 		var todo []target
 		for _, t := range candidates {
 			if p, ok := people[t.person]; ok && p.SuppressedByMarketing() && !tried[t.record.Ref.String()] {
-				t.cause = "standing " + string(p.OptOutKind) + " in " + p.OptOutSource
+				t.cause = "standing marketing opt-out of " + p.MarketingOptOutAt.UTC().Format(time.RFC3339)
 				todo = append(todo, t)
 			}
 		}
@@ -481,9 +512,11 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 		for i, c := range cands {
 			refs[i], persons[i] = c.record.Ref.String(), c.person
 		}
-		// An opt-out this product wrote is its own echo: it is not a new
-		// CRM opt-out, so it is neither observed nor sent back.
-		ours, err := a.ledger.Written(ctx, s.IntegrationID, s.CRMKind, ledger.ActionCRMOptOut, refs, ledger.ResultWritten, ledger.ResultAdded)
+		// An opt-out this product wrote, on a record not seen without it
+		// since, is its own echo: not a new CRM opt-out, so it is neither
+		// observed nor sent back. Any other opt-out is observed, as a new
+		// episode when the record was seen cleared in between.
+		hist, err := a.ledger.Records(ctx, s.IntegrationID, s.CRMKind, refs)
 		if err != nil {
 			return "", err
 		}
@@ -491,12 +524,12 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 		at := make([]int, len(cands)) // index into obs, -1 for an echo
 		for i, c := range cands {
 			at[i] = -1
-			if ours[refs[i]] {
+			if hist[refs[i]].Echo() {
 				continue
 			}
 			at[i] = len(obs)
 			obs = append(obs, ledger.Observation{Integration: s.IntegrationID, System: s.CRMKind, Subject: refs[i],
-				Person: c.person, Kind: ledger.KindCRMOptOut, WorkflowID: wf, RunID: rid})
+				Person: c.person, Kind: ledger.KindCRMOptOut, Episode: hist[refs[i]].LastCleared, WorkflowID: wf, RunID: rid})
 		}
 		seen, err := a.ledger.Observe(ctx, obs)
 		if err != nil {
@@ -541,7 +574,8 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 			case p.MarketingStatus == string(connectors.StatusUnsubscribed) || p.MarketingStatus == string(connectors.StatusCleaned):
 				res.Counts.AlreadyUnsub++
 				skip(i, c, ruleAlready)
-			case refused[hashes[i]]:
+			case !refused[hashes[i]].IsZero() && refused[hashes[i]].After(p.ResubscribedAt):
+				// Refused for good, and the person made no choice since.
 				res.Counts.KnownRefused++
 			default:
 				if _, dup := send[c.email]; !dup {

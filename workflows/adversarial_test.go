@@ -6,6 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/optoutsync/optoutsync/activities"
 	"github.com/optoutsync/optoutsync/connectors"
 	"github.com/optoutsync/optoutsync/connectors/mailchimp/mailchimptest"
 	"github.com/optoutsync/optoutsync/connectors/netsuite/netsuitetest"
@@ -153,4 +154,30 @@ func TestAdversarialForgottenAddressThatSignsUpAgainGetsItsNewCRMOptOut(t *testi
 	r3 := s.runAfter(t, r2)
 	require.Equal(t, connectors.StatusUnsubscribed, s.status(t, "gone@example.com"),
 		"a new CRM opt-out after the sign-up is sent (knownRefused=%d)", r3.Counts.CRMToMarketing.KnownRefused)
+}
+
+// An unsubscribe cannot be written to its NetSuite record for now (a
+// transient failure): it is pending, and the run's propagation age counts
+// from it. Before the next run the record's email is corrected to someone
+// else's address, so nothing of Ann is left in the CRM: the next run reads
+// her unsubscribe again (the watermark was held), finds no record and has
+// nothing to write. The pending row is only ever cleared by a write, so the
+// propagation age of an opt-out with nothing left to propagate grows for
+// ever, in every later run's status and result.
+func TestAdversarialPendingOptOutWithNothingLeftToWriteDoesNotAgeForever(t *testing.T) {
+	s := newStack(t, func(st *activities.Settings) { st.CRMToMarketing = false })
+	s.member(t, "ann@example.com", connectors.StatusUnsubscribed)
+	ann := s.customer(t, "ann", "ann@example.com", "1")
+	s.ns.FailWrites(ann, true)
+	time.Sleep(1100 * time.Millisecond)
+	r1 := s.run(t)
+	require.Equal(t, 1, r1.Counts.MarketingToCRM.Failed)
+	require.NotNil(t, r1.OldestPending)
+
+	s.ns.FailWrites(ann, false)
+	require.NoError(t, s.ns.Update(ann.Type, ann.ID, func(e *netsuitetest.Entity) { e.Email = "someone-else@example.com" }))
+	r2 := s.runAfter(t, r1)
+	require.Equal(t, 1, r2.Counts.MarketingToCRM.NotInCRM, "Ann's unsubscribe was read again and has no record left")
+	r3 := s.runAfter(t, r2)
+	require.Nil(t, r3.OldestPending, "nothing is left to write: no opt-out is pending (age %ds)", r3.PropagationAgeSeconds)
 }

@@ -143,9 +143,13 @@ func (nopLedger) RecordWrites(context.Context, []ledger.Write) error { return ni
 func (nopLedger) People(context.Context, string, []string) (map[string]ledger.Person, error) {
 	return nil, nil
 }
-func (nopLedger) Written(context.Context, string, string, ledger.Action, []string, ...ledger.Result) (map[string]bool, error) {
+func (nopLedger) Written(context.Context, string, string, ledger.Action, []string, ...ledger.Result) (map[string]time.Time, error) {
 	return nil, nil
 }
+func (nopLedger) Records(context.Context, string, string, []string) (map[string]ledger.RecordHistory, error) {
+	return nil, nil
+}
+func (nopLedger) Settle(context.Context, string, string, []string) error { return nil }
 func (nopLedger) Attempted(context.Context, string, string, ledger.Action, string, []string) (map[string]bool, error) {
 	return nil, nil
 }

@@ -34,9 +34,13 @@ const (
 	KindCleaned Kind = "cleaned"
 	// KindCRMOptOut: a CRM record carries the opt-out.
 	KindCRMOptOut Kind = "crm-opt-out"
-	// KindResubscribe: a member we knew as unsubscribed is subscribed
-	// again, by a change newer than the opt-out: the person's later choice.
+	// KindResubscribe: a member we knew as unsubscribed (or cleaned) is
+	// subscribed again, by a newer change: the person's later choice.
 	KindResubscribe Kind = "resubscribe"
+	// KindCRMOptIn: a CRM record seen without the opt-out it had (or that
+	// we wrote): whatever opt-out it carries next is a new one. It is not
+	// consent: only a re-subscribe in the marketing platform is.
+	KindCRMOptIn Kind = "crm-opt-in"
 )
 
 // OptOut reports whether the kind is an opt-out (a bounce is not).
@@ -66,6 +70,10 @@ type Observation struct {
 	// OccurredAt is when the vendor says it happened; zero when it does not
 	// say (a CRM opt-out): the first time we saw it counts instead.
 	OccurredAt time.Time
+	// Episode tells apart successive opt-outs of one record that carries no
+	// time of its own: for a CRM opt-out, when the record was last seen
+	// without it (zero if never); for a CRM opt-in, the opt-out it ends.
+	Episode time.Time
 	// PendingFor names the system the opt-out must still be written to,
 	// or "" when nothing is to be written; a later settling write clears it.
 	PendingFor string
@@ -141,6 +149,10 @@ type Person struct {
 	Via          string
 	// OptOutAt is when the opt-out happened (or was first seen).
 	OptOutAt time.Time
+	// MarketingOptOutAt is the latest marketing opt-out (unsubscribe,
+	// abuse), zero if none: it stands unless a re-subscribe is newer,
+	// whatever CRM opt-outs came after it.
+	MarketingOptOutAt time.Time
 	// ResubscribedAt is the latest re-subscribe, zero if none.
 	ResubscribedAt time.Time
 	// MarketingStatus is the last member status we know ("unsubscribed",
@@ -149,10 +161,48 @@ type Person struct {
 	MarketingStatusAt time.Time
 }
 
-// SuppressedByMarketing reports whether the person's standing choice is
-// an opt-out made in the marketing platform.
+// MarketingRefused is the marketing status the ledger keeps for an address
+// the platform refused for good (forgotten, fake, in a compliance state).
+const MarketingRefused = "refused"
+
+// SuppressedByMarketing reports whether an opt-out made in the marketing
+// platform stands: no re-subscribe is newer (a tie goes to the opt-out).
 func (p Person) SuppressedByMarketing() bool {
-	return p.OptedOut && p.OptOutKind.Marketing()
+	return !p.MarketingOptOutAt.IsZero() && !p.ResubscribedAt.After(p.MarketingOptOutAt)
+}
+
+// RecordHistory is what the ledger knows of one CRM record's opt-out.
+type RecordHistory struct {
+	// LastWritten is our latest write of its opt-out, zero if none.
+	LastWritten time.Time
+	// LastOptOutSeen is the latest first sighting of an opt-out on it.
+	LastOptOutSeen time.Time
+	// LastCleared is when it was last seen without an opt-out it had.
+	LastCleared time.Time
+}
+
+// Echo reports whether the record's opt-out is the one we wrote: we wrote
+// it and have not seen the record without it since.
+func (h RecordHistory) Echo() bool {
+	return !h.LastWritten.IsZero() && h.LastWritten.After(h.LastCleared)
+}
+
+// HadOptOut reports whether the record carried an opt-out (ours or its
+// own) that it has not been seen without since.
+func (h RecordHistory) HadOptOut() bool {
+	last := h.LastWritten
+	if h.LastOptOutSeen.After(last) {
+		last = h.LastOptOutSeen
+	}
+	return !last.IsZero() && last.After(h.LastCleared)
+}
+
+// LastOptOut is the latest of our write and the sightings of its opt-out.
+func (h RecordHistory) LastOptOut() time.Time {
+	if h.LastOptOutSeen.After(h.LastWritten) {
+		return h.LastOptOutSeen
+	}
+	return h.LastWritten
 }
 
 // Entry is one line of a person's history, for explain.
@@ -182,9 +232,14 @@ type Ledger interface {
 	// People returns the state of each known person among persons.
 	People(ctx context.Context, integration string, persons []string) (map[string]Person, error)
 	// Written returns, of targets, those the sync recorded a write of
-	// action for with one of results (written or added: an opt-out found
-	// there later is our own echo; refused: a final answer not to ask again).
-	Written(ctx context.Context, integration, system string, action Action, targets []string, results ...Result) (map[string]bool, error)
+	// action for with one of results, with the time of the latest (refused:
+	// a final answer not to ask again until the person's next choice).
+	Written(ctx context.Context, integration, system string, action Action, targets []string, results ...Result) (map[string]time.Time, error)
+	// Records returns what the ledger knows of each CRM record's opt-out.
+	Records(ctx context.Context, integration, system string, targets []string) (map[string]RecordHistory, error)
+	// Settle ends the pending opt-outs of persons towards system when
+	// there is nothing left to write (no record has the address).
+	Settle(ctx context.Context, integration, system string, persons []string) error
 	// Attempted returns, of targets, those a write of action was recorded
 	// for by the workflow run runID, whatever its result.
 	Attempted(ctx context.Context, integration, system string, action Action, runID string, targets []string) (map[string]bool, error)

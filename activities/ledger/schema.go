@@ -22,11 +22,12 @@ var migrations = []string{
 		contact     TEXT    NOT NULL DEFAULT '',
 		kind        TEXT    NOT NULL,
 		via         TEXT    NOT NULL DEFAULT '',
+		episode     BIGINT  NOT NULL DEFAULT 0,
 		occurred_at BIGINT  NOT NULL,
 		observed_at BIGINT  NOT NULL,
 		workflow_id TEXT    NOT NULL,
 		run_id      TEXT    NOT NULL,
-		UNIQUE (integration, system, subject, person, kind, occurred_at)
+		UNIQUE (integration, system, subject, person, kind, episode, occurred_at)
 	);
 	CREATE INDEX observations_person ON observations (person, integration);
 
@@ -57,6 +58,7 @@ var migrations = []string{
 		opt_out_source      TEXT    NOT NULL DEFAULT '',
 		via                 TEXT    NOT NULL DEFAULT '',
 		opt_out_at          BIGINT  NOT NULL DEFAULT 0,
+		marketing_opt_out_at BIGINT NOT NULL DEFAULT 0,
 		resubscribed_at     BIGINT  NOT NULL DEFAULT 0,
 		marketing_status    TEXT    NOT NULL DEFAULT '',
 		marketing_status_at BIGINT  NOT NULL DEFAULT 0,

@@ -295,7 +295,19 @@ func (s *SQL) Observe(ctx context.Context, obs []Observation) ([]Seen, error) {
 				return err
 			}
 		}
-		return nil
+		// A re-subscribe is the person's later choice: an earlier opt-out
+		// still waiting to be written is no longer to be written.
+		var resubscribed []string
+		for _, o := range obs {
+			if o.Kind == KindResubscribe && !people[o.Person].OptedOut {
+				resubscribed = append(resubscribed, o.Person)
+			}
+		}
+		return inChunks(slices.Compact(slices.Sorted(slices.Values(resubscribed))), func(part []any) error {
+			_, err := tx.ExecContext(ctx, s.q(`DELETE FROM pending WHERE integration = ? AND person IN (`+placeholders(len(part))+`)`),
+				append([]any{integration}, part...)...)
+			return err
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ledger: recording observations: %w", err)
@@ -306,11 +318,11 @@ func (s *SQL) Observe(ctx context.Context, obs []Observation) ([]Seen, error) {
 // obsKey is an observation's identity: the table's unique key.
 type obsKey struct {
 	system, subject, person, kind string
-	occurred                      int64
+	episode, occurred             int64
 }
 
 func keyOf(o Observation) obsKey {
-	return obsKey{o.System, o.Subject, o.Person, string(o.Kind), micros(o.OccurredAt)}
+	return obsKey{o.System, o.Subject, o.Person, string(o.Kind), micros(o.Episode), micros(o.OccurredAt)}
 }
 
 type contactKey struct{ system, contact string }
@@ -331,22 +343,22 @@ func (s *SQL) insertObservations(ctx context.Context, tx *sql.Tx, obs []Observat
 	added := map[obsKey]bool{}
 	for start := 0; start < len(obs); start += rowChunk {
 		part := obs[start:min(start+rowChunk, len(obs))]
-		args := make([]any, 0, len(part)*11)
+		args := make([]any, 0, len(part)*12)
 		for _, o := range part {
 			args = append(args, o.Integration, o.System, o.Subject, o.Person, o.Contact, string(o.Kind), via,
-				micros(o.OccurredAt), now, o.WorkflowID, o.RunID)
+				micros(o.Episode), micros(o.OccurredAt), now, o.WorkflowID, o.RunID)
 		}
 		rows, err := tx.QueryContext(ctx, s.q(`INSERT INTO observations
-			(integration, system, subject, person, contact, kind, via, occurred_at, observed_at, workflow_id, run_id)
-			VALUES `+values(len(part), 11)+`
-			ON CONFLICT (integration, system, subject, person, kind, occurred_at) DO NOTHING
-			RETURNING system, subject, person, kind, occurred_at`), args...)
+			(integration, system, subject, person, contact, kind, via, episode, occurred_at, observed_at, workflow_id, run_id)
+			VALUES `+values(len(part), 12)+`
+			ON CONFLICT (integration, system, subject, person, kind, episode, occurred_at) DO NOTHING
+			RETURNING system, subject, person, kind, episode, occurred_at`), args...)
 		if err != nil {
 			return nil, err
 		}
 		for rows.Next() {
 			var k obsKey
-			if err := rows.Scan(&k.system, &k.subject, &k.person, &k.kind, &k.occurred); err != nil {
+			if err := rows.Scan(&k.system, &k.subject, &k.person, &k.kind, &k.episode, &k.occurred); err != nil {
 				rows.Close()
 				return nil, err
 			}
@@ -371,7 +383,7 @@ func (s *SQL) firstSightings(ctx context.Context, tx *sql.Tx, integration string
 	}
 	out := map[obsKey]int64{}
 	err := inChunks(slices.Sorted(maps.Keys(persons)), func(part []any) error {
-		rows, err := tx.QueryContext(ctx, s.q(`SELECT system, subject, person, kind, occurred_at, observed_at FROM observations
+		rows, err := tx.QueryContext(ctx, s.q(`SELECT system, subject, person, kind, episode, occurred_at, observed_at FROM observations
 			WHERE integration = ? AND person IN (`+placeholders(len(part))+`)`), append([]any{integration}, part...)...)
 		if err != nil {
 			return err
@@ -380,7 +392,7 @@ func (s *SQL) firstSightings(ctx context.Context, tx *sql.Tx, integration string
 		for rows.Next() {
 			var k obsKey
 			var at int64
-			if err := rows.Scan(&k.system, &k.subject, &k.person, &k.kind, &k.occurred, &at); err != nil {
+			if err := rows.Scan(&k.system, &k.subject, &k.person, &k.kind, &k.episode, &k.occurred, &at); err != nil {
 				return err
 			}
 			if want[k] {
@@ -490,9 +502,15 @@ func apply(people map[string]Person, person, system string, kind Kind, via strin
 			}
 			p.OptedOut = true
 		}
+		if kind.Marketing() && at >= micros(p.MarketingOptOutAt) {
+			p.MarketingOptOutAt = fromMicros(at)
+		}
 	case kind == KindResubscribe:
-		if at > optOutAt && at > resubAt {
-			p.OptedOut, p.ResubscribedAt = false, fromMicros(at)
+		if at > resubAt {
+			p.ResubscribedAt = fromMicros(at)
+		}
+		if at > optOutAt {
+			p.OptedOut = false
 		}
 	}
 	if kind.Marketing() && at >= micros(p.MarketingStatusAt) {
@@ -511,20 +529,21 @@ func marketingStatus(k Kind) string {
 	return string(connectors.StatusUnsubscribed)
 }
 
-const personColumns = `person, opted_out, opt_out_kind, opt_out_source, via, opt_out_at, resubscribed_at, marketing_status, marketing_status_at`
+const personColumns = `person, opted_out, opt_out_kind, opt_out_source, via, opt_out_at, marketing_opt_out_at, resubscribed_at, marketing_status, marketing_status_at`
 
 type scanner interface{ Scan(...any) error }
 
 func scanPerson(r scanner) (Person, error) {
 	var (
-		p                        Person
-		optedOut                 int
-		kind                     string
-		optOutAt, resubAt, mktAt int64
+		p                                     Person
+		optedOut                              int
+		kind                                  string
+		optOutAt, mktOptOutAt, resubAt, mktAt int64
 	)
-	err := r.Scan(&p.Person, &optedOut, &kind, &p.OptOutSource, &p.Via, &optOutAt, &resubAt, &p.MarketingStatus, &mktAt)
+	err := r.Scan(&p.Person, &optedOut, &kind, &p.OptOutSource, &p.Via, &optOutAt, &mktOptOutAt, &resubAt, &p.MarketingStatus, &mktAt)
 	p.OptedOut, p.OptOutKind = optedOut != 0, Kind(kind)
-	p.OptOutAt, p.ResubscribedAt, p.MarketingStatusAt = fromMicros(optOutAt), fromMicros(resubAt), fromMicros(mktAt)
+	p.OptOutAt, p.MarketingOptOutAt = fromMicros(optOutAt), fromMicros(mktOptOutAt)
+	p.ResubscribedAt, p.MarketingStatusAt = fromMicros(resubAt), fromMicros(mktAt)
 	return p, err
 }
 
@@ -568,14 +587,14 @@ func (s *SQL) savePeople(ctx context.Context, tx *sql.Tx, integration string, pe
 				optedOut = 1
 			}
 			args = append(args, integration, p.Person, optedOut, string(p.OptOutKind), p.OptOutSource, p.Via, micros(p.OptOutAt),
-				micros(p.ResubscribedAt), p.MarketingStatus, micros(p.MarketingStatusAt))
+				micros(p.MarketingOptOutAt), micros(p.ResubscribedAt), p.MarketingStatus, micros(p.MarketingStatusAt))
 		}
 		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO people (integration, `+personColumns+`)
-			VALUES `+values(len(part), 10)+`
+			VALUES `+values(len(part), 11)+`
 			ON CONFLICT (integration, person) DO UPDATE SET
 				opted_out = excluded.opted_out, opt_out_kind = excluded.opt_out_kind,
 				opt_out_source = excluded.opt_out_source, via = excluded.via, opt_out_at = excluded.opt_out_at,
-				resubscribed_at = excluded.resubscribed_at, marketing_status = excluded.marketing_status,
+				marketing_opt_out_at = excluded.marketing_opt_out_at, resubscribed_at = excluded.resubscribed_at, marketing_status = excluded.marketing_status,
 				marketing_status_at = excluded.marketing_status_at`), args...); err != nil {
 			return err
 		}
@@ -602,14 +621,21 @@ func (s *SQL) RecordWrites(ctx context.Context, ws []Write) error {
 		}
 	}
 	failed := map[string]map[string]bool{} // system -> person -> any write failed
-	unsubscribed := map[string]bool{}
+	status := map[string]string{}          // person -> marketing status our write left
+
 	for _, w := range ws {
 		if failed[w.System] == nil {
 			failed[w.System] = map[string]bool{}
 		}
 		failed[w.System][w.Person] = failed[w.System][w.Person] || !w.Result.Settles()
-		if w.Action == ActionUnsubscribe && (w.Result == ResultWritten || w.Result == ResultAdded || w.Result == ResultAlready) {
-			unsubscribed[w.Person] = true
+		switch {
+		case w.Action != ActionUnsubscribe:
+		case w.Result == ResultWritten || w.Result == ResultAdded || w.Result == ResultAlready:
+			status[w.Person] = string(connectors.StatusUnsubscribed)
+		case w.Result == ResultRefused && status[w.Person] == "":
+			// Refused for good (forgotten, fake, compliance): a later
+			// subscribe of the address is the person's new choice.
+			status[w.Person] = MarketingRefused
 		}
 	}
 	err := s.writeTx(ctx, integration, func(tx *sql.Tx) error {
@@ -628,19 +654,19 @@ func (s *SQL) RecordWrites(ctx context.Context, ws []Write) error {
 				return err
 			}
 		}
-		if len(unsubscribed) > 0 {
-			people, err := peopleIn(ctx, tx, s, integration, slices.Sorted(maps.Keys(unsubscribed)))
+		if len(status) > 0 {
+			people, err := peopleIn(ctx, tx, s, integration, slices.Sorted(maps.Keys(status)))
 			if err != nil {
 				return err
 			}
 			changed := map[string]Person{}
-			for person := range unsubscribed {
+			for person, st := range status {
 				p, ok := people[person]
 				if !ok {
 					p = Person{Person: person}
 				}
 				if now >= micros(p.MarketingStatusAt) {
-					p.MarketingStatus, p.MarketingStatusAt = string(connectors.StatusUnsubscribed), fromMicros(now)
+					p.MarketingStatus, p.MarketingStatusAt = st, fromMicros(now)
 					changed[person] = p
 				}
 			}
@@ -694,9 +720,10 @@ func (s *SQL) People(ctx context.Context, integration string, persons []string) 
 	return out, nil
 }
 
-// Written returns the targets with a recorded write of action with one of results.
-func (s *SQL) Written(ctx context.Context, integration, system string, action Action, targets []string, results ...Result) (map[string]bool, error) {
-	out := map[string]bool{}
+// Written returns the targets with a recorded write of action with one of
+// results, and the time of the latest.
+func (s *SQL) Written(ctx context.Context, integration, system string, action Action, targets []string, results ...Result) (map[string]time.Time, error) {
+	out := map[string]time.Time{}
 	if len(results) == 0 {
 		return out, nil
 	}
@@ -709,19 +736,20 @@ func (s *SQL) Written(ctx context.Context, integration, system string, action Ac
 		for _, t := range part {
 			args = append(args, t)
 		}
-		rows, err := s.db.QueryContext(ctx, s.q(`SELECT DISTINCT target FROM writes
+		rows, err := s.db.QueryContext(ctx, s.q(`SELECT target, MAX(at) FROM writes
 			WHERE integration = ? AND system = ? AND action = ? AND result IN (`+placeholders(len(results))+`)
-			AND target IN (`+placeholders(len(part))+`)`), args...)
+			AND target IN (`+placeholders(len(part))+`) GROUP BY target`), args...)
 		if err != nil {
 			return nil, fmt.Errorf("ledger: reading writes: %w", err)
 		}
 		for rows.Next() {
 			var t string
-			if err := rows.Scan(&t); err != nil {
+			var at int64
+			if err := rows.Scan(&t, &at); err != nil {
 				rows.Close()
 				return nil, fmt.Errorf("ledger: reading writes: %w", err)
 			}
-			out[t] = true
+			out[t] = fromMicros(at)
 		}
 		err = rows.Err()
 		rows.Close()
@@ -730,6 +758,65 @@ func (s *SQL) Written(ctx context.Context, integration, system string, action Ac
 		}
 	}
 	return out, nil
+}
+
+// Records returns what the ledger knows of each CRM record's opt-out.
+func (s *SQL) Records(ctx context.Context, integration, system string, targets []string) (map[string]RecordHistory, error) {
+	written, err := s.Written(ctx, integration, system, ActionCRMOptOut, targets, ResultWritten, ResultAdded)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]RecordHistory{}
+	for t, at := range written {
+		out[t] = RecordHistory{LastWritten: at}
+	}
+	err = inChunks(targets, func(part []any) error {
+		rows, err := s.db.QueryContext(ctx, s.q(`SELECT subject, kind, MAX(observed_at) FROM observations
+			WHERE integration = ? AND system = ? AND kind IN (?, ?) AND subject IN (`+placeholders(len(part))+`)
+			GROUP BY subject, kind`), append([]any{integration, system, string(KindCRMOptOut), string(KindCRMOptIn)}, part...)...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var subject, kind string
+			var at int64
+			if err := rows.Scan(&subject, &kind, &at); err != nil {
+				return err
+			}
+			h := out[subject]
+			if Kind(kind) == KindCRMOptIn {
+				h.LastCleared = fromMicros(at)
+			} else {
+				h.LastOptOutSeen = fromMicros(at)
+			}
+			out[subject] = h
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ledger: reading records: %w", err)
+	}
+	return out, nil
+}
+
+// Settle ends the pending opt-outs of persons towards system.
+func (s *SQL) Settle(ctx context.Context, integration, system string, persons []string) error {
+	persons = slices.Compact(slices.Sorted(slices.Values(persons)))
+	if len(persons) == 0 {
+		return nil
+	}
+	err := s.writeTx(ctx, integration, func(tx *sql.Tx) error {
+		return inChunks(persons, func(part []any) error {
+			_, err := tx.ExecContext(ctx, s.q(`DELETE FROM pending WHERE integration = ? AND system = ? AND person IN (`+placeholders(len(part))+`)`),
+				append([]any{integration, system}, part...)...)
+			return err
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("ledger: settling pending opt-outs: %w", err)
+	}
+	return nil
 }
 
 // Attempted returns the targets with a write of action recorded by runID.
