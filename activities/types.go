@@ -92,7 +92,7 @@ type Counts struct {
 	Unsubscribed   int `json:"unsubscribed,omitempty"`        // members whose status this run changed to unsubscribed
 	AddedUnsub     int `json:"addedUnsubscribed,omitempty"`   // addresses not in the audience, added as unsubscribed
 	AlreadyUnsub   int `json:"alreadyUnsubscribed,omitempty"` // members the ledger knows are already unsubscribed or cleaned: not sent
-	EchoSkipped    int `json:"echoSkipped,omitempty"`         // CRM opt-outs this product wrote: not sent back
+	EchoSkipped    int `json:"echoSkipped,omitempty"`         // opt-outs this product wrote, read back from where it wrote them: not sent back
 	LaterConsent   int `json:"laterConsent,omitempty"`        // CRM opt-outs older than the member's re-subscribe: not sent
 	KnownRefused   int `json:"knownRefused,omitempty"`        // addresses the platform refused for good in an earlier run: not sent again
 	OutsideLists   int `json:"outsideLists,omitempty"`        // opted-out records left alone: outside the lists

@@ -44,6 +44,11 @@ func TestPersonIsAKeyedHashOfTheNormalisedAddress(t *testing.T) {
 
 	_, err = ledger.Open(t.Context(), ledger.Config{DSN: t.TempDir() + "/x.db", Key: []byte("short")})
 	require.ErrorContains(t, err, "at least 16 bytes")
+
+	// A first start: the SQLite file's directory does not exist yet.
+	fresh, err := ledger.Open(t.Context(), ledger.Config{DSN: t.TempDir() + "/data/new/ledger.db", Key: ledgertest.TestKey})
+	require.NoError(t, err)
+	require.NoError(t, fresh.Close())
 }
 
 func TestObservationsAreIdempotentAndTheLatestChoiceWins(t *testing.T) {

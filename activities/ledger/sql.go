@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"maps"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -71,6 +73,10 @@ func Open(ctx context.Context, cfg Config) (*SQL, error) {
 	case SQLite:
 		if cfg.DSN == "" {
 			return nil, errors.New("ledger: the SQLite file path is required")
+		}
+		// The demo's data directory may not exist yet on a first start.
+		if err := os.MkdirAll(filepath.Dir(cfg.DSN), 0o755); err != nil {
+			return nil, fmt.Errorf("ledger: %w", err)
 		}
 		// WAL lets readers (explain) run beside a writer; the busy timeout
 		// and immediate transactions let two workers share one file.
