@@ -64,3 +64,27 @@ func TestDemoConfigResolves(t *testing.T) {
 	require.Contains(t, out.String(), "temporal schedule trigger --schedule-id optout-sync-demo")
 	require.NotContains(t, out.String(), e.Mailchimp.APIKey)
 }
+
+// TestDevAppBuildsOnAFreshDataDirectory: the first start of the demo
+// builds the whole graph, the ledger included, in a data directory that
+// does not exist yet, keyed with the demo key.
+func TestDevAppBuildsOnAFreshDataDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "fresh", "data")
+	app := NewApp(Flags{Dev: true, DataDir: dir, SkipCredentialCheck: true}, slog.New(slog.DiscardHandler))
+	require.NoError(t, app.Err())
+	_, err := os.Stat(filepath.Join(dir, "ledger.db"))
+	require.NoError(t, err, "the demo's ledger sits in the data directory")
+}
+
+// TestMissingLedgerKeyStopsTheWorker: outside the demo the ledger's key is
+// required, and the error names where it was looked for.
+func TestMissingLedgerKeyStopsTheWorker(t *testing.T) {
+	for _, v := range []string{"MC_KEY", "NS_CK", "NS_CS", "NS_TI", "NS_TS"} {
+		t.Setenv(v, "0123456789abcdef-us6")
+	}
+	t.Setenv("OPTOUT_LEDGER_KEY", "")
+	t.Chdir(t.TempDir())
+	app := NewApp(testFlags(t), slog.New(slog.DiscardHandler))
+	require.Error(t, app.Err())
+	require.Contains(t, app.Err().Error(), "ledger.keyEnv: environment variable OPTOUT_LEDGER_KEY is not set")
+}
