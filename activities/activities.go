@@ -261,7 +261,7 @@ func (a *Activities) dropOwnUnsubscribes(ctx context.Context, integ *Integration
 	for i, m := range members {
 		hashes[i] = connectors.AddressHash(m.Email)
 	}
-	ours, err := a.ledger.Written(ctx, s.IntegrationID, s.MarketingKind, ledger.ActionUnsubscribe, hashes, ledger.ResultWritten, ledger.ResultAdded)
+	ours, err := a.ledger.Written(ctx, s.IntegrationID, s.MarketingKind, ledger.ActionUnsubscribe, hashes, ledger.ResultWritten)
 	if err != nil || len(ours) == 0 {
 		return members, err
 	}

@@ -95,10 +95,9 @@ type Action string
 
 // The write actions.
 const (
-	ActionCRMOptOut   Action = "crm-opt-out"    // set the CRM opt-out on a record
-	ActionCleanedMark Action = "cleaned-mark"   // record a bounce in the CRM's cleaned field
-	ActionUnsubscribe Action = "unsubscribe"    // unsubscribe a member
-	ActionAddMember   Action = "field-sync-add" // a field sync that would add the member
+	ActionCRMOptOut   Action = "crm-opt-out"  // set the CRM opt-out on a record
+	ActionCleanedMark Action = "cleaned-mark" // record a bounce in the CRM's cleaned field
+	ActionUnsubscribe Action = "unsubscribe"  // unsubscribe a member
 )
 
 // Result is what came of a write, or why none was made.
@@ -107,7 +106,6 @@ type Result string
 // The write results.
 const (
 	ResultWritten Result = "written" // the target now holds the state, changed by us
-	ResultAdded   Result = "added"   // an absent member was added as unsubscribed
 	ResultAlready Result = "already" // the target already held the state
 	ResultRefused Result = "refused" // a final refusal (compliance, invalid, forgotten): not retried
 	ResultFailed  Result = "failed"  // a transient failure: the next run retries it

@@ -636,7 +636,7 @@ func (s *SQL) RecordWrites(ctx context.Context, ws []Write) error {
 		failed[w.System][w.Person] = failed[w.System][w.Person] || !w.Result.Settles()
 		switch {
 		case w.Action != ActionUnsubscribe:
-		case w.Result == ResultWritten || w.Result == ResultAdded || w.Result == ResultAlready:
+		case w.Result == ResultWritten || w.Result == ResultAlready:
 			status[w.Person] = string(connectors.StatusUnsubscribed)
 		case w.Result == ResultRefused && status[w.Person] == "":
 			// Refused for good (forgotten, fake, compliance): a later
@@ -768,7 +768,7 @@ func (s *SQL) Written(ctx context.Context, integration, system string, action Ac
 
 // Records returns what the ledger knows of each CRM record's opt-out.
 func (s *SQL) Records(ctx context.Context, integration, system string, targets []string) (map[string]RecordHistory, error) {
-	written, err := s.Written(ctx, integration, system, ActionCRMOptOut, targets, ResultWritten, ResultAdded)
+	written, err := s.Written(ctx, integration, system, ActionCRMOptOut, targets, ResultWritten)
 	if err != nil {
 		return nil, err
 	}
