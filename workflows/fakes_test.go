@@ -292,7 +292,7 @@ func (c *fakeCRM) ListMembers(_ context.Context, q connectors.ListMembersQuery) 
 	var all []connectors.Record
 	for _, r := range c.records {
 		in, _ := inLists(r, q.Lists)
-		if !slices.Contains(q.Types, r.ref.Type) || !in {
+		if !slices.Contains(q.Types, r.ref.Type) || !in || r.modified.Before(q.Since) {
 			continue
 		}
 		fields := map[string]string{}

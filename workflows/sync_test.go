@@ -404,3 +404,29 @@ func TestNextWatermarkIsTheRunStartLessTheOverlap(t *testing.T) {
 	require.Equal(t, want, res.Next.CRMOptOuts)
 	require.True(t, res.Next.Fields.IsZero(), "field sync is off: its watermark stays")
 }
+
+func TestFieldSyncNeverAddsAnAddressTheLedgerHoldsAsOptedOut(t *testing.T) {
+	f := newFixture()
+	f.settings.FieldMap = map[string]string{"firstname": "FNAME"}
+	led := f.ledger(t)
+	// An earlier run saw Old's address unsubscribe (the member was later
+	// archived away), and New's member, contact c1, unsubscribe after Eve's
+	// address, known to belong to c1, changed to New's.
+	_, err := led.Observe(t.Context(), []ledger.Observation{{Integration: id, System: "mailchimp", Subject: "m-old",
+		Person: led.Person("old@example.com"), Kind: ledger.KindUnsubscribe, OccurredAt: time.Now().Add(-time.Hour), WorkflowID: "w", RunID: "r"}})
+	require.NoError(t, err)
+	require.NoError(t, led.LinkContacts(t.Context(), id, "mailchimp", map[string]string{led.Person("eve@example.com"): "c1"}))
+	_, err = led.Observe(t.Context(), []ledger.Observation{{Integration: id, System: "mailchimp", Subject: "c1", Contact: "c1",
+		Person: led.Person("new@example.com"), Kind: ledger.KindUnsubscribe, OccurredAt: time.Now().Add(-time.Hour), WorkflowID: "w", RunID: "r"}})
+	require.NoError(t, err)
+	for _, e := range []string{"old@example.com", "eve@example.com", "dee@example.com"} {
+		f.crm.add("customer", e, "1")
+	}
+
+	res := f.mustRun(t, workflows.SyncInput{}, nil)
+	require.Equal(t, connectors.StatusNotFound, f.mk.member("old@example.com").status, "suppressed: not added")
+	require.Equal(t, connectors.StatusNotFound, f.mk.member("eve@example.com").status, "an earlier address of an opted-out member: not added")
+	require.Equal(t, connectors.StatusSubscribed, f.mk.member("dee@example.com").status)
+	require.Equal(t, 2, res.Counts.FieldSync.SkippedSuppressed)
+	require.Equal(t, 1, res.Counts.FieldSync.MembersAdded)
+}
