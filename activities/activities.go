@@ -158,14 +158,7 @@ type target struct {
 func (a *Activities) optOutInCRM(ctx context.Context, integ *Integration, members []connectors.Member, res *PageResult) error {
 	s := integ.Settings
 	wf, rid := run(ctx)
-	return chunks(ctx, members, integ.CRM.MaxBatch(), func(all []connectors.Member) error {
-		batch, err := a.dropOwnUnsubscribes(ctx, integ, all, res)
-		if err != nil {
-			return err
-		}
-		if len(batch) == 0 {
-			return nil
-		}
+	return chunks(ctx, members, integ.CRM.MaxBatch(), func(batch []connectors.Member) error {
 		emails := make([]string, 0, len(batch))
 		for _, m := range batch {
 			emails = append(emails, m.Email)
@@ -244,36 +237,6 @@ func (a *Activities) optOutInCRM(ctx context.Context, integ *Integration, member
 		}
 		return a.ledger.RecordWrites(ctx, append(done, writes...))
 	})
-}
-
-// echoSkew is how far a member's last_changed may lie after our own
-// unsubscribe of it (the vendor's clock against ours) and still be that
-// write read back.
-const echoSkew = time.Minute
-
-// dropOwnUnsubscribes leaves out the members whose unsubscribe is the one
-// this product wrote from a CRM opt-out (their last change is that write):
-// read back, it is an echo, not a marketing unsubscribe, and must not make
-// the CRM opt-out it came from a marketing one.
-func (a *Activities) dropOwnUnsubscribes(ctx context.Context, integ *Integration, members []connectors.Member, res *PageResult) ([]connectors.Member, error) {
-	s := integ.Settings
-	hashes := make([]string, len(members))
-	for i, m := range members {
-		hashes[i] = connectors.AddressHash(m.Email)
-	}
-	ours, err := a.ledger.Written(ctx, s.IntegrationID, s.MarketingKind, ledger.ActionUnsubscribe, hashes, ledger.ResultWritten)
-	if err != nil || len(ours) == 0 {
-		return members, err
-	}
-	var keep []connectors.Member
-	for i, m := range members {
-		if w, ok := ours[hashes[i]]; ok && !m.LastChanged.After(w.Add(echoSkew)) {
-			res.Counts.EchoSkipped++
-			continue
-		}
-		keep = append(keep, m)
-	}
-	return keep, nil
 }
 
 // setOptOut writes field on every target's record, at most MaxBatch per

@@ -509,9 +509,6 @@ func notes(st *RunState) []string {
 	m := c.MarketingToCRM
 	n = append(n, fmt.Sprintf("Marketing → CRM: %d unsubscribed member(s) read; %d CRM record(s) opted out, %d already opted out, %d address(es) not in the CRM.",
 		m.Unsubscribes, m.CRMOptedOut, m.CRMAlreadyOut, m.NotInCRM))
-	if m.EchoSkipped > 0 {
-		n = append(n, fmt.Sprintf("%d unsubscribe(s) read back were this product's own, written from CRM opt-outs: not written back to the CRM.", m.EchoSkipped))
-	}
 	if m.DuplicateRecords > 0 {
 		n = append(n, fmt.Sprintf("%d extra CRM record(s) shared an address with another record; the opt-out went to all of them.", m.DuplicateRecords))
 	}

@@ -159,6 +159,10 @@ type Person struct {
 	MarketingStatusAt time.Time
 }
 
+// ownWriteSkew is how much earlier than our clock says the ledger dates the
+// marketing status our own writes leave: the vendor's clock may lag ours.
+const ownWriteSkew = time.Minute
+
 // MarketingRefused is the marketing status the ledger keeps for an address
 // the platform refused for good (forgotten, fake, in a compliance state).
 const MarketingRefused = "refused"

@@ -679,8 +679,12 @@ func (s *SQL) RecordWrites(ctx context.Context, ws []Write) error {
 				if !ok {
 					p = Person{Person: person}
 				}
-				if now >= micros(p.MarketingStatusAt) {
-					p.MarketingStatus, p.MarketingStatusAt = st, fromMicros(now)
+				// Dated a minute early: the member's last_changed comes from
+				// the vendor's clock, in whole seconds, and a re-subscribe
+				// just after our write must still read as newer.
+				at := now - ownWriteSkew.Microseconds()
+				if at >= micros(p.MarketingStatusAt) {
+					p.MarketingStatus, p.MarketingStatusAt = st, fromMicros(at)
 					changed[person] = p
 				}
 			}
