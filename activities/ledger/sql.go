@@ -745,37 +745,42 @@ func (s *SQL) Written(ctx context.Context, integration, system string, action Ac
 	if len(results) == 0 {
 		return out, nil
 	}
-	for start := 0; start < len(targets); start += inChunk {
-		part := targets[start:min(start+inChunk, len(targets))]
-		args := []any{integration, system, string(action)}
-		for _, r := range results {
-			args = append(args, string(r))
-		}
-		for _, t := range part {
-			args = append(args, t)
-		}
+	args := []any{integration, system, string(action)}
+	for _, r := range results {
+		args = append(args, string(r))
+	}
+	err := s.latestWrites(ctx, `result IN (`+placeholders(len(results))+`)`, args, targets, func(t string, at int64) {
+		out[t] = fromMicros(at)
+	})
+	return out, err
+}
+
+// latestWrites calls found with each of targets that has a write matching
+// integration, system, action and cond (args fill them in that order),
+// and the time of its latest such write.
+func (s *SQL) latestWrites(ctx context.Context, cond string, args []any, targets []string, found func(target string, at int64)) error {
+	err := inChunks(targets, func(part []any) error {
 		rows, err := s.db.QueryContext(ctx, s.q(`SELECT target, MAX(at) FROM writes
-			WHERE integration = ? AND system = ? AND action = ? AND result IN (`+placeholders(len(results))+`)
-			AND target IN (`+placeholders(len(part))+`) GROUP BY target`), args...)
+			WHERE integration = ? AND system = ? AND action = ? AND `+cond+` AND target IN (`+placeholders(len(part))+`)
+			GROUP BY target`), append(append([]any{}, args...), part...)...)
 		if err != nil {
-			return nil, fmt.Errorf("ledger: reading writes: %w", err)
+			return err
 		}
+		defer rows.Close()
 		for rows.Next() {
 			var t string
 			var at int64
 			if err := rows.Scan(&t, &at); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("ledger: reading writes: %w", err)
+				return err
 			}
-			out[t] = fromMicros(at)
+			found(t, at)
 		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return nil, fmt.Errorf("ledger: reading writes: %w", err)
-		}
+		return rows.Err()
+	})
+	if err != nil {
+		return fmt.Errorf("ledger: reading writes: %w", err)
 	}
-	return out, nil
+	return nil
 }
 
 // Records returns what the ledger knows of each CRM record's opt-out.
@@ -840,32 +845,10 @@ func (s *SQL) Settle(ctx context.Context, integration, system string, persons []
 // Attempted returns the targets with a write of action recorded by runID.
 func (s *SQL) Attempted(ctx context.Context, integration, system string, action Action, runID string, targets []string) (map[string]bool, error) {
 	out := map[string]bool{}
-	for start := 0; start < len(targets); start += inChunk {
-		part := targets[start:min(start+inChunk, len(targets))]
-		args := []any{integration, system, string(action), runID}
-		for _, t := range part {
-			args = append(args, t)
-		}
-		rows, err := s.db.QueryContext(ctx, s.q(`SELECT DISTINCT target FROM writes
-			WHERE integration = ? AND system = ? AND action = ? AND run_id = ? AND target IN (`+placeholders(len(part))+`)`), args...)
-		if err != nil {
-			return nil, fmt.Errorf("ledger: reading writes: %w", err)
-		}
-		for rows.Next() {
-			var t string
-			if err := rows.Scan(&t); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("ledger: reading writes: %w", err)
-			}
-			out[t] = true
-		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return nil, fmt.Errorf("ledger: reading writes: %w", err)
-		}
-	}
-	return out, nil
+	err := s.latestWrites(ctx, `run_id = ?`, []any{integration, system, string(action), runID}, targets, func(t string, _ int64) {
+		out[t] = true
+	})
+	return out, err
 }
 
 // LinkContacts remembers which marketing contact each person's address
