@@ -15,10 +15,6 @@ import (
 // Adversarial scenarios: each test ends in the state the product promises
 // and fails where the change loses or undoes an opt-out.
 
-// afterResubscribe waits until a change made now is newer than the
-// re-subscribe s.resubscribe seeded (two seconds in the future).
-func afterResubscribe() { time.Sleep(3 * time.Second) }
-
 func setStatus(t *testing.T, s *stack, key, status string) {
 	t.Helper()
 	ref := s.refs[key]

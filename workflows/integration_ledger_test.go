@@ -45,6 +45,10 @@ func (s *stack) resubscribe(t *testing.T, email string) {
 	require.NoError(t, s.mc.AddMember(audience, mailchimptest.MemberSeed{Email: email, Status: "subscribed", LastChanged: time.Now().Add(2 * time.Second)}))
 }
 
+// afterResubscribe waits until a change made now is newer than the
+// re-subscribe s.resubscribe seeded (two seconds in the future).
+func afterResubscribe() { time.Sleep(3 * time.Second) }
+
 // 1. More records than a batch behind one batch of addresses.
 func TestIntegrationDuplicatesPastABatchComplete(t *testing.T) {
 	s := newStack(t, func(st *activities.Settings) { st.CRMToMarketing = false })
@@ -243,6 +247,7 @@ func TestIntegrationLaterResubscribeIsNotRevertedAndOwnWritesDoNotEcho(t *testin
 	require.Zero(t, r3.Counts.CRMToMarketing.Unsubscribed)
 
 	// A new opt-out in the CRM after the re-subscribe is sent.
+	afterResubscribe()
 	require.NoError(t, s.ns.Update(eve.Type, eve.ID, func(e *netsuitetest.Entity) { e.SubscriptionStatus = "1" }))
 	s.contact(t, "eve2", "eve@example.com", "4")
 	s.ns.AddToSavedSearch(search, s.refs["eve2"])
