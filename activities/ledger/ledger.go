@@ -28,8 +28,6 @@ type Kind string
 const (
 	// KindUnsubscribe: a marketing member became unsubscribed.
 	KindUnsubscribe Kind = "unsubscribe"
-	// KindAbuse: a marketing member reported abuse (an opt-out).
-	KindAbuse Kind = "abuse"
 	// KindCleaned: a marketing member was cleaned (a bounce, not an opt-out).
 	KindCleaned Kind = "cleaned"
 	// KindCRMOptOut: a CRM record carries the opt-out.
@@ -45,12 +43,12 @@ const (
 
 // OptOut reports whether the kind is an opt-out (a bounce is not).
 func (k Kind) OptOut() bool {
-	return k == KindUnsubscribe || k == KindAbuse || k == KindCRMOptOut
+	return k == KindUnsubscribe || k == KindCRMOptOut
 }
 
 // Marketing reports whether the kind comes from the marketing platform.
 func (k Kind) Marketing() bool {
-	return k == KindUnsubscribe || k == KindAbuse || k == KindCleaned || k == KindResubscribe
+	return k == KindUnsubscribe || k == KindCleaned || k == KindResubscribe
 }
 
 // Observation is one opt-out (or re-subscribe, or bounce) seen in a system.
@@ -147,8 +145,8 @@ type Person struct {
 	Via          string
 	// OptOutAt is when the opt-out happened (or was first seen).
 	OptOutAt time.Time
-	// MarketingOptOutAt is the latest marketing opt-out (unsubscribe,
-	// abuse), zero if none: it stands unless a re-subscribe is newer,
+	// MarketingOptOutAt is the latest marketing opt-out (an
+	// unsubscribe), zero if none: it stands unless a re-subscribe is newer,
 	// whatever CRM opt-outs came after it.
 	MarketingOptOutAt time.Time
 	// ResubscribedAt is the latest re-subscribe, zero if none.
@@ -209,9 +207,8 @@ func (h RecordHistory) LastOptOut() time.Time {
 
 // Entry is one line of a person's history, for explain.
 type Entry struct {
-	At          time.Time
-	Integration string
-	// Observation or write.
+	At                            time.Time
+	Integration                   string
 	Type                          string // "observed" or "wrote"
 	System, Subject, Kind, Result string
 	Code, Rule, Cause, Via        string
