@@ -83,6 +83,23 @@ func (a *Activities) LoadSettings(ctx context.Context, id string) (Settings, err
 	return in.Settings, nil
 }
 
+// integration is the integration an activity works on: its connectors
+// from the registry and its settings as the workflow loaded them for this
+// run, so that a configuration reloaded mid-run cannot change what one
+// run decided. An activity scheduled by a workflow from before the
+// settings travelled with it has none, and takes the registry's.
+func (a *Activities) integration(in PageInput) (*Integration, error) {
+	integ, err := a.reg.Integration(in.IntegrationID)
+	if err != nil || in.Settings == nil {
+		return integ, err
+	}
+	if in.Settings.IntegrationID != in.IntegrationID {
+		return nil, temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("integration %q: the settings passed are those of %q", in.IntegrationID, in.Settings.IntegrationID), ErrTypeConfig, nil)
+	}
+	return &Integration{Settings: *in.Settings, Marketing: integ.Marketing, CRM: integ.CRM}, nil
+}
+
 // The rules, in words, as the ledger records them with each decision.
 const (
 	ruleUnsubscribeToCRM = "a marketing unsubscribe sets the CRM opt-out on every record of the address"
@@ -118,7 +135,7 @@ func memberSubject(m connectors.Member) string {
 // opt-out; a subscribe of a member the ledger knew as unsubscribed is a
 // re-subscribe, the person's later choice, which lifts the suppression.
 func (a *Activities) SyncMarketingChanges(ctx context.Context, in PageInput) (PageResult, error) {
-	integ, err := a.reg.Integration(in.IntegrationID)
+	integ, err := a.integration(in)
 	if err != nil {
 		return PageResult{}, err
 	}
@@ -253,11 +270,14 @@ func (a *Activities) setOptOut(ctx context.Context, integ *Integration, field co
 			refs[i] = t.record.Ref
 			emailOf[t.record.Ref.String()] = t.record.Email
 		}
-		out, err := integ.CRM.SetOptOut(ctx, field, refs)
-		if err != nil {
-			if action == ledger.ActionCleanedMark {
-				return classify(err, "recording cleaned addresses in "+s.CleanedField)
+		var out connectors.BatchResult
+		var err error
+		if action == ledger.ActionCleanedMark {
+			// A bounce is marked in its own field, never as an opt-out.
+			if out, err = integ.CRM.SetFlag(ctx, field.Field, refs); err != nil {
+				return classify(err, "recording cleaned addresses in "+field.Field)
 			}
+		} else if out, err = integ.CRM.SetOptOut(ctx, field, refs); err != nil {
 			return classify(err, "setting the CRM opt-out")
 		}
 		written(out.Written)
@@ -379,7 +399,7 @@ func (a *Activities) noteResubscribes(ctx context.Context, integ *Integration, m
 // closes the gap of a record created, or given the address, after the
 // unsubscribe was read (a web-store order, an edited email).
 func (a *Activities) SyncLateRecords(ctx context.Context, in PageInput) (PageResult, error) {
-	integ, err := a.reg.Integration(in.IntegrationID)
+	integ, err := a.integration(in)
 	if err != nil {
 		return PageResult{}, err
 	}
@@ -410,7 +430,7 @@ func (a *Activities) SyncLateRecords(ctx context.Context, in PageInput) (PageRes
 		if err != nil {
 			return "", err
 		}
-		// A record this run already tried (Marketing → CRM read its
+		// A record this run already tried (marketing-to-crm read its
 		// unsubscribe in the overlap) is not tried twice in one run.
 		refs := make([]string, len(candidates))
 		for i, t := range candidates {
@@ -455,7 +475,7 @@ func (a *Activities) SyncLateRecords(ctx context.Context, in PageInput) (PageRes
 	})
 }
 
-// candidate is one opted-out CRM record Step 1 may send.
+// candidate is one opted-out CRM record the crm-to-marketing step may send.
 type candidate struct {
 	record connectors.Record
 	email  string
@@ -463,12 +483,12 @@ type candidate struct {
 }
 
 // SyncCRMOptOuts handles pages of CRM records opted out since the
-// watermark (Step 1): those inside the integration's lists are unsubscribed
+// watermark (the crm-to-marketing step): those inside the integration's lists are unsubscribed
 // from the audience, unless the opt-out is our own echo, the member's
 // re-subscribe is newer, or the ledger knows the member is already
 // unsubscribed; those outside the lists are counted and left alone.
 func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResult, error) {
-	integ, err := a.reg.Integration(in.IntegrationID)
+	integ, err := a.integration(in)
 	if err != nil {
 		return PageResult{}, err
 	}
@@ -498,7 +518,7 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 				// Not held: fixing the address edits the record, which
 				// brings it back into the next run's window.
 				res.Counts.InvalidEmails++
-				res.add(FailureReport{Direction: CRMToMarketing, Record: r.Ref.String(), Code: "InvalidEmail", Final: true,
+				res.add(FailureReport{Step: CRMToMarketing, Record: r.Ref.String(), Code: "InvalidEmail", Final: true,
 					Reason: "record has a missing or invalid email address; skipped until it is corrected"})
 				continue
 			}
@@ -615,13 +635,13 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 	})
 }
 
-// SyncFields handles pages of CRM list members (Step 3): their mapped
+// SyncFields handles pages of CRM list members (the field-sync step): their mapped
 // fields go to the audience's merge fields. Unsubscribed and cleaned
 // members get no update, opted-out CRM records and addresses the ledger
 // holds as opted out are never added as new members, and no status is
 // ever changed.
 func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, error) {
-	integ, err := a.reg.Integration(in.IntegrationID)
+	integ, err := a.integration(in)
 	if err != nil {
 		return PageResult{}, err
 	}
@@ -788,18 +808,12 @@ func (a *Activities) pages(ctx context.Context, integ *Integration, cursor strin
 	} else if ok {
 		res.OldestPending = &at
 	}
-	if u, ok := integ.CRM.(UsageReporter); ok {
+	if u, ok := integ.CRM.(connectors.UsageReporter); ok {
 		if used, limit, ok := u.APIUsage(); ok {
 			res.CRMAPIUsage = &APIUsage{Used: used, Max: limit}
 		}
 	}
 	return res, nil
-}
-
-// UsageReporter is implemented by CRM connectors that read a daily API
-// budget from their responses (Salesforce's Sforce-Limit-Info).
-type UsageReporter interface {
-	APIUsage() (used, max int, ok bool)
 }
 
 // heartbeat is what a paging activity records after each page, so a retry
@@ -835,20 +849,22 @@ func (r *PageResult) add(f FailureReport) {
 // address) is counted as refused; only a transient failure holds the
 // step's watermark, so that the next run retries the item. emailOf maps a
 // CRM record key to its address, to report it by hash.
-func (r *PageResult) recordFailures(dir Direction, failed []connectors.Failure, emailOf map[string]string) map[string]connectors.Failure {
+func (r *PageResult) recordFailures(step Step, failed []connectors.Failure, emailOf map[string]string) map[string]connectors.Failure {
 	byKey := make(map[string]connectors.Failure, len(failed))
 	for _, f := range failed {
-		rep := FailureReport{Direction: dir, Code: f.Code, Reason: scrubAddresses(f.Message), Compliance: f.Compliance, Final: !f.Retryable}
-		if email, ok := emailOf[f.Key]; ok {
-			rep.Record, rep.AddressHash = f.Key, connectors.AddressHash(email)
-			byKey[f.Key] = f
-		} else if strings.Contains(f.Key, "@") {
-			rep.AddressHash = connectors.AddressHash(f.Key)
-			byKey[strings.ToLower(strings.TrimSpace(f.Key))] = f
+		rep := FailureReport{Step: step, Code: f.Code, Reason: scrubAddresses(f.Message), Compliance: f.Compliance, Final: !f.Retryable}
+		var key string
+		if f.Email != "" {
+			rep.AddressHash = connectors.AddressHash(f.Email)
+			key = strings.ToLower(strings.TrimSpace(f.Email))
 		} else {
-			rep.Record = f.Key
-			byKey[f.Key] = f
+			key = f.Record.String()
+			rep.Record = key
+			if email, ok := emailOf[key]; ok {
+				rep.AddressHash = connectors.AddressHash(email)
+			}
 		}
+		byKey[key] = f
 		switch {
 		case f.Compliance:
 			r.Counts.ComplianceHeld++

@@ -119,7 +119,7 @@ func TestFailureReasonsNameNoAddress(t *testing.T) {
 		require.Equal(t, want, scrubAddresses(in))
 	}
 	var r PageResult
-	r.recordFailures(CRMToMarketing, []connectors.Failure{{Key: "ann@example.com", Code: "Member In Compliance State", Message: "ann@example.com is in a compliance state", Compliance: true}}, nil)
+	r.recordFailures(CRMToMarketing, []connectors.Failure{{Email: "ann@example.com", Code: "Member In Compliance State", Message: "ann@example.com is in a compliance state", Compliance: true}}, nil)
 	require.Equal(t, connectors.AddressHash("ann@example.com"), r.Failures[0].AddressHash)
 	require.Equal(t, "<address> is in a compliance state", r.Failures[0].Reason)
 	require.Equal(t, 1, r.Counts.ComplianceHeld)

@@ -26,16 +26,16 @@ type Settings struct {
 	RecordTypes []string
 	// Lists scope the sync to CRM lists (saved searches, campaigns...); empty means no scoping.
 	Lists []string
-	// CRMToMarketing is the Step 1 toggle: unsubscribe CRM opt-outs from the audience. Off by default.
+	// CRMToMarketing is the crmToMarketing setting: unsubscribe CRM opt-outs from the audience. Off by default.
 	CRMToMarketing bool
 	// OptOut is where the CRM keeps the opt-out.
 	OptOut connectors.OptOutField
 	// CleanedField, when set, is a custom CRM boolean set on records whose
 	// address Mailchimp cleaned (a bounce, not an opt-out).
 	CleanedField string
-	// FieldMap maps CRM fields to merge fields (Step 3); empty turns Step 3 off.
+	// FieldMap maps CRM fields to merge fields (the field-sync step); empty turns the field-sync step off.
 	FieldMap map[string]string
-	// StatusIfNew is the status of members Step 3 adds ("subscribed" or "pending"...).
+	// StatusIfNew is the status of members the field-sync step adds ("subscribed" or "pending"...).
 	StatusIfNew connectors.MemberStatus
 	// Overlap is subtracted from each watermark so clock skew cannot hide a change.
 	Overlap time.Duration
@@ -46,22 +46,29 @@ type Settings struct {
 	PagesPerActivity int
 }
 
-// Direction names the three steps of a run.
-type Direction string
+// Step names one of the three steps of a run, in code, configuration,
+// results, notes and the README alike. (The hosted tool the product is
+// modelled on calls crm-to-marketing "Step 1" and field-sync "Step 3".)
+// The workflow's phases are parts of these steps.
+type Step string
 
 // The steps.
 const (
 	// MarketingToCRM writes unsubscribes (and cleans) from the audience to the CRM.
-	MarketingToCRM Direction = "marketing-to-crm"
-	// CRMToMarketing unsubscribes CRM opt-outs from the audience (Step 1).
-	CRMToMarketing Direction = "crm-to-marketing"
-	// FieldSync writes mapped CRM fields to merge fields (Step 3).
-	FieldSync Direction = "field-sync"
+	MarketingToCRM Step = "marketing-to-crm"
+	// CRMToMarketing unsubscribes CRM opt-outs from the audience (the crm-to-marketing step).
+	CRMToMarketing Step = "crm-to-marketing"
+	// FieldSync writes mapped CRM fields to merge fields (the field-sync step).
+	FieldSync Step = "field-sync"
 )
 
 // PageInput asks an activity to handle pages from a cursor on.
 type PageInput struct {
 	IntegrationID string
+	// Settings are the integration's settings as the workflow loaded them
+	// at the start of the run; the activity acts on these, never on a
+	// configuration reloaded since.
+	Settings *Settings `json:"settings,omitempty"`
 	// Status is used by the marketing-to-CRM activity: unsubscribed,
 	// cleaned, or subscribed (re-subscribes after an opt-out).
 	Status connectors.MemberStatus
@@ -76,7 +83,7 @@ type Counts struct {
 	Pages int `json:"pages,omitempty"`
 	Read  int `json:"read,omitempty"`
 
-	// Marketing → CRM.
+	// marketing-to-crm.
 	Unsubscribes     int `json:"unsubscribes,omitempty"`       // unsubscribed members seen
 	Cleaned          int `json:"cleaned,omitempty"`            // cleaned (bounced) members seen
 	CRMOptedOut      int `json:"crmOptedOut,omitempty"`        // CRM records set to opted out
@@ -146,11 +153,11 @@ func (c *Counts) Add(o Counts) {
 // (Mailchimp's subscriber hash: MD5 of the lower-cased address) and, on the
 // CRM side, by record, never by the address itself.
 type FailureReport struct {
-	Direction   Direction `json:"direction"`
-	AddressHash string    `json:"addressHash,omitempty"`
-	Record      string    `json:"record,omitempty"`
-	Code        string    `json:"code,omitempty"`
-	Reason      string    `json:"reason"`
+	Step        Step   `json:"step"`
+	AddressHash string `json:"addressHash,omitempty"`
+	Record      string `json:"record,omitempty"`
+	Code        string `json:"code,omitempty"`
+	Reason      string `json:"reason"`
 	// Compliance marks a refusal that is final (unsubscribed, cleaned or
 	// permanently deleted): recorded, never retried, not a failure of the run.
 	Compliance bool `json:"compliance,omitempty"`

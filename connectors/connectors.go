@@ -89,9 +89,10 @@ type MemberFields struct {
 // batch call returns the failures of the items it could not write and
 // leaves the others written.
 type Failure struct {
-	// Key is the email address (marketing side) or the record reference
-	// (CRM side, "type/id") of the item that failed.
-	Key string
+	// Email is the address of the item that failed, on the marketing side.
+	Email string
+	// Record is the record that failed, on the CRM side.
+	Record RecordRef
 	// Code is the vendor's error code or title, e.g. "Member In Compliance State".
 	Code string
 	// Message is the vendor's message, with no secret in it.
@@ -176,9 +177,9 @@ type OptOutField struct {
 	// globalSubscriptionStatus Soft Opt-Out, Salesforce HasOptedOutOfEmail),
 	// OptOutCustom (a custom boolean field that is true when opted out) or
 	// OptOutInverted (a custom boolean opt-in field that is cleared on opt-out).
-	Kind OptOutKind
+	Kind OptOutKind `yaml:"kind"`
 	// Field is the custom field's API name; empty for OptOutStandard.
-	Field string
+	Field string `yaml:"field"`
 }
 
 // OptOutKind is how the opt-out is stored in the CRM.
@@ -244,14 +245,32 @@ type CRM interface {
 	FindByEmail(ctx context.Context, types []string, field OptOutField, emails []string) ([]Record, error)
 
 	// SetOptOut writes the opt-out on each record through field. The write
-	// is idempotent. At most MaxBatch() records per call.
+	// is idempotent and never clears an opt-out. At most MaxBatch() records
+	// per call.
 	SetOptOut(ctx context.Context, field OptOutField, refs []RecordRef) (BatchResult, error)
+
+	// SetFlag sets a custom boolean field to true on each record: the
+	// cleaned field that marks a bounce, which is never an opt-out.
+	// Idempotent. At most MaxBatch() records per call.
+	SetFlag(ctx context.Context, field string, refs []RecordRef) (BatchResult, error)
 
 	// ListMembers pages through list members with their mapped fields.
 	ListMembers(ctx context.Context, q ListMembersQuery) (RecordPage, error)
 
 	// MaxBatch is the largest batch FindByEmail and SetOptOut take.
 	MaxBatch() int
+}
+
+// Pinger is a connector that can check its credentials with one cheap
+// call. The worker pings every connector that is one at start.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// UsageReporter is a connector that reads a daily API budget from its
+// responses (Salesforce's Sforce-Limit-Info); runs report it.
+type UsageReporter interface {
+	APIUsage() (used, max int, ok bool)
 }
 
 // AddressHash names a person without their address, in results, histories

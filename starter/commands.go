@@ -173,7 +173,7 @@ func queryStatus(ctx context.Context, c client.Client, wid string) (workflows.St
 
 func progressLine(st workflows.Status) string {
 	m, k, f := st.Counts.MarketingToCRM, st.Counts.CRMToMarketing, st.Counts.FieldSync
-	s := fmt.Sprintf("  %-30s marketing→CRM: %d read, %d opted out | CRM→marketing: %d read, %d unsubscribed | fields: %d updated, %d added",
+	s := fmt.Sprintf("  %-30s marketing-to-crm: %d read, %d opted out | crm-to-marketing: %d read, %d unsubscribed | fields: %d updated, %d added",
 		st.Phase, m.Read, m.CRMOptedOut, k.Read, k.Unsubscribed, f.FieldsUpdated, f.MembersAdded)
 	if st.Failures > 0 {
 		s += fmt.Sprintf(" | %d failure(s)", st.Failures)
@@ -218,8 +218,8 @@ func printResult(w io.Writer, wid string, r workflows.SyncResult) {
 		add("failed", c.Failed)
 		fmt.Fprintln(tw, strings.Join(parts, ", "))
 	}
-	counts("Marketing → CRM", r.Counts.MarketingToCRM)
-	counts("CRM → Marketing", r.Counts.CRMToMarketing)
+	counts("marketing-to-crm", r.Counts.MarketingToCRM)
+	counts("crm-to-marketing", r.Counts.CRMToMarketing)
 	counts("Field sync", r.Counts.FieldSync)
 	tw.Flush()
 	if r.CRMAPIUsage != nil {
@@ -238,7 +238,7 @@ func printResult(w io.Writer, wid string, r workflows.SyncResult) {
 			if f.AddressHash != "" {
 				who = strings.TrimPrefix(who+" ", " ") + "address " + f.AddressHash
 			}
-			fmt.Fprintf(w, "  - [%s] %s %s: %s\n", f.Direction, who, f.Code, f.Reason)
+			fmt.Fprintf(w, "  - [%s] %s %s: %s\n", f.Step, who, f.Code, f.Reason)
 		}
 	}
 	fmt.Fprintf(w, "Next run reads from: unsubscribed %s, cleaned %s, CRM opt-outs %s, fields %s\n",

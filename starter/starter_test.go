@@ -290,6 +290,11 @@ func (c *fakeCRM) FindByEmail(_ context.Context, _ []string, _ connectors.OptOut
 	return out, nil
 }
 
+// SetFlag sets a custom boolean, as SetOptOut does a custom opt-out.
+func (c *fakeCRM) SetFlag(ctx context.Context, field string, refs []connectors.RecordRef) (connectors.BatchResult, error) {
+	return c.SetOptOut(ctx, connectors.OptOutField{Kind: connectors.OptOutCustom, Field: field}, refs)
+}
+
 func (c *fakeCRM) SetOptOut(_ context.Context, _ connectors.OptOutField, refs []connectors.RecordRef) (connectors.BatchResult, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
+	"maps"
 	"os"
 	"regexp"
 	"slices"
@@ -17,15 +17,32 @@ import (
 	"github.com/optoutsync/optoutsync/activities"
 	"github.com/optoutsync/optoutsync/activities/ledger"
 	"github.com/optoutsync/optoutsync/connectors"
+	"github.com/optoutsync/optoutsync/connectors/mailchimp"
+	"github.com/optoutsync/optoutsync/connectors/netsuite"
+	"github.com/optoutsync/optoutsync/connectors/salesforce"
+)
+
+// The systems the worker knows, by the kind a configuration names. Each
+// entry is the system's package: its Config type owns the YAML keys, the
+// rules and the constructor. Adding a system is one line here (and, for
+// the dev mode, one in the emulators' table).
+var (
+	marketingKinds = map[string]func() connectors.MarketingConfig{
+		"mailchimp": func() connectors.MarketingConfig { return new(mailchimp.Config) },
+	}
+	crmKinds = map[string]func() connectors.CRMConfig{
+		"netsuite":   func() connectors.CRMConfig { return new(netsuite.Config) },
+		"salesforce": func() connectors.CRMConfig { return new(salesforce.Config) },
+	}
 )
 
 // Config is the worker's configuration file: the integrations it runs.
 // It names credentials (environment variables or files) but never holds
 // them, so the file can be committed and reviewed.
 type Config struct {
-	Integrations []Integration `yaml:"integrations"`
+	Integrations []Integration
 	// Ledger is where the consent ledger lives; default a SQLite file.
-	Ledger ledger.Settings `yaml:"ledger"`
+	Ledger ledger.Settings
 }
 
 // Integration is one marketing audience kept in sync with one CRM.
@@ -34,15 +51,20 @@ type Integration struct {
 	// OptOutIntegration search attribute.
 	ID string `yaml:"id"`
 	// Schedule is the interval between runs, e.g. "15m"; default 15m.
-	Schedule  string          `yaml:"schedule"`
-	Marketing MarketingConfig `yaml:"marketing"`
-	CRM       CRMConfig       `yaml:"crm"`
-	// CRMToMarketing is the Step 1 toggle: send CRM opt-outs to the
-	// audience. Off by default, because it unsubscribes people.
+	Schedule string `yaml:"schedule"`
+	// MarketingKind and CRMKind name the systems; Marketing and CRM are
+	// their blocks, decoded into the system's own Config.
+	MarketingKind string                     `yaml:"-"`
+	Marketing     connectors.MarketingConfig `yaml:"-"`
+	CRMKind       string                     `yaml:"-"`
+	CRM           connectors.CRMConfig       `yaml:"-"`
+	// CRMToMarketing turns on the crm-to-marketing step: CRM opt-outs
+	// unsubscribe the audience. Off by default, because it unsubscribes people.
 	CRMToMarketing bool `yaml:"crmToMarketing"`
-	// FieldMap maps CRM fields to merge tags (Step 3); empty turns Step 3 off.
+	// FieldMap maps CRM fields to merge fields for the field-sync step;
+	// empty turns the step off.
 	FieldMap map[string]string `yaml:"fieldMap"`
-	// StatusIfNew is the status of members Step 3 adds; default subscribed.
+	// StatusIfNew is the status of members the field-sync step adds; default subscribed.
 	StatusIfNew string `yaml:"statusIfNew"`
 	// Overlap is subtracted from each watermark; default 2m.
 	Overlap string `yaml:"overlap"`
@@ -55,142 +77,189 @@ type Integration struct {
 	interval, overlap time.Duration
 }
 
-// MarketingConfig is the marketing side of an integration. Exactly one
-// credential source is given.
-type MarketingConfig struct {
-	Kind     string `yaml:"kind"`
-	Audience string `yaml:"audience"`
-	// APIKeyEnv / APIKeyFile name where the API key ("<key>-<dc>") is.
-	APIKeyEnv  string `yaml:"apiKeyEnv"`
-	APIKeyFile string `yaml:"apiKeyFile"`
-	// OAuthTokenEnv / OAuthTokenFile name where an OAuth access token is; DC is then required.
-	OAuthTokenEnv  string `yaml:"oauthTokenEnv"`
-	OAuthTokenFile string `yaml:"oauthTokenFile"`
-	DC             string `yaml:"dc"`
-	// BaseURL overrides the API address; "emulator" (dev mode only) runs the in-process emulator.
-	BaseURL string `yaml:"baseURL"`
-}
-
-// CRMConfig is the CRM side of an integration. Which fields apply depends
-// on Kind; a field of the other kind is an error, so that a half-edited
-// file does not silently use the wrong credentials.
-type CRMConfig struct {
-	Kind string `yaml:"kind"`
-
-	// NetSuite.
-	AccountID string `yaml:"accountId"`
-	// TBA: the four OAuth 1.0a secrets.
-	ConsumerKeyEnv     string `yaml:"consumerKeyEnv"`
-	ConsumerKeyFile    string `yaml:"consumerKeyFile"`
-	ConsumerSecretEnv  string `yaml:"consumerSecretEnv"`
-	ConsumerSecretFile string `yaml:"consumerSecretFile"`
-	TokenIDEnv         string `yaml:"tokenIdEnv"`
-	TokenIDFile        string `yaml:"tokenIdFile"`
-	TokenSecretEnv     string `yaml:"tokenSecretEnv"`
-	TokenSecretFile    string `yaml:"tokenSecretFile"`
-	// M2M: client id, certificate id and private key (NetSuite); also the
-	// Salesforce JWT bearer flow's client id and key.
-	CertificateID string `yaml:"certificateId"`
-	// TimeZone is the NetSuite integration user's time zone (IANA name);
-	// required, since SuiteQL dates are in it.
-	TimeZone string `yaml:"timeZone"`
-	// Concurrency caps requests in flight to the NetSuite account; default 5.
-	Concurrency int `yaml:"concurrency"`
-
-	// Shared by NetSuite M2M and both Salesforce flows.
-	ClientIDEnv      string       `yaml:"clientIdEnv"`
-	ClientIDFile     string       `yaml:"clientIdFile"`
-	PrivateKeyEnv    string       `yaml:"privateKeyEnv"`
-	PrivateKeyFile   string       `yaml:"privateKeyFile"`
-	ClientSecretEnv  string       `yaml:"clientSecretEnv"`
-	ClientSecretFile string       `yaml:"clientSecretFile"`
-	InstanceURL      string       `yaml:"instanceURL"`
-	LoginURL         string       `yaml:"loginURL"`
-	Username         string       `yaml:"username"`
-	APIVersion       string       `yaml:"apiVersion"`
-	BaseURL          string       `yaml:"baseURL"`
-	RecordTypes      []string     `yaml:"recordTypes"`
-	Lists            []string     `yaml:"lists"`
-	OptOut           OptOutConfig `yaml:"optOut"`
-	CleanedField     string       `yaml:"cleanedField"`
-}
-
-// OptOutConfig says where the CRM keeps the opt-out.
-type OptOutConfig struct {
-	// Kind is standard (default), custom or inverted.
-	Kind  string `yaml:"kind"`
-	Field string `yaml:"field"`
-}
-
-// The defaults the brief fixes.
+// The defaults and bounds of the integration's own settings.
 const (
 	defaultSchedule         = 15 * time.Minute
+	minSchedule             = 10 * time.Second
+	maxSchedule             = 24 * time.Hour // CAN-SPAM allows ten business days; a day leaves room for failures
 	defaultOverlap          = 2 * time.Minute
+	maxOverlap              = 24 * time.Hour
 	defaultPagesPerActivity = 10
-	emulatorURL             = "emulator"
+	maxPagesPerActivity     = 100
+	maxConfigFile           = 1 << 20
+	maxIntegrations         = 1000
 )
 
-// LoadConfig reads and validates a configuration file.
-// dev allows "emulator" base URLs.
-func LoadConfig(path string, dev bool) (*Config, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading configuration: %w", err)
+// ConfigError is a configuration the worker refuses: every problem, each
+// a line naming its integration and key. main prints it alone, without
+// the dependency-injection context around it.
+type ConfigError struct{ Problems []string }
+
+func (e *ConfigError) Error() string { return strings.Join(e.Problems, "\n") }
+
+func configErr(p []string) error {
+	if len(p) == 0 {
+		return nil
 	}
-	cfg, err := ParseConfig(b, dev)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return cfg, nil
+	return &ConfigError{Problems: p}
 }
 
-// ParseConfig decodes a configuration strictly (an unknown key is an
-// error: a misspelt "crmToMarketting" must not silently mean false), fills
-// in the defaults and validates it; dev allows "emulator" base URLs.
-func ParseConfig(b []byte, dev bool) (*Config, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	var cfg Config
-	if err := dec.Decode(&cfg); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, errors.New("configuration is empty")
-		}
-		return nil, fmt.Errorf("configuration: %w", err)
+// LoadConfig reads, decodes and validates a configuration file. dev
+// allows what only the dev mode may use ("emulator" and http:// base URLs).
+func LoadConfig(path string, dev bool) (*Config, error) {
+	cfg, err := ReadConfig(path)
+	if err != nil {
+		return nil, err
 	}
 	if err := cfg.Validate(dev); err != nil {
 		return nil, err
 	}
-	return &cfg, nil
+	return cfg, nil
 }
 
-var (
-	idPattern       = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
-	mergeTagPattern = regexp.MustCompile(`^[A-Z][A-Z0-9_]{0,9}$`)
-	envNamePattern  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	campaignPattern = regexp.MustCompile(`^701[A-Za-z0-9]{12}([A-Za-z0-9]{3})?$`)
-	savedSearchPat  = regexp.MustCompile(`^([0-9]+|customsearch[A-Za-z0-9_]*)$`)
-	accountIDPat    = regexp.MustCompile(`^[A-Za-z0-9]+(_[A-Za-z0-9]+)?$`)
-	apiVersionPat   = regexp.MustCompile(`^v?[0-9]+\.[0-9]$`)
-)
-
-// recordTypes are the record types each CRM kind syncs, the first entry
-// of each being the default set.
-var recordTypes = map[string]struct{ allowed, def []string }{
-	"netsuite":   {allowed: []string{"customer", "contact", "partner", "vendor"}, def: []string{"customer", "contact"}},
-	"salesforce": {allowed: []string{"Contact", "Lead"}, def: []string{"Contact", "Lead"}},
+// ReadConfig reads and decodes a configuration file without validating it.
+func ReadConfig(path string) (*Config, error) {
+	fi, err := os.Stat(path)
+	switch {
+	case err != nil:
+		return nil, configErr([]string{"reading configuration: " + err.Error()})
+	case !fi.Mode().IsRegular():
+		return nil, configErr([]string{path + ": not a regular file"})
+	case fi.Size() > maxConfigFile:
+		return nil, configErr([]string{fmt.Sprintf("%s: larger than %d bytes", path, maxConfigFile)})
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, configErr([]string{"reading configuration: " + err.Error()})
+	}
+	return DecodeConfig(b)
 }
+
+// ParseConfig decodes and validates a configuration.
+func ParseConfig(b []byte, dev bool) (*Config, error) {
+	cfg, err := DecodeConfig(b)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(dev); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// DecodeConfig decodes a configuration strictly: an unknown key is an
+// error (a misspelt "crmToMarketting" must not silently mean false), and
+// each integration's marketing and crm blocks are decoded into the Config
+// type of the kind they name.
+func DecodeConfig(b []byte) (*Config, error) {
+	if len(b) > maxConfigFile {
+		return nil, configErr([]string{fmt.Sprintf("configuration: larger than %d bytes", maxConfigFile)})
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, configErr([]string{"configuration is empty"})
+		}
+		return nil, configErr([]string{"configuration: " + err.Error()})
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, configErr([]string{"configuration: only one YAML document is allowed (remove the second '---')"})
+	}
+	if len(doc.Content) == 0 {
+		return nil, configErr([]string{"configuration is empty"})
+	}
+	var top struct {
+		Integrations []yaml.Node     `yaml:"integrations"`
+		Ledger       ledger.Settings `yaml:"ledger"`
+	}
+	p := decodeStrict(doc.Content[0], &top, "")
+	cfg := &Config{Ledger: top.Ledger}
+	if len(top.Integrations) > maxIntegrations {
+		p = append(p, fmt.Sprintf("integrations: %d integrations; at most %d per worker", len(top.Integrations), maxIntegrations))
+		top.Integrations = top.Integrations[:maxIntegrations]
+	}
+	for i := range top.Integrations {
+		in, q := decodeIntegration(&top.Integrations[i], i)
+		p = append(p, q...)
+		cfg.Integrations = append(cfg.Integrations, in)
+	}
+	if len(p) > 0 {
+		return nil, configErr(p)
+	}
+	return cfg, nil
+}
+
+// decodeIntegration decodes the i-th integration; problems name it by id.
+func decodeIntegration(n *yaml.Node, i int) (Integration, []string) {
+	var raw struct {
+		Integration `yaml:",inline"`
+		Marketing   yaml.Node `yaml:"marketing"`
+		CRM         yaml.Node `yaml:"crm"`
+	}
+	name := fmt.Sprintf("#%d", i+1)
+	if id := scalarKey(n, "id"); id != "" {
+		name = id
+	}
+	var p []string
+	for _, q := range decodeStrict(n, &raw, "") {
+		p = append(p, fmt.Sprintf("integration %q: %s", name, q))
+	}
+	in := raw.Integration
+	side := func(key string, node *yaml.Node, known []string) (string, bool) {
+		kind := scalarKey(node, "kind")
+		switch {
+		case node.Kind == 0:
+			p = append(p, fmt.Sprintf("integration %q: %s: required (kind: %s)", name, key, strings.Join(known, ", ")))
+		case kind == "":
+			p = append(p, fmt.Sprintf("integration %q: %s.kind: required (%s)", name, key, strings.Join(known, ", ")))
+		case !slices.Contains(known, kind):
+			p = append(p, fmt.Sprintf("integration %q: %s.kind: unknown kind %q (known: %s)", name, key, kind, strings.Join(known, ", ")))
+		default:
+			return kind, true
+		}
+		return "", false
+	}
+	if kind, ok := side("marketing", &raw.Marketing, slices.Sorted(maps.Keys(marketingKinds))); ok {
+		in.MarketingKind, in.Marketing = kind, marketingKinds[kind]()
+		for _, q := range decodeStrict(&raw.Marketing, in.Marketing, "marketing", "kind") {
+			p = append(p, fmt.Sprintf("integration %q: %s", name, q))
+		}
+	}
+	if kind, ok := side("crm", &raw.CRM, slices.Sorted(maps.Keys(crmKinds))); ok {
+		in.CRMKind, in.CRM = kind, crmKinds[kind]()
+		for _, q := range decodeStrict(&raw.CRM, in.CRM, "crm", "kind") {
+			p = append(p, fmt.Sprintf("integration %q: %s", name, q))
+		}
+	}
+	return in, p
+}
+
+// scalarKey is the text value of key in the mapping n, or "".
+func scalarKey(n *yaml.Node, key string) string {
+	if n.Kind != yaml.MappingNode {
+		return ""
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key && n.Content[i+1].Kind == yaml.ScalarNode {
+			return n.Content[i+1].Value
+		}
+	}
+	return ""
+}
+
+var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 
 // Validate fills in defaults and checks every integration, returning all
-// the problems at once, each naming its integration and field. dev allows
-// "emulator" base URLs.
+// the problems at once as a *ConfigError, each naming its integration and
+// key. dev allows "emulator" and http:// base URLs.
 func (c *Config) Validate(dev bool) error {
-	var errs []error
+	var p []string
 	if len(c.Integrations) == 0 {
-		errs = append(errs, errors.New("integrations: at least one integration is required"))
+		p = append(p, "integrations: at least one integration is required")
 	}
-	for _, e := range c.Ledger.Validate() {
-		errs = append(errs, errors.New(e))
-	}
+	p = append(p, c.Ledger.Validate()...)
 	seen := map[string]bool{}
 	for i := range c.Integrations {
 		in := &c.Integrations[i]
@@ -199,22 +268,39 @@ func (c *Config) Validate(dev bool) error {
 			name = fmt.Sprintf("#%d", i+1)
 		}
 		for _, e := range in.validate(dev) {
-			errs = append(errs, fmt.Errorf("integration %q: %s", name, e))
+			p = append(p, fmt.Sprintf("integration %q: %s", name, e))
 		}
 		if in.ID != "" {
 			if seen[in.ID] {
-				errs = append(errs, fmt.Errorf("integration %q: id: duplicate id", in.ID))
+				p = append(p, fmt.Sprintf("integration %q: id: duplicate id", in.ID))
 			}
 			seen[in.ID] = true
 		}
 	}
-	return errors.Join(errs...)
+	return configErr(p)
 }
 
-// validate fills in in's defaults and returns its problems as "field: message".
+// duration parses a bounded duration setting.
+func duration(p *[]string, key, v string, def, lo, hi time.Duration) time.Duration {
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	switch {
+	case err != nil:
+		*p = append(*p, fmt.Sprintf("%s: %q is not a duration such as 15m or 1h", key, v))
+	case d < lo || d > hi:
+		*p = append(*p, fmt.Sprintf("%s: %q must be between %s and %s", key, v, lo, hi))
+	default:
+		return d
+	}
+	return def
+}
+
+// validate fills in in's defaults and returns its problems as "key: message".
 func (in *Integration) validate(dev bool) []string {
 	var p []string
-	bad := func(field, format string, args ...any) { p = append(p, field+": "+fmt.Sprintf(format, args...)) }
+	bad := func(key, format string, args ...any) { p = append(p, key+": "+fmt.Sprintf(format, args...)) }
 
 	switch {
 	case in.ID == "":
@@ -222,37 +308,8 @@ func (in *Integration) validate(dev bool) []string {
 	case !idPattern.MatchString(in.ID):
 		bad("id", "%q must be lower-case letters, digits and '-' (at most 63), starting with a letter or digit", in.ID)
 	}
-	in.interval = defaultSchedule
-	if in.Schedule != "" {
-		d, err := time.ParseDuration(in.Schedule)
-		switch {
-		case err != nil:
-			bad("schedule", "%q is not a duration such as 15m or 1h", in.Schedule)
-		case d < time.Second:
-			bad("schedule", "%q must be at least 1s", in.Schedule)
-		default:
-			in.interval = d
-		}
-	}
-	in.overlap = defaultOverlap
-	if in.Overlap != "" {
-		d, err := time.ParseDuration(in.Overlap)
-		switch {
-		case err != nil:
-			bad("overlap", "%q is not a duration such as 2m", in.Overlap)
-		case d < 0:
-			bad("overlap", "%q must not be negative", in.Overlap)
-		default:
-			in.overlap = d
-		}
-	}
-	switch in.StatusIfNew {
-	case "":
-		in.StatusIfNew = string(connectors.StatusSubscribed)
-	case "subscribed", "pending", "unsubscribed", "transactional":
-	default:
-		bad("statusIfNew", "%q is not one of subscribed, pending, unsubscribed, transactional", in.StatusIfNew)
-	}
+	in.interval = duration(&p, "schedule", in.Schedule, defaultSchedule, minSchedule, maxSchedule)
+	in.overlap = duration(&p, "overlap", in.Overlap, defaultOverlap, 0, maxOverlap)
 	switch {
 	case in.PageSize == 0:
 		in.PageSize = connectors.MaxPageSize
@@ -262,331 +319,70 @@ func (in *Integration) validate(dev bool) []string {
 	switch {
 	case in.PagesPerActivity == 0:
 		in.PagesPerActivity = defaultPagesPerActivity
-	case in.PagesPerActivity < 0:
-		bad("pagesPerActivity", "%d must be positive", in.PagesPerActivity)
+	case in.PagesPerActivity < 1 || in.PagesPerActivity > maxPagesPerActivity:
+		bad("pagesPerActivity", "%d must be between 1 and %d", in.PagesPerActivity, maxPagesPerActivity)
+	}
+	side := func(key string, err error) {
+		for _, fe := range connectors.FieldErrors(err) {
+			p = append(p, join(key, fe.Key)+": "+fe.Msg)
+		}
+	}
+	if in.Marketing == nil {
+		bad("marketing", "required")
+	} else {
+		side("marketing", in.Marketing.Validate(dev))
+		if in.StatusIfNew == "" {
+			in.StatusIfNew = string(connectors.StatusSubscribed)
+		}
+		if err := in.Marketing.CheckStatusIfNew(connectors.MemberStatus(in.StatusIfNew)); err != nil {
+			bad("statusIfNew", "%v", err)
+		}
+	}
+	if in.CRM == nil {
+		bad("crm", "required")
+	} else {
+		side("crm", in.CRM.Validate(dev))
 	}
 	tags := map[string]string{}
 	for _, crmField := range sortedKeys(in.FieldMap) {
 		tag := in.FieldMap[crmField]
-		switch {
-		case strings.TrimSpace(crmField) == "":
-			bad("fieldMap", "a CRM field name is empty")
-		case !mergeTagPattern.MatchString(tag):
-			bad("fieldMap."+crmField, "%q is not a merge tag (upper-case letters, digits, '_', at most 10)", tag)
-		case tags[tag] != "":
-			bad("fieldMap."+crmField, "merge tag %s is also mapped from %s", tag, tags[tag])
-		default:
-			tags[tag] = crmField
-		}
-	}
-	p = append(p, in.Marketing.validate(dev)...)
-	p = append(p, in.CRM.validate(dev)...)
-	return p
-}
-
-func (m *MarketingConfig) validate(dev bool) []string {
-	var p []string
-	bad := func(field, format string, args ...any) {
-		p = append(p, "marketing."+field+": "+fmt.Sprintf(format, args...))
-	}
-	switch m.Kind {
-	case "":
-		bad("kind", "required (mailchimp)")
-		return p
-	case "mailchimp":
-	default:
-		bad("kind", "unknown kind %q (known: mailchimp)", m.Kind)
-		return p
-	}
-	if m.Audience == "" {
-		bad("audience", "required (the Mailchimp audience id)")
-	}
-	emu := checkBaseURL(m.BaseURL, dev, func(msg string) { bad("baseURL", "%s", msg) })
-	if emu {
-		// The emulator hands out its own credentials.
-		for f, v := range map[string]string{"apiKeyEnv": m.APIKeyEnv, "apiKeyFile": m.APIKeyFile, "oauthTokenEnv": m.OAuthTokenEnv, "oauthTokenFile": m.OAuthTokenFile} {
-			if v != "" {
-				bad(f, "not used with baseURL: emulator")
+		key := "fieldMap." + crmField
+		if in.CRM != nil {
+			if err := in.CRM.CheckField(crmField); err != nil {
+				bad(key, "%v", err)
+				continue
 			}
 		}
-		return p
-	}
-	sources := 0
-	for _, s := range []struct{ field, v string }{
-		{"apiKeyEnv", m.APIKeyEnv}, {"apiKeyFile", m.APIKeyFile},
-		{"oauthTokenEnv", m.OAuthTokenEnv}, {"oauthTokenFile", m.OAuthTokenFile},
-	} {
-		if s.v != "" {
-			sources++
-			if strings.HasSuffix(s.field, "Env") && !envNamePattern.MatchString(s.v) {
-				bad(s.field, "%q is not an environment variable name", s.v)
+		if in.Marketing != nil {
+			if err := in.Marketing.CheckMergeField(tag); err != nil {
+				bad(key, "%v", err)
+				continue
 			}
 		}
-	}
-	switch {
-	case sources == 0:
-		bad("apiKeyEnv", "a credential is required: one of apiKeyEnv, apiKeyFile, oauthTokenEnv, oauthTokenFile")
-	case sources > 1:
-		bad("apiKeyEnv", "give only one of apiKeyEnv, apiKeyFile, oauthTokenEnv, oauthTokenFile")
-	}
-	if (m.OAuthTokenEnv != "" || m.OAuthTokenFile != "") && m.DC == "" && m.BaseURL == "" {
-		bad("dc", "required with an OAuth token (tokens carry no data center), e.g. us6")
-	}
-	return p
-}
-
-// checkBaseURL reports whether u asks for the emulator, calling bad when u
-// is neither empty, an http(s) URL nor (in dev mode) "emulator".
-func checkBaseURL(u string, dev bool, bad func(string)) bool {
-	if u == "" {
-		return false
-	}
-	if u == emulatorURL {
-		if !dev {
-			bad(`"emulator" is only allowed with -dev`)
+		if tags[tag] != "" {
+			bad(key, "merge field %s is also mapped from %s", tag, tags[tag])
+			continue
 		}
-		return dev
-	}
-	pu, err := url.Parse(u)
-	if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
-		bad(fmt.Sprintf("%q is not an http(s) URL", u))
-	}
-	return false
-}
-
-// secretPair is one credential named by an environment variable or a file.
-type secretPair struct {
-	name      string // the credential, e.g. "consumerKey"
-	env, file string
-}
-
-func (s secretPair) given() bool { return s.env != "" || s.file != "" }
-
-func (c *CRMConfig) tba() []secretPair {
-	return []secretPair{
-		{"consumerKey", c.ConsumerKeyEnv, c.ConsumerKeyFile},
-		{"consumerSecret", c.ConsumerSecretEnv, c.ConsumerSecretFile},
-		{"tokenId", c.TokenIDEnv, c.TokenIDFile},
-		{"tokenSecret", c.TokenSecretEnv, c.TokenSecretFile},
-	}
-}
-
-func (c *CRMConfig) clientID() secretPair {
-	return secretPair{"clientId", c.ClientIDEnv, c.ClientIDFile}
-}
-func (c *CRMConfig) privateKey() secretPair {
-	return secretPair{"privateKey", c.PrivateKeyEnv, c.PrivateKeyFile}
-}
-func (c *CRMConfig) clientSecret() secretPair {
-	return secretPair{"clientSecret", c.ClientSecretEnv, c.ClientSecretFile}
-}
-
-func (c *CRMConfig) validate(dev bool) []string {
-	var p []string
-	bad := func(field, format string, args ...any) {
-		p = append(p, "crm."+field+": "+fmt.Sprintf(format, args...))
-	}
-	checkPair := func(s secretPair) {
-		switch {
-		case s.env != "" && s.file != "":
-			bad(s.name+"Env", "give only one of %sEnv and %sFile", s.name, s.name)
-		case s.env != "" && !envNamePattern.MatchString(s.env):
-			bad(s.name+"Env", "%q is not an environment variable name", s.env)
-		}
-	}
-	notFor := func(kind string, fields map[string]bool) {
-		for _, f := range sortedKeys(fields) {
-			if fields[f] {
-				bad(f, "not a %s setting", kind)
-			}
-		}
-	}
-	types, ok := recordTypes[c.Kind]
-	switch {
-	case c.Kind == "":
-		bad("kind", "required (netsuite or salesforce)")
-		return p
-	case !ok:
-		bad("kind", "unknown kind %q (known: netsuite, salesforce)", c.Kind)
-		return p
-	}
-	emu := checkBaseURL(c.BaseURL, dev, func(msg string) { bad("baseURL", "%s", msg) })
-
-	switch c.Kind {
-	case "netsuite":
-		notFor("netsuite", map[string]bool{
-			"clientSecretEnv": c.ClientSecretEnv != "", "clientSecretFile": c.ClientSecretFile != "",
-			"instanceURL": c.InstanceURL != "", "loginURL": c.LoginURL != "", "username": c.Username != "",
-			"apiVersion": c.APIVersion != "",
-		})
-		switch {
-		case c.AccountID == "":
-			bad("accountId", "required (e.g. 1234567 or 1234567_SB1)")
-		case !accountIDPat.MatchString(c.AccountID):
-			bad("accountId", "%q is not a NetSuite account id such as 1234567 or 1234567_SB1", c.AccountID)
-		}
-		switch {
-		case c.TimeZone == "" && !emu:
-			// SuiteQL reads dates in the integration user's time zone: a
-			// wrong guess shifts every watermark by hours and hides opt-outs.
-			bad("timeZone", "required: the NetSuite integration user's time zone (Set Preferences), e.g. America/Los_Angeles or UTC")
-		case c.TimeZone != "":
-			if _, err := time.LoadLocation(c.TimeZone); err != nil {
-				bad("timeZone", "%q is not an IANA time zone such as America/Los_Angeles", c.TimeZone)
-			}
-		}
-		if c.Concurrency < 0 {
-			bad("concurrency", "%d must not be negative", c.Concurrency)
-		}
-		if emu {
-			break
-		}
-		tbaGiven := 0
-		for _, s := range c.tba() {
-			checkPair(s)
-			if s.given() {
-				tbaGiven++
-			}
-		}
-		m2m := c.clientID().given() || c.privateKey().given() || c.CertificateID != ""
-		checkPair(c.clientID())
-		checkPair(c.privateKey())
-		switch {
-		case tbaGiven > 0 && m2m:
-			bad("consumerKeyEnv", "give either the four TBA secrets or the M2M client id, certificate id and private key, not both")
-		case tbaGiven > 0 && tbaGiven < 4:
-			for _, s := range c.tba() {
-				if !s.given() {
-					bad(s.name+"Env", "required for token-based auth (or %sFile)", s.name)
-				}
-			}
-		case m2m:
-			if !c.clientID().given() {
-				bad("clientIdEnv", "required for M2M auth (or clientIdFile)")
-			}
-			if c.CertificateID == "" {
-				bad("certificateId", "required for M2M auth")
-			}
-			if !c.privateKey().given() {
-				bad("privateKeyFile", "required for M2M auth (or privateKeyEnv)")
-			}
-		case tbaGiven == 0:
-			bad("consumerKeyEnv", "credentials are required: the four TBA secrets (consumerKey, consumerSecret, tokenId, tokenSecret) or M2M (clientId, certificateId, privateKey)")
-		}
-	case "salesforce":
-		fields := map[string]bool{"accountId": c.AccountID != "", "certificateId": c.CertificateID != "",
-			"timeZone": c.TimeZone != "", "concurrency": c.Concurrency != 0}
-		for _, s := range c.tba() {
-			fields[s.name+"Env"] = s.env != ""
-			fields[s.name+"File"] = s.file != ""
-		}
-		notFor("salesforce", fields)
-		if c.InstanceURL == "" && c.BaseURL == "" {
-			bad("instanceURL", "required (your My Domain URL, e.g. https://acme.my.salesforce.com)")
-		} else if c.InstanceURL != "" {
-			checkBaseURL(c.InstanceURL, false, func(msg string) { bad("instanceURL", "%s", msg) })
-		}
-		if c.LoginURL != "" {
-			checkBaseURL(c.LoginURL, false, func(msg string) { bad("loginURL", "%s", msg) })
-		}
-		if c.APIVersion != "" && !apiVersionPat.MatchString(c.APIVersion) {
-			bad("apiVersion", "%q is not an API version such as 62.0", c.APIVersion)
-		}
-		if emu {
-			break
-		}
-		checkPair(c.clientID())
-		checkPair(c.clientSecret())
-		checkPair(c.privateKey())
-		if !c.clientID().given() {
-			bad("clientIdEnv", "required (the connected app's consumer key; or clientIdFile)")
-		}
-		secret, key := c.clientSecret().given(), c.privateKey().given()
-		switch {
-		case secret && key:
-			bad("clientSecretEnv", "give either clientSecret (client credentials flow) or privateKey with username (JWT bearer flow), not both")
-		case key && c.Username == "":
-			bad("username", "required with privateKey (the JWT bearer flow runs as that user)")
-		case !secret && !key:
-			bad("clientSecretEnv", "a credential is required: clientSecretEnv/File (client credentials) or privateKeyFile/Env with username (JWT bearer)")
-		case secret && c.Username != "":
-			bad("username", "only used with privateKey (JWT bearer flow)")
-		}
-	}
-
-	if len(c.RecordTypes) == 0 {
-		c.RecordTypes = slices.Clone(types.def)
-	}
-	for i, t := range c.RecordTypes {
-		if !slices.Contains(types.allowed, t) {
-			bad(fmt.Sprintf("recordTypes[%d]", i), "%q is not a %s record type (known: %s)", t, c.Kind, strings.Join(types.allowed, ", "))
-		}
-	}
-	for i, l := range c.Lists {
-		switch {
-		case c.Kind == "netsuite" && !savedSearchPat.MatchString(l):
-			bad(fmt.Sprintf("lists[%d]", i), "%q is not a saved search id (an internal id such as 123 or a script id such as customsearch_mc_sync)", l)
-		case c.Kind == "salesforce" && dev && c.BaseURL == emulatorURL && l == demoCampaignPlaceholder:
-			// The emulator's demo campaign, whose id is known once it runs.
-		case c.Kind == "salesforce" && !campaignPattern.MatchString(l):
-			bad(fmt.Sprintf("lists[%d]", i), "%q is not a Campaign id (15 or 18 characters starting with 701)", l)
-		}
-	}
-	customField := func(field, name string) {
-		switch {
-		case c.Kind == "netsuite" && !strings.HasPrefix(name, "custentity"):
-			bad(field, "%q must be a custom entity field (custentity...)", name)
-		case c.Kind == "salesforce" && !strings.HasSuffix(name, "__c"):
-			bad(field, "%q must be a custom field (...__c)", name)
-		}
-	}
-	switch c.OptOut.Kind {
-	case "":
-		c.OptOut.Kind = string(connectors.OptOutStandard)
-		fallthrough
-	case string(connectors.OptOutStandard):
-		if c.OptOut.Field != "" {
-			bad("optOut.field", "not used when kind is standard (the CRM's own opt-out field)")
-		}
-	case string(connectors.OptOutCustom), string(connectors.OptOutInverted):
-		if c.OptOut.Field == "" {
-			bad("optOut.field", "required when kind is %s", c.OptOut.Kind)
-		} else {
-			customField("optOut.field", c.OptOut.Field)
-		}
-	default:
-		bad("optOut.kind", "unknown kind %q (known: standard, custom, inverted)", c.OptOut.Kind)
-	}
-	if c.CleanedField != "" {
-		customField("cleanedField", c.CleanedField)
-		if c.CleanedField == c.OptOut.Field {
-			bad("cleanedField", "must differ from optOut.field: a bounce is not an opt-out")
-		}
+		tags[tag] = crmField
 	}
 	return p
 }
 
 // Settings are the integration's non-secret settings, as the workflow
-// sees them. Call after Validate.
+// loads them at the start of a run. Call after Validate.
 func (in *Integration) Settings() activities.Settings {
-	var fm map[string]string
-	if len(in.FieldMap) > 0 {
-		fm = make(map[string]string, len(in.FieldMap))
-		for k, v := range in.FieldMap {
-			fm[k] = v
-		}
-	}
+	scope := in.CRM.Scope()
 	return activities.Settings{
 		IntegrationID:    in.ID,
-		MarketingKind:    in.Marketing.Kind,
-		CRMKind:          in.CRM.Kind,
-		Audience:         in.Marketing.Audience,
-		RecordTypes:      slices.Clone(in.CRM.RecordTypes),
-		Lists:            slices.Clone(in.CRM.Lists),
+		MarketingKind:    in.MarketingKind,
+		CRMKind:          in.CRMKind,
+		Audience:         in.Marketing.Audience(),
+		RecordTypes:      slices.Clone(scope.RecordTypes),
+		Lists:            slices.Clone(scope.Lists),
 		CRMToMarketing:   in.CRMToMarketing,
-		OptOut:           connectors.OptOutField{Kind: connectors.OptOutKind(in.CRM.OptOut.Kind), Field: in.CRM.OptOut.Field},
-		CleanedField:     in.CRM.CleanedField,
-		FieldMap:         fm,
+		OptOut:           scope.OptOut,
+		CleanedField:     scope.CleanedField,
+		FieldMap:         maps.Clone(in.FieldMap),
 		StatusIfNew:      connectors.MemberStatus(in.StatusIfNew),
 		Overlap:          in.overlap,
 		PageSize:         in.PageSize,
@@ -598,10 +394,5 @@ func (in *Integration) Settings() activities.Settings {
 func (in *Integration) Interval() time.Duration { return in.interval }
 
 func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
+	return slices.Sorted(maps.Keys(m))
 }

@@ -26,7 +26,7 @@ integrations:
   - id: bad
     marketing: {kind: mailchimp, audience: a1, apiKeyEnv: BAD_KEY, baseURL: "`+mc.URL+`"}
     crm: `+nsTBA+`}
-`), false)
+`), true) // the emulator speaks plain http, which only -dev allows
 	require.NoError(t, err)
 	env := map[string]string{"GOOD_KEY": mc.APIKey, "BAD_KEY": "00000000000000000000000000000000-us6",
 		"NS_CK": "a", "NS_CS": "b", "NS_TI": "c", "NS_TS": "d"}

@@ -9,27 +9,30 @@ import (
 	"path/filepath"
 	"strconv"
 
+	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
 	"go.uber.org/fx"
 
 	"github.com/optoutsync/optoutsync/activities/ledger"
 	"github.com/optoutsync/optoutsync/worker/devserver"
+	"github.com/optoutsync/optoutsync/workflows"
 )
 
-// DevOptions add, in -dev mode, the embedded Temporal server with its Web
-// UI and the emulators the configuration points at. The other modules
-// take the dev values as optional parameters, so without -dev nothing of
-// this exists.
+// DevOptions overlay the production graph in -dev mode: the embedded
+// Temporal server with its Web UI, a configuration read with the dev
+// rules (the built-in demo when none is given) whose "emulator" blocks
+// point at in-process emulators, their credentials over the environment,
+// and the client pointed at the embedded server. Without -dev none of it
+// exists, and no production provider asks whether it is in dev mode.
 var DevOptions = fx.Options(
-	fx.Provide(provideDevEnv, provideDevServer),
+	fx.Provide(provideEmulators, provideDevServer),
+	fx.Decorate(
+		decorateConfigSource,
+		func(env LookupEnv, e *Emulators) LookupEnv { return e.Lookup(env) },
+		func(_ client.Options, d *DevServer, log *slog.Logger) client.Options { return devClientOptions(d, log) },
+	),
 	fx.Invoke(registerBanner),
 )
-
-// DevEnv is the dev mode's configuration, resolved against the emulators.
-type DevEnv struct {
-	Config    *Config
-	Emulators *Emulators
-}
 
 // DevServer is the embedded Temporal server, started by an OnStart hook
 // that runs before anything dials it.
@@ -40,28 +43,36 @@ type DevServer struct {
 	srv     *devserver.Server
 }
 
-func provideDevEnv(lc fx.Lifecycle, f Flags) (*DevEnv, error) {
-	var cfg *Config
-	if f.ConfigPath == "" {
-		cfg = DemoConfig()
-	} else {
-		c, err := LoadConfig(f.ConfigPath, true)
-		if err != nil {
+func provideEmulators(lc fx.Lifecycle) *Emulators {
+	e := NewEmulators()
+	lc.Append(fx.StopHook(e.Close))
+	return e
+}
+
+// decorateConfigSource reads the configuration file (or the demo) with
+// the dev rules: its ledger defaults to the data directory, and its
+// "emulator" blocks are pointed at the emulators before validation.
+func decorateConfigSource(f Flags, e *Emulators) ConfigSource {
+	return func() (*Config, error) {
+		cfg := DemoConfig()
+		if f.ConfigPath != "" {
+			c, err := ReadConfig(f.ConfigPath)
+			if err != nil {
+				return nil, err
+			}
+			cfg = c
+		}
+		if cfg.Ledger.Driver != ledger.Postgres && cfg.Ledger.Path == "" {
+			cfg.Ledger.Path = filepath.Join(f.DataDir, "ledger.db")
+		}
+		if err := e.Resolve(cfg); err != nil {
 			return nil, err
 		}
-		cfg = c
+		if err := cfg.Validate(true); err != nil {
+			return nil, err
+		}
+		return cfg, nil
 	}
-	// The demo's ledger sits beside the embedded server's database.
-	if cfg.Ledger.Driver != ledger.Postgres && cfg.Ledger.Path == "" {
-		cfg.Ledger.Path = filepath.Join(f.DataDir, "ledger.db")
-	}
-	e := StartEmulators(cfg)
-	lc.Append(fx.StopHook(e.Close))
-	if err := e.Resolve(cfg); err != nil {
-		e.Close()
-		return nil, err
-	}
-	return &DevEnv{Config: cfg, Emulators: e}, nil
 }
 
 func provideDevServer(lc fx.Lifecycle, f Flags, log *slog.Logger) (*DevServer, error) {
@@ -82,7 +93,8 @@ func provideDevServer(lc fx.Lifecycle, f Flags, log *slog.Logger) (*DevServer, e
 				}
 			}
 			srv, err := devserver.Start(ctx, devserver.Options{
-				DataDir: f.DataDir, FrontendPort: port, UIPort: f.UIPort, Logger: log.With("component", "temporal-dev-server"),
+				SearchAttributes: map[string]enumspb.IndexedValueType{workflows.IntegrationKey.GetName(): enumspb.INDEXED_VALUE_TYPE_KEYWORD},
+				DataDir:          f.DataDir, FrontendPort: port, UIPort: f.UIPort, Logger: log.With("component", "temporal-dev-server"),
 			})
 			if err != nil {
 				return fmt.Errorf("starting the embedded Temporal server: %w", err)
@@ -114,9 +126,9 @@ func devClientOptions(d *DevServer, log *slog.Logger) client.Options {
 	return client.Options{HostPort: d.Address, Namespace: devserver.DefaultNamespace, Logger: log}
 }
 
-func registerBanner(lc fx.Lifecycle, d *DevServer, env *DevEnv) {
+func registerBanner(lc fx.Lifecycle, d *DevServer, cfg *Config) {
 	lc.Append(fx.StartHook(func() {
-		printBanner(os.Stdout, d.Address, d.UIURL(), env.Config, env.Emulators)
+		printBanner(os.Stdout, d.Address, d.UIURL(), cfg)
 	}))
 }
 

@@ -5,7 +5,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"sort"
 	"syscall"
 )
 
@@ -13,10 +12,9 @@ import (
 // data, until SIGINT or SIGTERM, and prints their base URLs and
 // credentials so that a person or another client can talk to them.
 func serveEmulators(w io.Writer) int {
-	cfg := DemoConfig()
-	e := StartEmulators(cfg)
+	e := NewEmulators()
 	defer e.Close()
-	if err := e.Resolve(cfg); err != nil {
+	if err := e.Resolve(DemoConfig()); err != nil {
 		fmt.Fprintln(os.Stderr, "worker: emulators:", err)
 		return 1
 	}
@@ -32,28 +30,9 @@ func serveEmulators(w io.Writer) int {
 // them is the point.
 func printEmulators(w io.Writer, e *Emulators) {
 	fmt.Fprintln(w, "optout-sync emulators (seeded with the demo data; Ctrl-C stops them)")
-	if s := e.Mailchimp; s != nil {
-		fmt.Fprintf(w, "\nMailchimp Marketing API  %s\n  API key (HTTP Basic password or Bearer)  %s\n  audiences  %s, %s\n",
-			s.URL, s.APIKey, demoNetSuiteAudience, demoSalesforceAudience)
-		fmt.Fprintf(w, "  try: curl -u any:%s '%s/lists/%s/members?status=unsubscribed'\n", s.APIKey, s.URL, demoNetSuiteAudience)
-	}
-	if s := e.NetSuite; s != nil {
-		fmt.Fprintf(w, "\nNetSuite SuiteTalk REST  %s\n  account (OAuth realm)  %s\n  TBA consumer key %s\n      consumer secret %s\n      token id %s\n      token secret %s\n  saved search  %s\n",
-			s.URL, s.AccountID, s.ConsumerKey, s.ConsumerSecret, s.TokenID, s.TokenSecret, demoSavedSearch)
-	}
-	if s := e.Salesforce; s != nil {
-		fmt.Fprintf(w, "\nSalesforce REST  %s (My Domain and instance_url)\n  client id %s\n  client secret %s\n  JWT username %s\n  campaign  %s\n",
-			s.URL, s.ClientID, s.ClientSecret, s.Username, e.CampaignID)
-		fmt.Fprintf(w, "  try: curl -d grant_type=client_credentials -d client_id=%s -d client_secret=%s %s/services/oauth2/token\n",
-			s.ClientID, s.ClientSecret, s.URL)
-	}
-	names := make([]string, 0, len(e.Env))
-	for k := range e.Env {
-		names = append(names, k)
-	}
-	sort.Strings(names)
+	fmt.Fprint(w, e.Describe())
 	fmt.Fprintln(w, "\nThe same credentials as environment variables, for a worker configuration:")
-	for _, k := range names {
+	for _, k := range sortedKeys(e.Env) {
 		fmt.Fprintf(w, "  export %s=%s\n", k, e.Env[k])
 	}
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"os"
 	"time"
@@ -36,6 +35,7 @@ type Flags struct {
 // builds the integrations' connectors.
 var ConfigModule = fx.Module("config",
 	fx.Provide(
+		provideConfigSource,
 		provideConfig,
 		provideEnv,
 		provideRegistry,
@@ -64,41 +64,25 @@ var WorkerModule = fx.Module("worker",
 	fx.Invoke(registerSetup, registerWorker),
 )
 
-// devParams are the dev mode's values, absent without -dev.
-type devParams struct {
-	fx.In
-	Flags  Flags
-	Dev    *DevEnv    `optional:"true"`
-	Server *DevServer `optional:"true"`
-	Log    *slog.Logger
-}
+// ConfigSource reads the configuration: the file -config names, with the
+// production rules. The dev mode decorates it.
+type ConfigSource func() (*Config, error)
 
-func provideConfig(p devParams) (*Config, error) {
-	if p.Dev != nil {
-		return p.Dev.Config, nil
-	}
-	f := p.Flags
-	if f.ConfigPath == "" {
-		if !f.Dev {
-			return nil, errors.New("-config is required (or -dev to run the built-in demo)")
+func provideConfigSource(f Flags) ConfigSource {
+	return func() (*Config, error) {
+		if f.ConfigPath == "" {
+			return nil, &ConfigError{Problems: []string{"-config is required (or -dev to run the built-in demo)"}}
 		}
-		return DemoConfig(), nil
+		return LoadConfig(f.ConfigPath, false)
 	}
-	return LoadConfig(f.ConfigPath, f.Dev)
 }
 
-func provideEnv(p devParams) LookupEnv {
-	if p.Dev != nil {
-		return p.Dev.Emulators.Lookup(os.LookupEnv)
-	}
-	return os.LookupEnv
-}
+func provideConfig(src ConfigSource) (*Config, error) { return src() }
 
-func provideClientOptions(p devParams) (client.Options, error) {
-	if p.Server != nil {
-		return devClientOptions(p.Server, p.Log), nil
-	}
-	return ClientOptions("", p.Log)
+func provideEnv() LookupEnv { return os.LookupEnv }
+
+func provideClientOptions(log *slog.Logger) (client.Options, error) {
+	return ClientOptions("", log)
 }
 
 func provideRegistry(cfg *Config, env LookupEnv, log *slog.Logger) (activities.MapRegistry, error) {

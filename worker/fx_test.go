@@ -9,6 +9,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/fx"
+
+	"github.com/optoutsync/optoutsync/connectors/mailchimp/mailchimptest"
+	"github.com/optoutsync/optoutsync/connectors/salesforce/salesforcetest"
 )
 
 func testFlags(t *testing.T) Flags {
@@ -52,17 +55,18 @@ func TestMissingCredentialStopsTheWorker(t *testing.T) {
 // seeded emulators, is valid and builds every connector.
 func TestDemoConfigResolves(t *testing.T) {
 	cfg := DemoConfig()
-	e := StartEmulators(cfg)
+	e := NewEmulators()
 	defer e.Close()
 	require.NoError(t, e.Resolve(cfg))
-	require.Equal(t, e.CampaignID, cfg.Integrations[1].CRM.Lists[0])
+	require.NoError(t, cfg.Validate(true))
+	require.Equal(t, e.Get("salesforce").(*salesforcetest.DemoServer).CampaignID, cfg.Integrations[1].CRM.Scope().Lists[0])
 	reg, err := BuildRegistry(cfg, e.Lookup(func(string) (string, bool) { return "", false }), nil)
 	require.NoError(t, err)
 	require.Len(t, reg, 2)
 	var out bytes.Buffer
-	printBanner(&out, "127.0.0.1:7233", "http://127.0.0.1:8233", cfg, e)
+	printBanner(&out, "127.0.0.1:7233", "http://127.0.0.1:8233", cfg)
 	require.Contains(t, out.String(), "temporal schedule trigger --schedule-id optout-sync-demo")
-	require.NotContains(t, out.String(), e.Mailchimp.APIKey)
+	require.NotContains(t, out.String(), e.Get("mailchimp").(*mailchimptest.Server).APIKey)
 }
 
 // TestDevAppBuildsOnAFreshDataDirectory: the first start of the demo

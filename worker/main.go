@@ -59,6 +59,12 @@ func run(args []string) int {
 
 	app := NewApp(f, log)
 	if err := app.Err(); err != nil {
+		// A configuration error is printed alone: the dependency graph
+		// around it tells the user nothing.
+		var cfgErr *ConfigError
+		if errors.As(err, &cfgErr) {
+			err = cfgErr
+		}
 		fmt.Fprintln(os.Stderr, "worker:", err)
 		return 1
 	}

@@ -17,7 +17,7 @@ import (
 // Second round of adversarial scenarios: each test ends in the state the
 // product promises and fails where the current code loses an opt-out.
 
-// hookCRM runs a side effect the first time Step 1 reads CRM opt-outs: a
+// hookCRM runs a side effect the first time the crm-to-marketing step reads CRM opt-outs: a
 // person acting in Mailchimp while a run is under way.
 type hookCRM struct {
 	connectors.CRM
@@ -32,9 +32,9 @@ func (h *hookCRM) OptedOut(ctx context.Context, q connectors.OptOutQuery) (conne
 
 // Ann's account manager opts her customer record out in NetSuite; she has
 // a second record (a contact, outside the saved search) still subscribed.
-// While the run is under way, after Marketing → CRM has read the
+// While the run is under way, after marketing-to-crm has read the
 // unsubscribes, Ann herself clicks "unsubscribe" in a Mailchimp email.
-// Step 1 then sends its unsubscribe (Mailchimp answers: unsubscribed) and
+// The crm-to-marketing step then sends its unsubscribe (Mailchimp answers: unsubscribed) and
 // the ledger records it as our write. The next run reads Ann's own
 // unsubscribe; its last_changed is before our write, so it is dropped as
 // "our echo": her Mailchimp unsubscribe never reaches her other record.
@@ -62,7 +62,7 @@ func TestAdversarial2GenuineUnsubscribeDuringARunIsNotDroppedAsOurEcho(t *testin
 }
 
 // Mailchimp's clock is a second behind the worker's and keeps whole
-// seconds. Step 1 unsubscribes Ann from a CRM opt-out; a moment later she
+// seconds. The crm-to-marketing step unsubscribes Ann from a CRM opt-out; a moment later she
 // re-subscribes through a form. Her re-subscribe's last_changed must still
 // read as newer than our write, or the ledger holds her as unsubscribed for
 // good and a later, new CRM opt-out of hers is skipped as "already
@@ -74,7 +74,7 @@ func TestAdversarial2ResubscribeJustAfterOurWriteIsSeenAndLaterCRMOptOutSent(t *
 	mc := mailchimptest.NewServer(mailchimptest.Options{Now: func() time.Time { return time.Now().Add(-time.Second) }})
 	t.Cleanup(mc.Close)
 	mc.AddList(audience, "Demo audience")
-	mk, err := mailchimp.New(mailchimp.Config{APIKey: mc.APIKey, BaseURL: mc.URL, RetryWaitMin: 10 * time.Millisecond, RetryWaitMax: 50 * time.Millisecond})
+	mk, err := mailchimp.New(mailchimp.Options{APIKey: mc.APIKey, BaseURL: mc.URL, RetryWaitMin: 10 * time.Millisecond, RetryWaitMax: 50 * time.Millisecond})
 	require.NoError(t, err)
 	s.mc = mc
 	s.reg.mu.Lock()

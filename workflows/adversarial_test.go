@@ -25,7 +25,7 @@ func setStatus(t *testing.T, s *stack, key, status string) {
 // She re-subscribes through a form (her later choice: left alone). Later
 // still she tells her account manager to stop every email: the record is
 // set to Confirmed Opt-Out in NetSuite. That is a new CRM opt-out, newer
-// than the re-subscribe, and Step 1 must send it. The echo rule treats any
+// than the re-subscribe, and the crm-to-marketing step must send it. The echo rule treats any
 // record the product ever wrote as its own echo forever, so it never is.
 func TestAdversarialNewCRMOptOutOnARecordTheProductOnceWroteIsNotAnEcho(t *testing.T) {
 	s := newStack(t, nil)
@@ -50,7 +50,7 @@ func TestAdversarialNewCRMOptOutOnARecordTheProductOnceWroteIsNotAnEcho(t *testi
 		"a CRM opt-out made after the re-subscribe is a new opt-out, not our echo (echoSkipped=%d)", r4.Counts.CRMToMarketing.EchoSkipped)
 }
 
-// Eve opts out in NetSuite; Step 1 unsubscribes her. She re-subscribes in
+// Eve opts out in NetSuite; the crm-to-marketing step unsubscribes her. She re-subscribes in
 // Mailchimp. The CRM record is set back to subscribed, and later she opts
 // out again in NetSuite, on the same record. The ledger keys a CRM opt-out
 // by record with no time, so the second opt-out is "the same observation"
@@ -105,7 +105,7 @@ func TestAdversarialCleanedMemberWhoSignsUpAgainStillGetsTheirCRMOptOut(t *testi
 }
 
 // Ann unsubscribed in Mailchimp days ago; one of her NetSuite records is
-// also opted out in NetSuite (first seen by Step 1 after the unsubscribe,
+// also opted out in NetSuite (first seen by the crm-to-marketing step after the unsubscribe,
 // so the ledger's "opt-out kind" becomes crm-opt-out). A web-store order
 // then creates a new customer with her address. The late-record rule only
 // acts on persons whose *latest* opt-out is a marketing one, so the new

@@ -95,9 +95,9 @@ func (f *fakeMarketing) Unsubscribe(_ context.Context, _ string, emails []string
 		m, ok := f.members[strings.ToLower(e)]
 		switch {
 		case ok && m.forgotten:
-			res.Failed = append(res.Failed, connectors.Failure{Key: e, Code: "Forgotten Email Not Subscribed", Message: "permanently deleted", Compliance: true})
+			res.Failed = append(res.Failed, connectors.Failure{Email: e, Code: "Forgotten Email Not Subscribed", Message: "permanently deleted", Compliance: true})
 		case ok && m.status == connectors.StatusCleaned:
-			res.Failed = append(res.Failed, connectors.Failure{Key: e, Code: "Member In Compliance State", Message: "cleaned", Compliance: true})
+			res.Failed = append(res.Failed, connectors.Failure{Email: e, Code: "Member In Compliance State", Message: "cleaned", Compliance: true})
 		case ok:
 			if m.status != connectors.StatusUnsubscribed {
 				m.status, m.lastChanged = connectors.StatusUnsubscribed, f.now()
@@ -255,6 +255,11 @@ func (c *fakeCRM) FindByEmail(_ context.Context, types []string, f connectors.Op
 	return out, nil
 }
 
+// SetFlag sets a custom boolean, as SetOptOut does a custom opt-out.
+func (c *fakeCRM) SetFlag(ctx context.Context, field string, refs []connectors.RecordRef) (connectors.BatchResult, error) {
+	return c.SetOptOut(ctx, connectors.OptOutField{Kind: connectors.OptOutCustom, Field: field}, refs)
+}
+
 func (c *fakeCRM) SetOptOut(_ context.Context, f connectors.OptOutField, refs []connectors.RecordRef) (connectors.BatchResult, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -265,7 +270,7 @@ func (c *fakeCRM) SetOptOut(_ context.Context, f connectors.OptOutField, refs []
 				continue
 			}
 			if r.reject {
-				res.Failed = append(res.Failed, connectors.Failure{Key: ref.String(), Code: "UNEXPECTED_ERROR", Message: "a transient failure", Retryable: true})
+				res.Failed = append(res.Failed, connectors.Failure{Record: ref, Code: "UNEXPECTED_ERROR", Message: "a transient failure", Retryable: true})
 				continue
 			}
 			switch f.Kind {

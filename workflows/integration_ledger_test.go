@@ -150,7 +150,7 @@ func TestIntegrationSalesforceCampaignAddedToTheListsIsReadFromTheBeginning(t *t
 	r2 := s.runAfter(t, r1)
 	require.Equal(t, connectors.StatusUnsubscribed, s.status(t, "out@example.com"), "the promise of the note is kept")
 	require.Equal(t, 1, r2.Counts.CRMToMarketing.Unsubscribed)
-	require.Contains(t, notesText(r2), "CRM → Marketing reads from the beginning once: its settings (audience, record types, lists or opt-out field) changed")
+	require.Contains(t, notesText(r2), "crm-to-marketing reads from the beginning once: its settings (audience, record types, lists or opt-out field) changed")
 
 	r3 := s.runAfter(t, r2)
 	require.NotContains(t, notesText(r3), "reads from the beginning", "once")
@@ -180,7 +180,7 @@ func TestIntegrationOptOutFieldSwitchedReadsBothDirectionsAgain(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, true, e.Custom["custentity_optout"], "the earlier unsubscribe reaches the new field")
 	require.Equal(t, connectors.StatusUnsubscribed, s.status(t, "eve@example.com"), "the earlier custom opt-out reaches the audience")
-	require.Contains(t, notesText(r2), "Marketing → CRM (unsubscribes) reads from the beginning once")
+	require.Contains(t, notesText(r2), "marketing-to-crm (unsubscribes) reads from the beginning once")
 }
 
 // 4. An address change in Mailchimp, then an unsubscribe.
@@ -301,7 +301,7 @@ func TestIntegrationCountsTellChangedFromAlreadyFromAdded(t *testing.T) {
 	r2 := s.runAfter(t, r1)
 	require.Zero(t, r2.Counts.CRMToMarketing.Unsubscribed)
 	require.Equal(t, 3, r2.Counts.CRMToMarketing.AlreadyUnsub)
-	// The unsubscribes the first run wrote, read back by Marketing → CRM,
+	// The unsubscribes the first run wrote, read back by marketing-to-crm,
 	// find their CRM records already opted out: nothing is written.
 	require.Zero(t, r2.Counts.MarketingToCRM.CRMOptedOut)
 }

@@ -95,7 +95,7 @@ func TestIntegrationSalesforceBothWaysScopedToACampaign(t *testing.T) {
 }
 
 // newSalesforceStack runs a Salesforce ⇄ Mailchimp integration on the real
-// Temporal server: Step 1 on, scoped to campaign, Contacts, Leads and person
+// Temporal server: crm-to-marketing on, scoped to campaign, Contacts, Leads and person
 // Accounts.
 func newSalesforceStack(t *testing.T, mc *mailchimptest.Server, sf *salesforcetest.Server, campaign string) *stack {
 	t.Helper()
@@ -109,9 +109,9 @@ func newSalesforceStack(t *testing.T, mc *mailchimptest.Server, sf *salesforcete
 		// not through a modification inside the overlap.
 		StatusIfNew: connectors.StatusSubscribed, Overlap: 0, PageSize: 1000, PagesPerActivity: 10,
 	}
-	mk, err := mailchimp.New(mailchimp.Config{APIKey: mc.APIKey, BaseURL: mc.URL})
+	mk, err := mailchimp.New(mailchimp.Options{APIKey: mc.APIKey, BaseURL: mc.URL})
 	require.NoError(t, err)
-	crm, err := salesforce.New(salesforce.Config{LoginURL: sf.URL, ClientID: sf.ClientID, ClientSecret: sf.ClientSecret})
+	crm, err := salesforce.New(salesforce.Options{LoginURL: sf.URL, ClientID: sf.ClientID, ClientSecret: sf.ClientSecret})
 	require.NoError(t, err)
 	reg := &settingsRegistry{in: activities.Integration{Settings: settings, Marketing: mk, CRM: crm}}
 	led := ledgertest.Open(t, ledger.SQLite)

@@ -106,9 +106,9 @@ func newStackWith(t testing.TB, mutate func(*activities.Settings), led ledger.Le
 	if mutate != nil {
 		mutate(&s.settings)
 	}
-	mk, err := mailchimp.New(mailchimp.Config{APIKey: s.mc.APIKey, BaseURL: s.mc.URL, RetryWaitMin: 10 * time.Millisecond, RetryWaitMax: 50 * time.Millisecond})
+	mk, err := mailchimp.New(mailchimp.Options{APIKey: s.mc.APIKey, BaseURL: s.mc.URL, RetryWaitMin: 10 * time.Millisecond, RetryWaitMax: 50 * time.Millisecond})
 	require.NoError(t, err)
-	crm, err := netsuite.New(netsuite.Config{
+	crm, err := netsuite.New(netsuite.Options{
 		AccountID: s.ns.AccountID, BaseURL: s.ns.URL,
 		TBA:          netsuite.TBA{ConsumerKey: s.ns.ConsumerKey, ConsumerSecret: s.ns.ConsumerSecret, TokenID: s.ns.TokenID, TokenSecret: s.ns.TokenSecret},
 		RetryWaitMin: 10 * time.Millisecond, RetryWaitMax: 50 * time.Millisecond, ListCacheTTL: time.Nanosecond,
@@ -222,7 +222,7 @@ func (s *stack) subscription(t *testing.T, key string) string {
 }
 
 // requireDemoSynced checks the exact final state of both systems after the
-// demo data was synced with Step 1 on and before "out" joined the search.
+// demo data was synced with crm-to-marketing on and before "out" joined the search.
 func (s *stack) requireDemoSynced(t *testing.T) {
 	t.Helper()
 	require.Equal(t, "2", s.subscription(t, "ann-customer"), "Mailchimp unsubscribe → Soft Opt-Out")

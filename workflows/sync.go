@@ -1,6 +1,6 @@
 // Package workflows holds SyncWorkflow, the durable sync of one
-// integration: Marketing → CRM always, CRM → Marketing when the Step 1
-// toggle is on, and the field mapping (Step 3) when fields are mapped.
+// integration, in three steps: marketing-to-crm always, crm-to-marketing
+// when crmToMarketing is on, and field-sync when fields are mapped.
 //
 // Each run reads only what changed since its watermarks, page by page
 // through activities that return counts and cursors, carries its state
@@ -219,7 +219,7 @@ func SyncWorkflow(ctx workflow.Context, in SyncInput) (SyncResult, error) {
 			}
 		default:
 			if st.Version >= ledgerVersion {
-				// The very first run: Marketing → CRM reads every
+				// The very first run: marketing-to-crm reads every
 				// unsubscribe and finds every record of it now, so there
 				// are no late records and no re-subscribes to catch up on.
 				st.Since.Resubscribes, st.Since.LateRecords = st.StartedAt, st.StartedAt
@@ -328,7 +328,7 @@ func SyncWorkflow(ctx workflow.Context, in SyncInput) (SyncResult, error) {
 // the current phase, or a nil activity when the phase is turned off.
 func stepOf(st *RunState, id string) (any, activities.PageInput, *activities.Counts) {
 	s := st.Settings
-	in := activities.PageInput{IntegrationID: id, Cursor: st.Cursor}
+	in := activities.PageInput{IntegrationID: id, Settings: st.Settings, Cursor: st.Cursor}
 	switch st.Phase {
 	case PhaseUnsubscribes:
 		in.Status, in.Since = connectors.StatusUnsubscribed, st.Since.Unsubscribed
@@ -490,12 +490,12 @@ func resetChanged(st *RunState) {
 		}
 		st.Resets = append(st.Resets, fmt.Sprintf("%s reads from the beginning once: %s.", name, why))
 	}
-	reset("Marketing → CRM (unsubscribes)", prev.Unsubscribed, now.Unsubscribed, &st.Since.Unsubscribed, "audience, record types or opt-out field")
-	reset("Marketing → CRM (cleaned)", prev.Cleaned, now.Cleaned, &st.Since.Cleaned, "audience, record types or cleaned field")
+	reset("marketing-to-crm (unsubscribes)", prev.Unsubscribed, now.Unsubscribed, &st.Since.Unsubscribed, "audience, record types or opt-out field")
+	reset("marketing-to-crm (cleaned)", prev.Cleaned, now.Cleaned, &st.Since.Cleaned, "audience, record types or cleaned field")
 	reset("Re-subscribes", prev.Resubscribes, now.Resubscribes, &st.Since.Resubscribes, "audience")
 	reset("Late CRM records", prev.LateRecords, now.LateRecords, &st.Since.LateRecords, "audience, record types or opt-out field")
 	if st.Settings.CRMToMarketing {
-		reset("CRM → Marketing", prev.CRMOptOuts, now.CRMOptOuts, &st.Since.CRMOptOuts, "audience, record types, lists or opt-out field")
+		reset("crm-to-marketing", prev.CRMOptOuts, now.CRMOptOuts, &st.Since.CRMOptOuts, "audience, record types, lists or opt-out field")
 	}
 	if len(st.Settings.FieldMap) > 0 {
 		reset("Field sync", prev.Fields, now.Fields, &st.Since.Fields, "audience, record types, lists, opt-out field, field map or statusIfNew")
@@ -507,7 +507,7 @@ func notes(st *RunState) []string {
 	s, c := st.Settings, st.Counts
 	n := slices.Clone(st.Resets)
 	m := c.MarketingToCRM
-	n = append(n, fmt.Sprintf("Marketing → CRM: %d unsubscribed member(s) read; %d CRM record(s) opted out, %d already opted out, %d address(es) not in the CRM.",
+	n = append(n, fmt.Sprintf("marketing-to-crm: %d unsubscribed member(s) read; %d CRM record(s) opted out, %d already opted out, %d address(es) not in the CRM.",
 		m.Unsubscribes, m.CRMOptedOut, m.CRMAlreadyOut, m.NotInCRM))
 	if m.DuplicateRecords > 0 {
 		n = append(n, fmt.Sprintf("%d extra CRM record(s) shared an address with another record; the opt-out went to all of them.", m.DuplicateRecords))
@@ -526,10 +526,10 @@ func notes(st *RunState) []string {
 		n = append(n, msg+".")
 	}
 	if !s.CRMToMarketing {
-		n = append(n, "CRM → Marketing is off (Step 1 toggle): CRM opt-outs were not sent to the audience.")
+		n = append(n, "crm-to-marketing is off (crmToMarketing: false): CRM opt-outs were not sent to the audience.")
 	} else {
 		k := c.CRMToMarketing
-		n = append(n, fmt.Sprintf("CRM → Marketing: %d opted-out CRM record(s) read; %d member(s) changed to unsubscribed, %d address(es) not in the audience added as unsubscribed, %d already unsubscribed or cleaned (not sent).",
+		n = append(n, fmt.Sprintf("crm-to-marketing: %d opted-out CRM record(s) read; %d member(s) changed to unsubscribed, %d address(es) not in the audience added as unsubscribed, %d already unsubscribed or cleaned (not sent).",
 			k.CRMOptOuts, k.Unsubscribed, k.AddedUnsub, k.AlreadyUnsub))
 		if k.EchoSkipped > 0 {
 			n = append(n, fmt.Sprintf("%d CRM opt-out(s) were written by this product from a marketing unsubscribe and were not sent back.", k.EchoSkipped))

@@ -98,7 +98,7 @@ func TestMarketingToCRMSetsStandardOptOutOnEveryDuplicate(t *testing.T) {
 	annContact := f.crm.add("contact", "Ann@Example.com", "3")
 	bob := f.crm.add("customer", "bob@example.com", "1")
 	cat := f.crm.add("customer", "cat@example.com", "1")
-	dan := f.crm.add("customer", "dan@example.com", "2") // opted out in the CRM; Step 1 is off
+	dan := f.crm.add("customer", "dan@example.com", "2") // opted out in the CRM; crm-to-marketing is off
 
 	res := f.mustRun(t, workflows.SyncInput{}, nil)
 
@@ -107,14 +107,14 @@ func TestMarketingToCRMSetsStandardOptOutOnEveryDuplicate(t *testing.T) {
 	require.Equal(t, "1", f.crm.get(bob.ref.ID).status)
 	require.Equal(t, "1", f.crm.get(cat.ref.ID).status, "a clean is a bounce, not an opt-out")
 	require.Equal(t, "2", f.crm.get(dan.ref.ID).status)
-	require.Equal(t, connectors.StatusSubscribed, f.mk.member("dan@example.com").status, "Step 1 off: CRM opt-outs stay in the CRM")
+	require.Equal(t, connectors.StatusSubscribed, f.mk.member("dan@example.com").status, "crm-to-marketing off: CRM opt-outs stay in the CRM")
 	m := res.Counts.MarketingToCRM
 	require.Equal(t, 1, m.Unsubscribes)
 	require.Equal(t, 2, m.CRMOptedOut)
 	require.Equal(t, 1, m.DuplicateRecords)
 	require.Equal(t, 1, m.Cleaned)
 	require.Zero(t, res.Counts.CRMToMarketing)
-	require.Contains(t, res.Notes, "CRM → Marketing is off (Step 1 toggle): CRM opt-outs were not sent to the audience.")
+	require.Contains(t, res.Notes, "crm-to-marketing is off (crmToMarketing: false): CRM opt-outs were not sent to the audience.")
 	require.False(t, res.Next.Unsubscribed.IsZero())
 	require.True(t, res.Next.CRMOptOuts.IsZero(), "a step that is off keeps its watermark")
 }
@@ -341,7 +341,7 @@ func TestARunAfterOneWithoutTheLedgerReadsFromTheBeginningOnce(t *testing.T) {
 	last := workflows.SyncResult{Next: workflows.Watermarks{Unsubscribed: time.Now().Add(time.Minute), Cleaned: time.Now()}}
 	res := f.mustRun(t, workflows.SyncInput{}, &last)
 	require.Equal(t, 1, res.Counts.MarketingToCRM.Unsubscribes, "read again, to fill the ledger")
-	require.Contains(t, notesText(res), "Marketing → CRM (unsubscribes) reads from the beginning once: the last completed run predates the consent ledger")
+	require.Contains(t, notesText(res), "marketing-to-crm (unsubscribes) reads from the beginning once: the last completed run predates the consent ledger")
 	again := f.mustRun(t, workflows.SyncInput{}, &res)
 	require.NotContains(t, notesText(again), "from the beginning")
 }
@@ -356,7 +356,7 @@ func TestAChangedSettingReadsItsStepFromTheBeginningOnce(t *testing.T) {
 	f.settings.RecordTypes = []string{"customer", "contact", "partner"}
 	second := f.mustRun(t, workflows.SyncInput{}, &first)
 	require.Equal(t, connectors.StatusUnsubscribed, f.mk.member("eve@example.com").status)
-	require.Contains(t, notesText(second), "CRM → Marketing reads from the beginning once: its settings (audience, record types, lists or opt-out field) changed since the last completed run.")
+	require.Contains(t, notesText(second), "crm-to-marketing reads from the beginning once: its settings (audience, record types, lists or opt-out field) changed since the last completed run.")
 	require.NotContains(t, notesText(second), "Re-subscribes reads", "the audience did not change")
 }
 

@@ -18,7 +18,7 @@ import (
 // the interleaving, the latest choice is the opt-out. apply reads the
 // person's row and writes the whole row back, so under READ COMMITTED the
 // second writer overwrites the first with a state computed without it: the
-// opt-out is undone in the ledger (OptedOut false), and Step 3 and the
+// opt-out is undone in the ledger (OptedOut false), and the field-sync step and the
 // late-record rule then treat the person as not opted out.
 func TestAdversarialConcurrentObservationsOfOnePersonLoseNoOptOut(t *testing.T) {
 	// SQLite is not affected (one connection, immediate transactions).

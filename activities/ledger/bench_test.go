@@ -11,7 +11,7 @@ import (
 	"github.com/optoutsync/optoutsync/activities/ledger/ledgertest"
 )
 
-// BenchmarkLedger records opt-outs as Marketing → CRM does (one
+// BenchmarkLedger records opt-outs as marketing-to-crm does (one
 // observation and one write each, in batches of 1,000) and reports rows
 // written per second and bytes per opt-out, on SQLite and PostgreSQL.
 func BenchmarkLedger(b *testing.B) {

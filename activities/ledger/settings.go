@@ -2,8 +2,9 @@ package ledger
 
 import (
 	"fmt"
-	"os"
 	"strings"
+
+	"github.com/optoutsync/optoutsync/connectors"
 )
 
 // DemoKey keys the dev mode's ledger (and `starter explain` on it) when
@@ -69,11 +70,11 @@ func (s Settings) Resolve(lookup func(string) (string, bool)) (Config, error) {
 			}
 			return strings.TrimSpace(v), nil
 		case file != "":
-			b, err := os.ReadFile(file)
+			v, err := connectors.ReadSecretFile(file)
 			if err != nil {
 				return "", fmt.Errorf("ledger.%sFile: %w", field, err)
 			}
-			return strings.TrimSpace(string(b)), nil
+			return v, nil
 		}
 		return "", nil
 	}

@@ -40,8 +40,8 @@ const System = "mailchimp"
 // per-member calls take the same bound so that one activity stays short.
 const maxBatch = 500
 
-// Config configures a Client. Give exactly one of APIKey and OAuthToken.
-type Config struct {
+// Options configures a Client. Give exactly one of APIKey and OAuthToken.
+type Options struct {
 	// APIKey is a Mailchimp API key, "<hex>-<dc>"; the data center comes
 	// from the suffix. It is sent as the HTTP Basic password.
 	APIKey string
@@ -82,43 +82,43 @@ var dcPattern = regexp.MustCompile(`^[a-z]+[0-9]+$`)
 
 // New validates cfg and returns a Client. It makes no request; call Ping to
 // check the credentials.
-func New(cfg Config) (*Client, error) {
+func New(cfg Options) (*Client, error) {
 	var cred, dc string
 	switch {
 	case cfg.APIKey != "" && cfg.OAuthToken != "":
-		return nil, errors.New("mailchimp: set only one of Config.APIKey and Config.OAuthToken")
+		return nil, errors.New("mailchimp: set only one of Options.APIKey and Options.OAuthToken")
 	case cfg.APIKey != "":
 		cred = cfg.APIKey
 		// The official SDKs split on "-" and take the second of exactly
 		// two parts as the data center.
 		parts := strings.Split(cfg.APIKey, "-")
 		if len(parts) != 2 || parts[0] == "" || !dcPattern.MatchString(parts[1]) {
-			return nil, errors.New(`mailchimp: Config.APIKey has no data center suffix (expected "<key>-<dc>", like "...-us6")`)
+			return nil, errors.New(`mailchimp: Options.APIKey has no data center suffix (expected "<key>-<dc>", like "...-us6")`)
 		}
 		dc = parts[1]
 		if cfg.DC != "" && cfg.DC != dc {
-			return nil, fmt.Errorf("mailchimp: Config.DC %q does not match the data center of Config.APIKey (%q)", cfg.DC, dc)
+			return nil, fmt.Errorf("mailchimp: Options.DC %q does not match the data center of Options.APIKey (%q)", cfg.DC, dc)
 		}
 	case cfg.OAuthToken != "":
 		cred = cfg.OAuthToken
 		dc = cfg.DC
 		if dc == "" && cfg.BaseURL == "" {
-			return nil, errors.New("mailchimp: Config.DC is required with Config.OAuthToken (tokens carry no data center)")
+			return nil, errors.New("mailchimp: Options.DC is required with Options.OAuthToken (tokens carry no data center)")
 		}
 		if dc != "" && !dcPattern.MatchString(dc) {
-			return nil, fmt.Errorf("mailchimp: Config.DC %q is not a data center name like \"us6\"", dc)
+			return nil, fmt.Errorf("mailchimp: Options.DC %q is not a data center name like \"us6\"", dc)
 		}
 	default:
-		return nil, errors.New("mailchimp: Config.APIKey or Config.OAuthToken is required")
+		return nil, errors.New("mailchimp: Options.APIKey or Options.OAuthToken is required")
 	}
 	if cfg.MaxInFlight < 0 {
-		return nil, errors.New("mailchimp: Config.MaxInFlight must not be negative")
+		return nil, errors.New("mailchimp: Options.MaxInFlight must not be negative")
 	}
 	base := "https://" + dc + ".api.mailchimp.com/3.0"
 	if cfg.BaseURL != "" {
 		u, err := url.Parse(cfg.BaseURL)
 		if err != nil || u.Scheme == "" || u.Host == "" {
-			return nil, fmt.Errorf("mailchimp: Config.BaseURL %q is not an absolute URL", cfg.BaseURL)
+			return nil, fmt.Errorf("mailchimp: Options.BaseURL %q is not an absolute URL", cfg.BaseURL)
 		}
 		base = strings.TrimSuffix(cfg.BaseURL, "/")
 	}

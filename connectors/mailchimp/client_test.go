@@ -32,7 +32,7 @@ func newEnv(t *testing.T, opts mailchimptest.Options) (*mailchimptest.Server, *e
 
 func newClient(t *testing.T, s *mailchimptest.Server, retryMax int) *mailchimp.Client {
 	t.Helper()
-	c, err := mailchimp.New(mailchimp.Config{
+	c, err := mailchimp.New(mailchimp.Options{
 		APIKey: s.APIKey, BaseURL: s.URL, RetryMax: retryMax,
 		RetryWaitMin: time.Millisecond, RetryWaitMax: 5 * time.Millisecond,
 	})
@@ -42,27 +42,27 @@ func newClient(t *testing.T, s *mailchimptest.Server, retryMax int) *mailchimp.C
 
 func TestNewValidatesConfig(t *testing.T) {
 	for _, tc := range []struct {
-		cfg  mailchimp.Config
+		cfg  mailchimp.Options
 		want string
 	}{
-		{mailchimp.Config{}, "Config.APIKey or Config.OAuthToken is required"},
-		{mailchimp.Config{APIKey: "0123456789abcdef"}, "Config.APIKey has no data center"},
-		{mailchimp.Config{APIKey: "0123-us6-x"}, "Config.APIKey has no data center"},
-		{mailchimp.Config{APIKey: "0123-us6", DC: "us1"}, "Config.DC"},
-		{mailchimp.Config{APIKey: "0123-us6", OAuthToken: "t"}, "only one of"},
-		{mailchimp.Config{OAuthToken: "secret-token"}, "Config.DC is required"},
-		{mailchimp.Config{OAuthToken: "secret-token", DC: "https://x"}, "Config.DC"},
-		{mailchimp.Config{APIKey: "0123-us6", BaseURL: "nohost"}, "Config.BaseURL"},
-		{mailchimp.Config{APIKey: "0123-us6", MaxInFlight: -1}, "Config.MaxInFlight"},
+		{mailchimp.Options{}, "Options.APIKey or Options.OAuthToken is required"},
+		{mailchimp.Options{APIKey: "0123456789abcdef"}, "Options.APIKey has no data center"},
+		{mailchimp.Options{APIKey: "0123-us6-x"}, "Options.APIKey has no data center"},
+		{mailchimp.Options{APIKey: "0123-us6", DC: "us1"}, "Options.DC"},
+		{mailchimp.Options{APIKey: "0123-us6", OAuthToken: "t"}, "only one of"},
+		{mailchimp.Options{OAuthToken: "secret-token"}, "Options.DC is required"},
+		{mailchimp.Options{OAuthToken: "secret-token", DC: "https://x"}, "Options.DC"},
+		{mailchimp.Options{APIKey: "0123-us6", BaseURL: "nohost"}, "Options.BaseURL"},
+		{mailchimp.Options{APIKey: "0123-us6", MaxInFlight: -1}, "Options.MaxInFlight"},
 	} {
 		_, err := mailchimp.New(tc.cfg)
 		require.ErrorContains(t, err, tc.want)
 		require.NotContains(t, err.Error(), "0123")
 		require.NotContains(t, err.Error(), "secret-token")
 	}
-	_, err := mailchimp.New(mailchimp.Config{OAuthToken: "t", DC: "us19"})
+	_, err := mailchimp.New(mailchimp.Options{OAuthToken: "t", DC: "us19"})
 	require.NoError(t, err)
-	_, err = mailchimp.New(mailchimp.Config{APIKey: "0123-us6"})
+	_, err = mailchimp.New(mailchimp.Options{APIKey: "0123-us6"})
 	require.NoError(t, err)
 	require.Equal(t, "62eeb292278cc15f5817cb78f7790b08", connectors.AddressHash("Urist.McVankab@freddiesjokes.com"))
 }
@@ -71,13 +71,13 @@ func TestPingAndCredentials(t *testing.T) {
 	s, _, c := newEnv(t, mailchimptest.Options{OAuthTokens: []string{"tok"}})
 	require.NoError(t, c.Ping(t.Context()))
 
-	oc, err := mailchimp.New(mailchimp.Config{OAuthToken: "tok", DC: "us6", BaseURL: s.URL})
+	oc, err := mailchimp.New(mailchimp.Options{OAuthToken: "tok", DC: "us6", BaseURL: s.URL})
 	require.NoError(t, err)
 	require.NoError(t, oc.Ping(t.Context()))
 
 	// A wrong key is final: no retry.
 	s.ResetCounts()
-	bad, err := mailchimp.New(mailchimp.Config{APIKey: "ffff-us6", BaseURL: s.URL, RetryWaitMin: time.Millisecond})
+	bad, err := mailchimp.New(mailchimp.Options{APIKey: "ffff-us6", BaseURL: s.URL, RetryWaitMin: time.Millisecond})
 	require.NoError(t, err)
 	err = bad.Ping(t.Context())
 	require.ErrorIs(t, err, connectors.ErrUnauthorized)
@@ -297,7 +297,7 @@ func TestUnsubscribeBatch(t *testing.T) {
 	require.Len(t, res.Failed, 3)
 	byKey := map[string]connectors.Failure{}
 	for _, f := range res.Failed {
-		byKey[f.Key] = f
+		byKey[f.Email] = f
 	}
 	require.True(t, byKey["bounce@example.com"].Compliance)
 	require.Equal(t, "Member In Compliance State", byKey["bounce@example.com"].Code)
@@ -343,7 +343,7 @@ func TestUpsertNeverChangesStatus(t *testing.T) {
 	require.Equal(t, 2, res.Added)
 	require.Len(t, res.Failed, 2)
 	for _, f := range res.Failed {
-		switch f.Key {
+		switch f.Email {
 		case "gone@example.com":
 			require.True(t, f.Compliance)
 			require.Equal(t, "Forgotten Email Not Subscribed", f.Code)

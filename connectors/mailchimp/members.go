@@ -631,7 +631,7 @@ func (c *Client) Unsubscribe(ctx context.Context, audience string, emails []stri
 		// Listed as updated but not unsubscribed (a cleaned member
 		// stays cleaned): final, nothing to retry.
 		res.Failed = append(res.Failed, connectors.Failure{
-			Key: e, Code: "status " + m.Status, Compliance: connectors.MemberStatus(m.Status).Blocked(),
+			Email: e, Code: "status " + m.Status, Compliance: connectors.MemberStatus(m.Status).Blocked(),
 			Message: "member is " + m.Status + " after the unsubscribe",
 		})
 	}
@@ -646,7 +646,7 @@ func (c *Client) Unsubscribe(ctx context.Context, audience string, emails []stri
 	}
 	for _, e := range pending {
 		res.Failed = append(res.Failed, connectors.Failure{
-			Key: e, Code: "missing_from_answer", Retryable: true,
+			Email: e, Code: "missing_from_answer", Retryable: true,
 			Message: "the batch answer did not mention this address",
 		})
 	}
@@ -659,7 +659,7 @@ func (c *Client) Unsubscribe(ctx context.Context, audience string, emails []stri
 // answers "Member In Compliance State" and "Forgotten Email Not Subscribed";
 // Code is then that title.
 func batchFailure(email, code, msg string) connectors.Failure {
-	f := connectors.Failure{Key: email, Code: code, Message: httpx.Redact(msg)}
+	f := connectors.Failure{Email: email, Code: code, Message: httpx.Redact(msg)}
 	low := strings.ToLower(msg)
 	switch {
 	case strings.Contains(low, "compliance state"):
@@ -679,7 +679,7 @@ func plausibleEmail(e string) bool {
 }
 
 func invalidAddress(e string) connectors.Failure {
-	return connectors.Failure{Key: e, Code: "invalid_email", Message: "not an email address; not sent"}
+	return connectors.Failure{Email: e, Code: "invalid_email", Message: "not an email address; not sent"}
 }
 
 // failureFrom turns a per-member API error into a Failure when it concerns
@@ -693,9 +693,9 @@ func failureFrom(email string, err error) (connectors.Failure, bool) {
 	}
 	switch {
 	case errors.Is(ae, connectors.ErrCompliance):
-		return connectors.Failure{Key: email, Code: ae.Code, Message: ae.Detail, Compliance: true}, true
+		return connectors.Failure{Email: email, Code: ae.Code, Message: ae.Detail, Compliance: true}, true
 	case errors.Is(ae, connectors.ErrInvalid):
-		return connectors.Failure{Key: email, Code: ae.Code, Message: ae.Detail}, true
+		return connectors.Failure{Email: email, Code: ae.Code, Message: ae.Detail}, true
 	}
 	return connectors.Failure{}, false
 }

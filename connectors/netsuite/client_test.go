@@ -21,9 +21,9 @@ import (
 	"github.com/optoutsync/optoutsync/connectors/netsuite/netsuitetest"
 )
 
-func tbaClient(t testing.TB, s *netsuitetest.Server, mod ...func(*netsuite.Config)) *netsuite.Client {
+func tbaClient(t testing.TB, s *netsuitetest.Server, mod ...func(*netsuite.Options)) *netsuite.Client {
 	t.Helper()
-	cfg := netsuite.Config{
+	cfg := netsuite.Options{
 		AccountID:    s.AccountID,
 		BaseURL:      s.URL,
 		TBA:          netsuite.TBA{ConsumerKey: s.ConsumerKey, ConsumerSecret: s.ConsumerSecret, TokenID: s.TokenID, TokenSecret: s.TokenSecret},
@@ -228,10 +228,10 @@ func TestSetOptOut(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 3, res.Written)
 	require.Len(t, res.Failed, 2)
-	require.Equal(t, "customer/999999", res.Failed[0].Key)
+	require.Equal(t, "customer/999999", res.Failed[0].Record.String())
 	require.Equal(t, "NONEXISTENT_ID", res.Failed[0].Code)
 	require.False(t, res.Failed[0].Retryable)
-	require.Equal(t, "lead/1", res.Failed[1].Key)
+	require.Equal(t, "lead/1", res.Failed[1].Record.String())
 	for typ, id := range map[string]string{"customer": softIn, "contact": confIn} {
 		e, _ := s.Entity(typ, id)
 		require.Equal(t, "2", e.SubscriptionStatus)
@@ -340,7 +340,7 @@ func TestM2M(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			s, keyPEM := setup()
 			defer s.Close()
-			c, err := netsuite.New(netsuite.Config{AccountID: s.AccountID, BaseURL: s.URL,
+			c, err := netsuite.New(netsuite.Options{AccountID: s.AccountID, BaseURL: s.URL,
 				M2M: netsuite.M2M{ClientID: s.ClientID, CertificateID: s.CertificateID, PrivateKey: keyPEM}})
 			require.NoError(t, err)
 			require.NoError(t, c.Ping(t.Context()))
@@ -351,7 +351,7 @@ func TestM2M(t *testing.T) {
 			require.NoError(t, c.Ping(t.Context()), "a rejected token is replaced once")
 			require.Equal(t, 2, s.Middleware.Counts()["POST /services/rest/auth/oauth2/v1/token"])
 
-			bad, err := netsuite.New(netsuite.Config{AccountID: s.AccountID, BaseURL: s.URL,
+			bad, err := netsuite.New(netsuite.Options{AccountID: s.AccountID, BaseURL: s.URL,
 				M2M: netsuite.M2M{ClientID: "someone-else", CertificateID: s.CertificateID, PrivateKey: keyPEM}})
 			require.NoError(t, err)
 			require.ErrorIs(t, bad.Ping(t.Context()), connectors.ErrUnauthorized)
@@ -362,7 +362,7 @@ func TestM2M(t *testing.T) {
 func TestRetries(t *testing.T) {
 	s := netsuitetest.NewServer(netsuitetest.Options{})
 	defer s.Close()
-	c := tbaClient(t, s, func(cfg *netsuite.Config) { cfg.RetryMax = 10 })
+	c := tbaClient(t, s, func(cfg *netsuite.Options) { cfg.RetryMax = 10 })
 	s.Middleware.SetFaults(emulator.Faults{Rate429: 0.4, Rate5xx: 0.2})
 	for range 20 {
 		require.NoError(t, c.Ping(t.Context()))
@@ -371,7 +371,7 @@ func TestRetries(t *testing.T) {
 	require.Positive(t, s.Middleware.Faulted()["5xx"])
 
 	s.Middleware.SetFaults(emulator.Faults{Rate429: 1})
-	err := tbaClient(t, s, func(cfg *netsuite.Config) { cfg.RetryMax = 2 }).Ping(t.Context())
+	err := tbaClient(t, s, func(cfg *netsuite.Options) { cfg.RetryMax = 2 }).Ping(t.Context())
 	require.ErrorIs(t, err, connectors.ErrRateLimited)
 	var apiErr *connectors.APIError
 	require.True(t, errors.As(err, &apiErr))
@@ -384,7 +384,7 @@ func TestRetries(t *testing.T) {
 
 	s.Middleware.SetFaults(emulator.Faults{})
 	s.Middleware.ResetCounts()
-	wrong := tbaClient(t, s, func(cfg *netsuite.Config) { cfg.TBA.TokenSecret = "wrong" })
+	wrong := tbaClient(t, s, func(cfg *netsuite.Options) { cfg.TBA.TokenSecret = "wrong" })
 	err = wrong.Ping(t.Context())
 	require.ErrorIs(t, err, connectors.ErrUnauthorized)
 	require.True(t, errors.As(err, &apiErr))
@@ -419,9 +419,9 @@ func TestNeverOverTheConcurrencyLimit(t *testing.T) {
 }
 
 func TestConfigErrorsNameTheField(t *testing.T) {
-	for field, cfg := range map[string]netsuite.Config{
+	for field, cfg := range map[string]netsuite.Options{
 		"AccountID":         {AccountID: "bad id"},
-		"Config.TBA or":     {AccountID: "1234567"},
+		"Options.TBA or":    {AccountID: "1234567"},
 		"TBA.TokenSecret":   {AccountID: "1234567", TBA: netsuite.TBA{ConsumerKey: "a", ConsumerSecret: "b", TokenID: "c"}},
 		"M2M.CertificateID": {AccountID: "1234567", M2M: netsuite.M2M{ClientID: "x"}},
 		"M2M.PrivateKey":    {AccountID: "1234567", M2M: netsuite.M2M{ClientID: "x", CertificateID: "y", PrivateKey: "nope"}},

@@ -128,7 +128,7 @@ func (c *Client) toRecord(t string, r row, o optOut, inLists bool) connectors.Re
 // OptedOut pages through the records of q.Types opted out through q.Field.
 //
 // Without q.Lists it returns the opted-out records whose lastmodifieddate
-// is at or after q.Since (to the second, in Config.TimeZone; near an
+// is at or after q.Since (to the second, in Options.TimeZone; near an
 // autumn change of clocks, from an hour or two before q.Since: see
 // sinceWallClock), all with InLists true. The caller's watermark carries
 // the margin for clock skew.
@@ -330,7 +330,7 @@ func (c *Client) FindByEmail(ctx context.Context, types []string, field connecto
 }
 
 // SetOptOut opts each record out through field, with one PATCH per record
-// (NetSuite's collection PATCH is async only), at most Config.Concurrency
+// (NetSuite's collection PATCH is async only), at most Options.Concurrency
 // at a time.
 //
 // It first reads the records' current value with SuiteQL and writes only
@@ -346,7 +346,7 @@ func (c *Client) FindByEmail(ctx context.Context, types []string, field connecto
 // warning (NetSuite's default).
 //
 // A record that cannot be written (not found, invalid, rate limited after
-// retries) is a Failure with Key "type/id"; the others stand. Rejected
+// retries) is a Failure naming its Record; the others stand. Rejected
 // credentials abort the whole call with an error.
 func (c *Client) SetOptOut(ctx context.Context, field connectors.OptOutField, refs []connectors.RecordRef) (connectors.BatchResult, error) {
 	var res connectors.BatchResult
@@ -363,7 +363,7 @@ func (c *Client) SetOptOut(ctx context.Context, field connectors.OptOutField, re
 	for _, ref := range refs {
 		id, err := strconv.ParseInt(ref.ID, 10, 64)
 		if !slices.Contains(recordTypes, ref.Type) || err != nil || id <= 0 {
-			res.Failed = append(res.Failed, connectors.Failure{Key: ref.String(), Code: "INVALID_REFERENCE",
+			res.Failed = append(res.Failed, connectors.Failure{Record: ref, Code: "INVALID_REFERENCE",
 				Message: "not a customer or contact with a numeric internal id"})
 			continue
 		}
@@ -437,12 +437,19 @@ func (c *Client) SetOptOut(ctx context.Context, field connectors.OptOutField, re
 	if fatal != nil {
 		return res, fatal
 	}
-	slices.SortFunc(res.Failed, func(a, b connectors.Failure) int { return strings.Compare(a.Key, b.Key) })
+	slices.SortFunc(res.Failed, func(a, b connectors.Failure) int { return strings.Compare(a.Record.String(), b.Record.String()) })
 	return res, nil
 }
 
+// SetFlag sets the custom boolean field on each record (the cleaned
+// field), as SetOptOut writes a custom opt-out: read first, then one PATCH
+// per record not already set.
+func (c *Client) SetFlag(ctx context.Context, field string, refs []connectors.RecordRef) (connectors.BatchResult, error) {
+	return c.SetOptOut(ctx, connectors.OptOutField{Kind: connectors.OptOutCustom, Field: field}, refs)
+}
+
 func failure(ref connectors.RecordRef, err error) connectors.Failure {
-	f := connectors.Failure{Key: ref.String(), Message: err.Error(), Retryable: true}
+	f := connectors.Failure{Record: ref, Message: err.Error(), Retryable: true}
 	var apiErr *connectors.APIError
 	if errors.As(err, &apiErr) {
 		f.Code, f.Message = apiErr.Code, apiErr.Detail

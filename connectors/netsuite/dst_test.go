@@ -77,7 +77,7 @@ func TestWatermarkAcrossTheAutumnFold(t *testing.T) {
 			t.Parallel()
 			s := netsuitetest.NewServer(netsuitetest.Options{TimeZone: ny, Dates: dates})
 			defer s.Close()
-			c := tbaClient(t, s, func(cfg *netsuite.Config) { cfg.TimeZone = ny })
+			c := tbaClient(t, s, func(cfg *netsuite.Options) { cfg.TimeZone = ny })
 			var records []changed
 			add := func(typ string, at time.Time) connectors.RecordRef {
 				e := netsuitetest.Entity{Email: fmt.Sprintf("r%d@example.com", len(records)), SubscriptionStatus: "2", LastModified: at}
@@ -136,7 +136,7 @@ func TestWatermarkAcrossTheSpringGap(t *testing.T) {
 			t.Parallel()
 			s := netsuitetest.NewServer(netsuitetest.Options{TimeZone: ny, Dates: dates})
 			defer s.Close()
-			c := tbaClient(t, s, func(cfg *netsuite.Config) { cfg.TimeZone = ny })
+			c := tbaClient(t, s, func(cfg *netsuite.Options) { cfg.TimeZone = ny })
 			var records []changed
 			for i, at := range []time.Time{est(1, 30, 0), est(1, 59, 59), edt(3, 0, 0), edt(3, 0, 1), edt(3, 10, 0), edt(4, 0, 0)} {
 				id := s.AddCustomer(netsuitetest.Entity{Email: fmt.Sprintf("s%d@example.com", i), SubscriptionStatus: "4", LastModified: at})

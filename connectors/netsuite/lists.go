@@ -98,8 +98,8 @@ func (c *Client) members(ctx context.Context, lists, types []string, fresh bool)
 }
 
 func (c *Client) readSavedSearch(ctx context.Context, list string, types []string, m *membership) error {
-	if list == "" || strings.ContainsAny(list, "/?#") {
-		return fmt.Errorf("netsuite: Lists: %q is not a saved search id", list)
+	if err := checkSavedSearch(list); err != nil {
+		return fmt.Errorf("netsuite: Lists: %w", err)
 	}
 	path := savedSearchPath + url.PathEscape(list) + "/result"
 	for offset := 0; ; offset += maxLimit {

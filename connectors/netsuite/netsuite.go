@@ -28,8 +28,8 @@ import (
 // System is the name used in errors and logs.
 const System = "netsuite"
 
-// Config configures a Client. Set exactly one of TBA and M2M.
-type Config struct {
+// Options configures a Client. Set exactly one of TBA and M2M.
+type Options struct {
 	// AccountID is the account as NetSuite spells it: "1234567" or a
 	// sandbox "1234567_SB1". It is the OAuth realm, and the API host is
 	// derived from it (lower case, "_" -> "-").
@@ -83,13 +83,16 @@ type Client struct {
 
 var _ connectors.CRM = (*Client)(nil)
 
+// defaultConcurrency is the lowest service tier's account limit.
+const defaultConcurrency = 5
+
 var accountPattern = regexp.MustCompile(`^[A-Za-z0-9]+(_[A-Za-z0-9]+)?$`)
 
 // New checks cfg and returns a Client. It makes no request; call Ping to
 // check the credentials.
-func New(cfg Config) (*Client, error) {
+func New(cfg Options) (*Client, error) {
 	if !accountPattern.MatchString(cfg.AccountID) {
-		return nil, fmt.Errorf("netsuite: Config.AccountID %q is not a NetSuite account id such as 1234567 or 1234567_SB1", cfg.AccountID)
+		return nil, fmt.Errorf("netsuite: Options.AccountID %q is not a NetSuite account id such as 1234567 or 1234567_SB1", cfg.AccountID)
 	}
 	account := strings.ToUpper(cfg.AccountID)
 	base := cfg.BaseURL
@@ -98,7 +101,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	bu, err := url.Parse(base)
 	if err != nil || (bu.Scheme != "http" && bu.Scheme != "https") || bu.Host == "" {
-		return nil, fmt.Errorf("netsuite: Config.BaseURL %q is not an http(s) URL", cfg.BaseURL)
+		return nil, fmt.Errorf("netsuite: Options.BaseURL %q is not an http(s) URL", cfg.BaseURL)
 	}
 	base = strings.TrimRight(base, "/")
 	now := cfg.Now
@@ -107,10 +110,10 @@ func New(cfg Config) (*Client, error) {
 	}
 	conc := cfg.Concurrency
 	if conc == 0 {
-		conc = 5
+		conc = defaultConcurrency
 	}
 	if conc < 0 {
-		return nil, fmt.Errorf("netsuite: Config.Concurrency %d is negative", cfg.Concurrency)
+		return nil, fmt.Errorf("netsuite: Options.Concurrency %d is negative", cfg.Concurrency)
 	}
 	ttl := cfg.ListCacheTTL
 	if ttl == 0 {
@@ -140,25 +143,25 @@ func New(cfg Config) (*Client, error) {
 	hasM2M := cfg.M2M.ClientID != "" || cfg.M2M.CertificateID != "" || cfg.M2M.PrivateKey != ""
 	switch {
 	case hasTBA && hasM2M:
-		return nil, errors.New("netsuite: set Config.TBA or Config.M2M, not both")
+		return nil, errors.New("netsuite: set Options.TBA or Options.M2M, not both")
 	case hasTBA:
 		for name, v := range map[string]string{"ConsumerKey": cfg.TBA.ConsumerKey, "ConsumerSecret": cfg.TBA.ConsumerSecret, "TokenID": cfg.TBA.TokenID, "TokenSecret": cfg.TBA.TokenSecret} {
 			if v == "" {
-				return nil, fmt.Errorf("netsuite: Config.TBA.%s is empty", name)
+				return nil, fmt.Errorf("netsuite: Options.TBA.%s is empty", name)
 			}
 		}
 		opts.Sign = tbaSigner(account, cfg.TBA, now)
 	case hasM2M:
 		if cfg.M2M.ClientID == "" {
-			return nil, errors.New("netsuite: Config.M2M.ClientID is empty")
+			return nil, errors.New("netsuite: Options.M2M.ClientID is empty")
 		}
 		if cfg.M2M.CertificateID == "" {
-			return nil, errors.New("netsuite: Config.M2M.CertificateID is empty")
+			return nil, errors.New("netsuite: Options.M2M.CertificateID is empty")
 		}
 		key, method, err := parsePrivateKey(cfg.M2M.PrivateKey)
 		if err != nil {
 			// The parse error never quotes key material.
-			return nil, fmt.Errorf("netsuite: Config.M2M.PrivateKey: %w", err)
+			return nil, fmt.Errorf("netsuite: Options.M2M.PrivateKey: %w", err)
 		}
 		// The token request shares the account's limiter (it is a request
 		// to the account) but is not signed: the assertion is its credential.
@@ -173,7 +176,7 @@ func New(cfg Config) (*Client, error) {
 			return nil
 		}
 	default:
-		return nil, errors.New("netsuite: Config.TBA or Config.M2M must be set")
+		return nil, errors.New("netsuite: Options.TBA or Options.M2M must be set")
 	}
 	c.http = httpx.New(opts)
 	return c, nil

@@ -30,7 +30,7 @@ import (
 	"github.com/optoutsync/optoutsync/connectors/httpx"
 )
 
-// DefaultAPIVersion is the REST API version used when Config leaves it empty.
+// DefaultAPIVersion is the REST API version used when Options leaves it empty.
 const DefaultAPIVersion = "v62.0"
 
 // DefaultAudience is the JWT "aud" for production orgs; sandboxes use
@@ -39,9 +39,9 @@ const DefaultAudience = "https://login.salesforce.com"
 
 const system = "salesforce"
 
-// Config configures a Client. Give ClientSecret for the client credentials
+// Options configures a Client. Give ClientSecret for the client credentials
 // flow, or Username and PrivateKeyPEM for the JWT bearer flow.
-type Config struct {
+type Options struct {
 	// LoginURL is where tokens come from: the org's My Domain URL
 	// (https://acme.my.salesforce.com), which the client credentials flow
 	// requires; the JWT bearer flow may also use https://login.salesforce.com.
@@ -81,7 +81,7 @@ type Config struct {
 // Client is a Salesforce org as the sync sees it. It is safe for
 // concurrent use.
 type Client struct {
-	cfg     Config
+	cfg     Options
 	login   string // token endpoint
 	version string
 	key     *rsa.PrivateKey
@@ -105,41 +105,41 @@ var versionPattern = regexp.MustCompile(`^v\d{2,3}\.\d$`)
 
 // New validates cfg and returns a client. It does not call Salesforce;
 // Ping checks the credentials.
-func New(cfg Config) (*Client, error) {
+func New(cfg Options) (*Client, error) {
 	if cfg.APIVersion == "" {
 		cfg.APIVersion = DefaultAPIVersion
 	}
 	if !versionPattern.MatchString(cfg.APIVersion) {
-		return nil, fmt.Errorf("salesforce: Config.APIVersion %q is not of the form v62.0", cfg.APIVersion)
+		return nil, fmt.Errorf("salesforce: Options.APIVersion %q is not of the form v62.0", cfg.APIVersion)
 	}
 	login, err := baseURL(cfg.LoginURL)
 	if err != nil {
-		return nil, fmt.Errorf("salesforce: Config.LoginURL: %w", err)
+		return nil, fmt.Errorf("salesforce: Options.LoginURL: %w", err)
 	}
 	if strings.TrimSpace(cfg.ClientID) == "" {
-		return nil, errors.New("salesforce: Config.ClientID is required")
+		return nil, errors.New("salesforce: Options.ClientID is required")
 	}
 	c := &Client{cfg: cfg, login: login.String() + "/services/oauth2/token", version: cfg.APIVersion}
 	jwtFlow := cfg.Username != "" || len(cfg.PrivateKeyPEM) > 0
 	switch {
 	case jwtFlow && cfg.ClientSecret != "":
-		return nil, errors.New("salesforce: Config: give ClientSecret (client credentials) or Username and PrivateKeyPEM (JWT bearer), not both")
+		return nil, errors.New("salesforce: Options: give ClientSecret (client credentials) or Username and PrivateKeyPEM (JWT bearer), not both")
 	case jwtFlow:
 		if cfg.Username == "" {
-			return nil, errors.New("salesforce: Config.Username is required for the JWT bearer flow")
+			return nil, errors.New("salesforce: Options.Username is required for the JWT bearer flow")
 		}
 		if len(cfg.PrivateKeyPEM) == 0 {
-			return nil, errors.New("salesforce: Config.PrivateKeyPEM is required for the JWT bearer flow")
+			return nil, errors.New("salesforce: Options.PrivateKeyPEM is required for the JWT bearer flow")
 		}
 		// The key is parsed without echoing it: an error must not leak it.
 		if c.key, err = jwt.ParseRSAPrivateKeyFromPEM(cfg.PrivateKeyPEM); err != nil {
-			return nil, errors.New("salesforce: Config.PrivateKeyPEM is not a PEM-encoded RSA private key")
+			return nil, errors.New("salesforce: Options.PrivateKeyPEM is not a PEM-encoded RSA private key")
 		}
 		if c.cfg.Audience == "" {
 			c.cfg.Audience = DefaultAudience
 		}
 	case cfg.ClientSecret == "":
-		return nil, errors.New("salesforce: Config.ClientSecret is required (or Username and PrivateKeyPEM for the JWT bearer flow)")
+		return nil, errors.New("salesforce: Options.ClientSecret is required (or Username and PrivateKeyPEM for the JWT bearer flow)")
 	}
 	orgKey := cfg.OrgKey
 	if orgKey == "" {

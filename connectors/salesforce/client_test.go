@@ -27,9 +27,9 @@ func newOrg(t *testing.T, opts salesforcetest.Options) *salesforcetest.Server {
 	return srv
 }
 
-func clientFor(t *testing.T, srv *salesforcetest.Server, edit ...func(*salesforce.Config)) *salesforce.Client {
+func clientFor(t *testing.T, srv *salesforcetest.Server, edit ...func(*salesforce.Options)) *salesforce.Client {
 	t.Helper()
-	cfg := salesforce.Config{
+	cfg := salesforce.Options{
 		LoginURL:     srv.URL,
 		ClientID:     srv.ClientID,
 		ClientSecret: srv.ClientSecret,
@@ -87,8 +87,8 @@ func TestClientCredentialsPingAndUsage(t *testing.T) {
 
 func TestJWTBearer(t *testing.T) {
 	srv := newOrg(t, salesforcetest.Options{})
-	jwtClient := func(edit func(*salesforce.Config)) *salesforce.Client {
-		return clientFor(t, srv, func(c *salesforce.Config) {
+	jwtClient := func(edit func(*salesforce.Options)) *salesforce.Client {
+		return clientFor(t, srv, func(c *salesforce.Options) {
 			c.ClientSecret = ""
 			c.Username = srv.Username
 			c.PrivateKeyPEM = srv.PrivateKeyPEM
@@ -100,13 +100,13 @@ func TestJWTBearer(t *testing.T) {
 	require.NoError(t, jwtClient(nil).Ping(t.Context()))
 
 	for name, tc := range map[string]struct {
-		edit func(*salesforce.Config)
+		edit func(*salesforce.Options)
 		code string
 	}{
-		"unknown user":   {func(c *salesforce.Config) { c.Username = "someone@example.com" }, "invalid_grant"},
-		"wrong aud":      {func(c *salesforce.Config) { c.Audience = "https://example.com" }, "invalid_grant"},
-		"wrong issuer":   {func(c *salesforce.Config) { c.ClientID = "3MVG9unknown" }, "invalid_client_id"},
-		"sandbox aud ok": {func(c *salesforce.Config) { c.Audience = "https://test.salesforce.com" }, ""},
+		"unknown user":   {func(c *salesforce.Options) { c.Username = "someone@example.com" }, "invalid_grant"},
+		"wrong aud":      {func(c *salesforce.Options) { c.Audience = "https://example.com" }, "invalid_grant"},
+		"wrong issuer":   {func(c *salesforce.Options) { c.ClientID = "3MVG9unknown" }, "invalid_client_id"},
+		"sandbox aud ok": {func(c *salesforce.Options) { c.Audience = "https://test.salesforce.com" }, ""},
 	} {
 		t.Run(name, func(t *testing.T) {
 			err := jwtClient(tc.edit).Ping(t.Context())
@@ -124,7 +124,7 @@ func TestJWTBearer(t *testing.T) {
 
 func TestBadSecretIsUnauthorizedAndNotEchoed(t *testing.T) {
 	srv := newOrg(t, salesforcetest.Options{})
-	c := clientFor(t, srv, func(c *salesforce.Config) { c.ClientSecret = "WRONG-SECRET-VALUE" })
+	c := clientFor(t, srv, func(c *salesforce.Options) { c.ClientSecret = "WRONG-SECRET-VALUE" })
 	err := c.Ping(t.Context())
 	require.ErrorIs(t, err, connectors.ErrUnauthorized)
 	require.True(t, connectors.Permanent(err))
@@ -134,7 +134,7 @@ func TestBadSecretIsUnauthorizedAndNotEchoed(t *testing.T) {
 
 func TestConfigValidation(t *testing.T) {
 	srv := newOrg(t, salesforcetest.Options{})
-	for field, cfg := range map[string]salesforce.Config{
+	for field, cfg := range map[string]salesforce.Options{
 		"LoginURL":      {ClientID: "x", ClientSecret: "y"},
 		"LoginURL ":     {LoginURL: "http://acme.my.salesforce.com", ClientID: "x", ClientSecret: "y"},
 		"ClientID":      {LoginURL: srv.URL, ClientSecret: "y"},
@@ -146,7 +146,7 @@ func TestConfigValidation(t *testing.T) {
 		_, err := salesforce.New(cfg)
 		require.ErrorContains(t, err, strings.TrimSpace(field), field)
 	}
-	_, err := salesforce.New(salesforce.Config{LoginURL: srv.URL, ClientID: "x", PrivateKeyPEM: []byte("not a key"), Username: "u"})
+	_, err := salesforce.New(salesforce.Options{LoginURL: srv.URL, ClientID: "x", PrivateKeyPEM: []byte("not a key"), Username: "u"})
 	require.NotContains(t, err.Error(), "not a key", "the key must not be echoed")
 }
 
@@ -261,7 +261,7 @@ func TestSetOptOutWithFailingRecords(t *testing.T) {
 	require.Equal(t, 4, res.Written)
 	codes := map[string]string{}
 	for _, f := range res.Failed {
-		codes[f.Key] = f.Code
+		codes[f.Record.String()] = f.Code
 		require.NotEmpty(t, f.Message)
 	}
 	require.Equal(t, map[string]string{
@@ -549,7 +549,7 @@ func BenchmarkOptedOutPaging(b *testing.B) {
 	for i := range 10000 {
 		srv.AddContact(salesforcetest.Person{LastName: fmt.Sprint(i), Email: fmt.Sprintf("b%d@example.com", i), OptedOut: true})
 	}
-	c, err := salesforce.New(salesforce.Config{LoginURL: srv.URL, ClientID: srv.ClientID, ClientSecret: srv.ClientSecret})
+	c, err := salesforce.New(salesforce.Options{LoginURL: srv.URL, ClientID: srv.ClientID, ClientSecret: srv.ClientSecret})
 	require.NoError(b, err)
 	srv.Middleware.ResetCounts()
 	records, pages := 0, 0

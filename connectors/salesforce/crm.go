@@ -605,10 +605,10 @@ func (c *Client) SetOptOut(ctx context.Context, field connectors.OptOutField, re
 		o, ok := objects[r.Type]
 		switch {
 		case !ok:
-			res.Failed = append(res.Failed, connectors.Failure{Key: r.String(), Code: "INVALID_TYPE", Message: fmt.Sprintf("record type %q is not Contact, Lead or Account", r.Type)})
+			res.Failed = append(res.Failed, connectors.Failure{Record: r, Code: "INVALID_TYPE", Message: fmt.Sprintf("record type %q is not Contact, Lead or Account", r.Type)})
 			continue
 		case !idPattern.MatchString(r.ID):
-			res.Failed = append(res.Failed, connectors.Failure{Key: r.String(), Code: "MALFORMED_ID", Message: fmt.Sprintf("%q is not a Salesforce record id", r.ID)})
+			res.Failed = append(res.Failed, connectors.Failure{Record: r, Code: "MALFORMED_ID", Message: fmt.Sprintf("%q is not a Salesforce record id", r.ID)})
 			continue
 		case seen[r.String()]:
 			continue
@@ -643,7 +643,7 @@ func (c *Client) SetOptOut(ctx context.Context, field connectors.OptOutField, re
 			res.Written++
 			continue
 		}
-		f := connectors.Failure{Key: items[i].ref.String(), Code: "UNKNOWN"}
+		f := connectors.Failure{Record: items[i].ref, Code: "UNKNOWN"}
 		var msgs []string
 		for j, e := range r.Errors {
 			if j == 0 {
@@ -656,4 +656,10 @@ func (c *Client) SetOptOut(ctx context.Context, field connectors.OptOutField, re
 		res.Failed = append(res.Failed, f)
 	}
 	return res, nil
+}
+
+// SetFlag sets the custom boolean field on each record (the cleaned
+// field), with the same collection update SetOptOut uses.
+func (c *Client) SetFlag(ctx context.Context, field string, refs []connectors.RecordRef) (connectors.BatchResult, error) {
+	return c.SetOptOut(ctx, connectors.OptOutField{Kind: connectors.OptOutCustom, Field: field}, refs)
 }

@@ -162,17 +162,28 @@ func optOutColumn(o object, f connectors.OptOutField) (string, bool) {
 	return o.optOut, true
 }
 
+// MaxCampaigns bounds the campaigns one integration scopes to: each id
+// costs about 21 characters of URL, and 300 keep the query well inside the
+// REST URI limit (16,384 bytes) with room for the rest.
+const MaxCampaigns = 300
+
+// checkCampaign says why id is not a Campaign id, or nil.
+func checkCampaign(id string) error {
+	if !idPattern.MatchString(id) || !strings.HasPrefix(id, "701") {
+		return fmt.Errorf("%q is not a Campaign id (15 or 18 characters starting with 701)", id)
+	}
+	return nil
+}
+
 // campaignIDs validates the campaign ids and writes them as a SOQL list.
 func campaignIDs(lists []string) (string, error) {
-	// Each id costs about 21 characters of URL; 300 keep the query well
-	// inside the REST URI limit (16,384 bytes) with room for the rest.
-	if len(lists) > 300 {
-		return "", fmt.Errorf("salesforce: Lists: %d campaigns given, at most 300 can scope one sync", len(lists))
+	if len(lists) > MaxCampaigns {
+		return "", fmt.Errorf("salesforce: Lists: %d campaigns given, at most %d can scope one sync", len(lists), MaxCampaigns)
 	}
 	q := make([]string, len(lists))
 	for i, id := range lists {
-		if !idPattern.MatchString(id) || !strings.HasPrefix(id, "701") {
-			return "", fmt.Errorf("salesforce: Lists: %q is not a Campaign id (701…)", id)
+		if err := checkCampaign(id); err != nil {
+			return "", fmt.Errorf("salesforce: Lists: %w", err)
 		}
 		q[i] = quote(id)
 	}

@@ -39,10 +39,6 @@ import (
 const (
 	// DefaultNamespace is the namespace registered when Options.Namespace is empty.
 	DefaultNamespace = "default"
-	// IntegrationSearchAttribute is the custom Keyword search attribute optout-sync sets on
-	// every sync run and schedule, so runs can be listed per integration
-	// (`OptOutIntegration = "netsuite-mailchimp"`). It is always registered.
-	IntegrationSearchAttribute = "OptOutIntegration"
 	// DBFileName is the SQLite file kept inside Options.DataDir.
 	DBFileName = "temporal.db"
 
@@ -72,8 +68,8 @@ type Options struct {
 	UIPort int
 	// Namespace is registered before the server starts. Default "default".
 	Namespace string
-	// SearchAttributes are custom search attributes to register in Namespace on top of
-	// IntegrationSearchAttribute. Registration is idempotent; a name that already exists
+	// SearchAttributes are custom search attributes to register in Namespace (the
+	// product's own, which its workflows package defines). Registration is idempotent; a name that already exists
 	// with another type is an error. SQLite visibility has a fixed number of columns per
 	// type (e.g. 10 Keyword), so only that many of each type fit in a namespace.
 	SearchAttributes map[string]enumspb.IndexedValueType
@@ -246,8 +242,8 @@ func (o Options) withDefaults() (Options, error) {
 	if o.LogLevel == nil {
 		o.LogLevel = slog.LevelWarn
 	}
-	// Copy the map: the caller's must not change under us, and we add ours to it.
-	sas := make(map[string]enumspb.IndexedValueType, len(o.SearchAttributes)+1)
+	// Copy the map: the caller's must not change under us.
+	sas := make(map[string]enumspb.IndexedValueType, len(o.SearchAttributes))
 	for name, typ := range o.SearchAttributes {
 		if name == "" {
 			return o, errors.New("devserver: SearchAttributes has an empty name")
@@ -257,10 +253,6 @@ func (o Options) withDefaults() (Options, error) {
 		}
 		sas[name] = typ
 	}
-	if typ, ok := sas[IntegrationSearchAttribute]; ok && typ != enumspb.INDEXED_VALUE_TYPE_KEYWORD {
-		return o, fmt.Errorf("devserver: search attribute %q must be Keyword, got %v", IntegrationSearchAttribute, typ)
-	}
-	sas[IntegrationSearchAttribute] = enumspb.INDEXED_VALUE_TYPE_KEYWORD
 	o.SearchAttributes = sas
 	return o, nil
 }

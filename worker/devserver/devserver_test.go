@@ -29,7 +29,20 @@ import (
 
 const taskQueue = "devserver-test"
 
-var integrationKey = temporal.NewSearchAttributeKeyKeyword(devserver.IntegrationSearchAttribute)
+// integrationAttr is a Keyword search attribute every test server registers.
+const integrationAttr = "OptOutIntegration"
+
+var integrationKey = temporal.NewSearchAttributeKeyKeyword(integrationAttr)
+
+// withAttr adds integrationAttr to opts' search attributes.
+func withAttr(opts devserver.Options) devserver.Options {
+	sas := map[string]enumspb.IndexedValueType{integrationAttr: enumspb.INDEXED_VALUE_TYPE_KEYWORD}
+	for k, v := range opts.SearchAttributes {
+		sas[k] = v
+	}
+	opts.SearchAttributes = sas
+	return opts
+}
 
 // Echo is the trivial workflow the tests run: it proves a worker polls and completes tasks.
 func Echo(_ workflow.Context, s string) (string, error) { return "echo " + s, nil }
@@ -61,6 +74,7 @@ func (w *tWriter) Write(p []byte) (int, error) {
 // startE starts a server that is stopped when the test ends. It returns the error rather
 // than failing so that it can run in a goroutine.
 func startE(t *testing.T, opts devserver.Options) (*devserver.Server, error) {
+	opts = withAttr(opts)
 	opts.Logger = testLogger(t)
 	began := time.Now()
 	s, err := devserver.Start(t.Context(), opts)
@@ -180,7 +194,7 @@ func TestInMemory(t *testing.T) {
 	sas, err := ca.OperatorService().ListSearchAttributes(t.Context(),
 		&operatorservice.ListSearchAttributesRequest{Namespace: a.Namespace()})
 	require.NoError(t, err)
-	require.Equal(t, enumspb.INDEXED_VALUE_TYPE_KEYWORD, sas.GetCustomAttributes()[devserver.IntegrationSearchAttribute])
+	require.Equal(t, enumspb.INDEXED_VALUE_TYPE_KEYWORD, sas.GetCustomAttributes()[integrationAttr])
 
 	runEcho(t, ca, "wf-x", "x")
 	eventuallyListed(t, ca, `OptOutIntegration = "x"`, "wf-x")
@@ -283,7 +297,7 @@ func TestRestartKeepsData(t *testing.T) {
 	dir := t.TempDir()
 
 	began := time.Now()
-	first, err := devserver.Start(t.Context(), devserver.Options{DataDir: dir, UIPort: -1, Logger: testLogger(t)})
+	first, err := devserver.Start(t.Context(), withAttr(devserver.Options{DataDir: dir, UIPort: -1, Logger: testLogger(t)}))
 	t.Logf("file-backed server started in %v", time.Since(began))
 	require.NoError(t, err)
 	c1, err := client.Dial(client.Options{
@@ -292,7 +306,7 @@ func TestRestartKeepsData(t *testing.T) {
 		Logger:    sdklog.NewStructuredLogger(slog.New(slog.DiscardHandler)),
 	})
 	require.NoError(t, err)
-	_, err = devserver.Start(t.Context(), devserver.Options{DataDir: dir, UIPort: -1, Logger: testLogger(t)})
+	_, err = devserver.Start(t.Context(), withAttr(devserver.Options{DataDir: dir, UIPort: -1, Logger: testLogger(t)}))
 	require.ErrorContains(t, err, "in use by another running server")
 
 	runEcho(t, c1, "wf-kept", "kept")
@@ -319,7 +333,7 @@ func TestRestartKeepsData(t *testing.T) {
 		&operatorservice.ListSearchAttributesRequest{Namespace: second.Namespace()})
 	require.NoError(t, err)
 	require.Equal(t, enumspb.INDEXED_VALUE_TYPE_KEYWORD, sas.GetCustomAttributes()["OptOutRunKind"])
-	require.Equal(t, enumspb.INDEXED_VALUE_TYPE_KEYWORD, sas.GetCustomAttributes()[devserver.IntegrationSearchAttribute])
+	require.Equal(t, enumspb.INDEXED_VALUE_TYPE_KEYWORD, sas.GetCustomAttributes()[integrationAttr])
 
 	ns, err := c2.WorkflowService().DescribeNamespace(t.Context(),
 		&workflowservice.DescribeNamespaceRequest{Namespace: second.Namespace()})
@@ -339,9 +353,6 @@ func TestBadOptions(t *testing.T) {
 		{devserver.Options{FrontendPort: 70000}, "FrontendPort"},
 		{devserver.Options{Retention: -time.Hour}, "Retention"},
 		{devserver.Options{SearchAttributes: map[string]enumspb.IndexedValueType{"X": enumspb.INDEXED_VALUE_TYPE_UNSPECIFIED}}, `"X"`},
-		{devserver.Options{SearchAttributes: map[string]enumspb.IndexedValueType{
-			devserver.IntegrationSearchAttribute: enumspb.INDEXED_VALUE_TYPE_TEXT,
-		}}, "must be Keyword"},
 	} {
 		_, err := devserver.Start(t.Context(), tc.opts)
 		require.ErrorContains(t, err, tc.want)

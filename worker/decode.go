@@ -1,0 +1,185 @@
+package main
+
+import (
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// decodeStrict decodes a YAML node into the struct v points at, key by
+// key: an unknown or repeated key, or a value of the wrong type, is a
+// problem named by its key under path ("crm.concurrency"), in words
+// rather than Go types. skip lists keys the caller reads itself ("kind").
+// Struct fields embedded with `yaml:",inline"` are keys of the same block.
+func decodeStrict(n *yaml.Node, v any, path string, skip ...string) []string {
+	var p []string
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if n.Kind == 0 || (n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null") {
+		return nil // an empty block: defaults apply
+	}
+	if n.Kind != yaml.MappingNode {
+		return []string{keyed(path, "expected a block of keys, found "+describeNode(n))}
+	}
+	fields := map[string]reflect.Value{}
+	collectFields(reflect.ValueOf(v).Elem(), fields)
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		key := k.Value
+		at := join(path, key)
+		if seen[key] {
+			p = append(p, keyed(at, "given twice"))
+			continue
+		}
+		seen[key] = true
+		if slices.Contains(skip, key) {
+			continue
+		}
+		f, ok := fields[key]
+		if !ok {
+			p = append(p, keyed(at, "unknown key (known: "+strings.Join(sortedKeys(fields), ", ")+")"))
+			continue
+		}
+		p = append(p, decodeValue(val, f, at)...)
+	}
+	return p
+}
+
+// collectFields maps each YAML key of the struct rv to its field.
+func collectFields(rv reflect.Value, out map[string]reflect.Value) {
+	t := rv.Type()
+	for i := range t.NumField() {
+		sf := t.Field(i)
+		tag := sf.Tag.Get("yaml")
+		name, opts, _ := strings.Cut(tag, ",")
+		switch {
+		case opts == "inline":
+			collectFields(rv.Field(i), out)
+		case name != "" && name != "-" && sf.IsExported():
+			out[name] = rv.Field(i)
+		}
+	}
+}
+
+// decodeValue decodes one value into f.
+func decodeValue(n *yaml.Node, f reflect.Value, at string) []string {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
+		return nil
+	}
+	if f.Type() == reflect.TypeFor[yaml.Node]() {
+		f.Set(reflect.ValueOf(*n))
+		return nil
+	}
+	switch f.Kind() {
+	case reflect.Struct:
+		return decodeStrict(n, f.Addr().Interface(), at)
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			return []string{keyed(at, "expected a list, found "+describeNode(n))}
+		}
+		var p []string
+		s := reflect.MakeSlice(f.Type(), len(n.Content), len(n.Content))
+		for i, item := range n.Content {
+			p = append(p, decodeValue(item, s.Index(i), fmt.Sprintf("%s[%d]", at, i))...)
+		}
+		f.Set(s)
+		return p
+	case reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			return []string{keyed(at, "expected a block of keys, found "+describeNode(n))}
+		}
+		var p []string
+		m := reflect.MakeMap(f.Type())
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i].Value
+			if m.MapIndex(reflect.ValueOf(k)).IsValid() {
+				p = append(p, keyed(join(at, k), "given twice"))
+				continue
+			}
+			ev := reflect.New(f.Type().Elem()).Elem()
+			if q := decodeValue(n.Content[i+1], ev, join(at, k)); len(q) > 0 {
+				p = append(p, q...)
+				continue
+			}
+			m.SetMapIndex(reflect.ValueOf(k), ev)
+		}
+		f.Set(m)
+		return p
+	}
+	if n.Kind != yaml.ScalarNode {
+		return []string{keyed(at, "expected "+want(f.Kind())+", found "+describeNode(n))}
+	}
+	switch f.Kind() {
+	case reflect.String:
+		if n.ShortTag() != "!!str" {
+			// A bare yes, 10 or 1.5 where text is expected is quoted text
+			// in intent; YAML gives it another type, so say so.
+			return []string{keyed(at, fmt.Sprintf("expected text, found %s (quote it: %q)", describeNode(n), n.Value))}
+		}
+		f.SetString(n.Value)
+		return nil
+	case reflect.Bool, reflect.Int:
+		tmp := reflect.New(f.Type())
+		if err := n.Decode(tmp.Interface()); err != nil || (f.Kind() == reflect.Int && n.ShortTag() != "!!int") {
+			return []string{keyed(at, fmt.Sprintf("expected %s, found %s", want(f.Kind()), describeNode(n)))}
+		}
+		f.Set(tmp.Elem())
+		return nil
+	}
+	return []string{keyed(at, "cannot be set from YAML")}
+}
+
+func want(k reflect.Kind) string {
+	switch k {
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int:
+		return "a whole number"
+	case reflect.String:
+		return "text"
+	}
+	return "a value"
+}
+
+// describe names what a node is, without repeating a long value.
+func describeNode(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a block of keys"
+	case yaml.SequenceNode:
+		return "a list"
+	}
+	v := n.Value
+	if len(v) > 40 {
+		v = v[:40] + "…"
+	}
+	switch n.ShortTag() {
+	case "!!int", "!!float":
+		return "the number " + v
+	case "!!bool":
+		return "the boolean " + v
+	}
+	return fmt.Sprintf("%q", v)
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func keyed(path, msg string) string {
+	if path == "" {
+		return msg
+	}
+	return path + ": " + msg
+}
