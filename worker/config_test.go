@@ -1,9 +1,11 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -43,73 +45,166 @@ func TestParseConfigExample(t *testing.T) {
 	require.NotEmpty(t, cfg.Integrations)
 }
 
+// TestParseConfigErrors feeds bad configurations and checks that each is
+// refused at start with a line naming exactly its integration and key
+// (want), saying what is wrong (msg), with nothing before it.
 func TestParseConfigErrors(t *testing.T) {
 	mc := `{kind: mailchimp, audience: abc, apiKeyEnv: MC_KEY}`
 	ns := nsTBA + `}`
 	sf := `{kind: salesforce, instanceURL: "https://acme.my.salesforce.com", clientIdEnv: SF_ID, clientSecretEnv: SF_SECRET`
-	tests := []struct {
-		name, yaml, want string
-	}{
-		{"empty", ``, "configuration is empty"},
-		{"no integrations", "integrations: []\n", "at least one integration"},
-		{"unknown key", one(mc, ns, "    crmToMarketting: true\n"), "field crmToMarketting not found"},
-		{"unknown nested key", one(`{kind: mailchimp, audience: abc, apiKeyEnv: K, apikey: x}`, ns, ""), "field apikey not found"},
-		{"missing id", "integrations:\n  - marketing: " + mc + "\n    crm: " + ns + "\n", `integration "#1": id: required`},
-		{"bad id", strings.Replace(one(mc, ns, ""), "id: acme", "id: Acme_1", 1), `integration "Acme_1": id: "Acme_1" must be lower-case`},
-		{"duplicate id", one(mc, ns, "  - id: acme\n    marketing: "+mc+"\n    crm: "+ns+"\n"), `integration "acme": id: duplicate id`},
-		{"bad schedule", one(mc, ns, "    schedule: 15\n"), `integration "acme": schedule: "15" is not a duration`},
-		{"bad overlap", one(mc, ns, "    overlap: -1m\n"), `integration "acme": overlap: "-1m" must not be negative`},
-		{"status if new", one(mc, ns, "    statusIfNew: cleaned\n"), `integration "acme": statusIfNew: "cleaned" is not one of`},
-		{"page size", one(mc, ns, "    pageSize: 5000\n"), `integration "acme": pageSize: 5000 must be between 1 and 1000`},
-		{"pages per activity", one(mc, ns, "    pagesPerActivity: -1\n"), `pagesPerActivity: -1 must be positive`},
-		{"merge tag", one(mc, ns, "    fieldMap: {firstName: fname}\n"), `integration "acme": fieldMap.firstName: "fname" is not a merge tag`},
-		{"merge tag twice", one(mc, ns, "    fieldMap: {firstName: FNAME, altName: FNAME}\n"), `fieldMap.firstName: merge tag FNAME is also mapped from altName`},
-		{"marketing kind missing", one(`{audience: abc, apiKeyEnv: K}`, ns, ""), `integration "acme": marketing.kind: required`},
-		{"marketing kind unknown", one(`{kind: hubspot, audience: abc}`, ns, ""), `marketing.kind: unknown kind "hubspot"`},
-		{"audience", one(`{kind: mailchimp, apiKeyEnv: K}`, ns, ""), `marketing.audience: required`},
-		{"no mailchimp credential", one(`{kind: mailchimp, audience: abc}`, ns, ""), `marketing.apiKeyEnv: a credential is required`},
-		{"two mailchimp credentials", one(`{kind: mailchimp, audience: abc, apiKeyEnv: K, apiKeyFile: /k}`, ns, ""), `marketing.apiKeyEnv: give only one of`},
-		{"oauth needs dc", one(`{kind: mailchimp, audience: abc, oauthTokenEnv: T}`, ns, ""), `marketing.dc: required with an OAuth token`},
-		{"bad env name", one(`{kind: mailchimp, audience: abc, apiKeyEnv: "MC KEY"}`, ns, ""), `marketing.apiKeyEnv: "MC KEY" is not an environment variable name`},
-		{"emulator outside dev", one(`{kind: mailchimp, audience: abc, baseURL: emulator}`, ns, ""), `marketing.baseURL: "emulator" is only allowed with -dev`},
-		{"bad base URL", one(`{kind: mailchimp, audience: abc, apiKeyEnv: K, baseURL: "ftp://x"}`, ns, ""), `marketing.baseURL: "ftp://x" is not an http(s) URL`},
-		{"crm kind missing", one(mc, `{accountId: "1"}`, ""), `integration "acme": crm.kind: required`},
-		{"crm kind unknown", one(mc, `{kind: dynamics}`, ""), `crm.kind: unknown kind "dynamics"`},
-		{"netsuite account", one(mc, `{kind: netsuite, consumerKeyEnv: A, consumerSecretEnv: B, tokenIdEnv: C, tokenSecretEnv: D}`, ""), `crm.accountId: required`},
-		{"netsuite account form", one(mc, `{kind: netsuite, accountId: "12-34", consumerKeyEnv: A, consumerSecretEnv: B, tokenIdEnv: C, tokenSecretEnv: D}`, ""), `crm.accountId: "12-34" is not a NetSuite account id`},
-		{"netsuite no credentials", one(mc, `{kind: netsuite, accountId: "1"}`, ""), `crm.consumerKeyEnv: credentials are required`},
-		{"netsuite partial TBA", one(mc, `{kind: netsuite, accountId: "1", consumerKeyEnv: A, consumerSecretEnv: B}`, ""), `crm.tokenIdEnv: required for token-based auth`},
-		{"netsuite TBA and M2M", one(mc, nsTBA+`, clientIdEnv: X}`, ""), `crm.consumerKeyEnv: give either the four TBA secrets`},
-		{"netsuite M2M certificate", one(mc, `{kind: netsuite, accountId: "1", clientIdEnv: X, privateKeyFile: /k.pem}`, ""), `crm.certificateId: required for M2M auth`},
-		{"netsuite env and file", one(mc, `{kind: netsuite, accountId: "1", consumerKeyEnv: A, consumerKeyFile: /a, consumerSecretEnv: B, tokenIdEnv: C, tokenSecretEnv: D}`, ""), `crm.consumerKeyEnv: give only one of consumerKeyEnv and consumerKeyFile`},
-		{"netsuite salesforce field", one(mc, nsTBA+`, instanceURL: "https://x.my.salesforce.com"}`, ""), `crm.instanceURL: not a netsuite setting`},
-		{"netsuite time zone", one(mc, strings.Replace(nsTBA, "timeZone: UTC", "timeZone: Mars/Olympus", 1)+`}`, ""), `crm.timeZone: "Mars/Olympus" is not an IANA time zone`},
-		{"netsuite time zone missing", one(mc, strings.Replace(nsTBA, ", timeZone: UTC", "", 1)+`}`, ""), `integration "acme": crm.timeZone: required: the NetSuite integration user's time zone`},
-		{"netsuite record type", one(mc, nsTBA+`, recordTypes: [customer, Contact]}`, ""), `crm.recordTypes[1]: "Contact" is not a netsuite record type`},
-		{"netsuite saved search", one(mc, nsTBA+`, lists: ["customsearch_ok", "my search"]}`, ""), `crm.lists[1]: "my search" is not a saved search id`},
-		{"custom needs field", one(mc, nsTBA+`, optOut: {kind: custom}}`, ""), `integration "acme": crm.optOut.field: required when kind is custom`},
-		{"inverted needs field", one(mc, nsTBA+`, optOut: {kind: inverted}}`, ""), `crm.optOut.field: required when kind is inverted`},
-		{"standard takes no field", one(mc, nsTBA+`, optOut: {kind: standard, field: custentity_x}}`, ""), `crm.optOut.field: not used when kind is standard`},
-		{"opt-out kind", one(mc, nsTBA+`, optOut: {kind: soft}}`, ""), `crm.optOut.kind: unknown kind "soft"`},
-		{"netsuite custom field name", one(mc, nsTBA+`, optOut: {kind: custom, field: mc_optout}}`, ""), `crm.optOut.field: "mc_optout" must be a custom entity field (custentity...)`},
-		{"netsuite cleaned field name", one(mc, nsTBA+`, cleanedField: bounced}`, ""), `crm.cleanedField: "bounced" must be a custom entity field`},
-		{"cleaned is not opt-out", one(mc, nsTBA+`, optOut: {kind: custom, field: custentity_x}, cleanedField: custentity_x}`, ""), `crm.cleanedField: must differ from optOut.field`},
-		{"salesforce instance", one(mc, `{kind: salesforce, clientIdEnv: SF_ID, clientSecretEnv: S}`, ""), `crm.instanceURL: required`},
-		{"salesforce client id", one(mc, `{kind: salesforce, instanceURL: "https://acme.my.salesforce.com", clientSecretEnv: S}`, ""), `crm.clientIdEnv: required`},
-		{"salesforce no secret", one(mc, `{kind: salesforce, instanceURL: "https://acme.my.salesforce.com", clientIdEnv: SF_ID}`, ""), `crm.clientSecretEnv: a credential is required`},
-		{"salesforce jwt username", one(mc, `{kind: salesforce, instanceURL: "https://acme.my.salesforce.com", clientIdEnv: SF_ID, privateKeyFile: /k.pem}`, ""), `crm.username: required with privateKey`},
-		{"salesforce netsuite field", one(mc, sf+`, accountId: "123"}`, ""), `crm.accountId: not a salesforce setting`},
-		{"salesforce custom field name", one(mc, sf+`, optOut: {kind: custom, field: Marketing_Opt_Out}}`, ""), `crm.optOut.field: "Marketing_Opt_Out" must be a custom field (...__c)`},
-		{"salesforce campaign id", one(mc, sf+`, lists: ["7015g000000ABCD", "campaign-1"]}`, ""), `crm.lists[1]: "campaign-1" is not a Campaign id`},
-		{"salesforce record type", one(mc, sf+`, recordTypes: [contact]}`, ""), `crm.recordTypes[0]: "contact" is not a salesforce record type`},
-		{"salesforce api version", one(mc, sf+`, apiVersion: "62"}`, ""), `crm.apiVersion: "62" is not an API version`},
+	nsWith := func(extra string) string { return nsTBA + ", " + extra + "}" }
+	sfWith := func(extra string) string { return sf + ", " + extra + "}" }
+	campaigns := make([]string, 301)
+	for i := range campaigns {
+		campaigns[i] = fmt.Sprintf("%q", fmt.Sprintf("701%012d", i))
 	}
+	const acme = `integration "acme": `
+	tests := []struct {
+		name, yaml, want, msg string
+	}{
+		{"empty", ``, "", "configuration is empty"},
+		{"only a comment", "# nothing\n", "", "configuration is empty"},
+		{"second document", one(mc, ns, "") + "---\nintegrations: []\n", "configuration", "only one YAML document"},
+		{"no integrations", "integrations: []\n", "integrations", "at least one integration"},
+		{"top-level unknown key", "integration: []\n", "integration", "unknown key"},
+		{"unknown key", one(mc, ns, "    crmToMarketting: true\n"), acme + "crmToMarketting", "unknown key (known: crm, crmToMarketing"},
+		{"key given twice", one(mc, ns, "    schedule: 5m\n    schedule: 10m\n"), acme + "schedule", "given twice"},
+		{"unknown marketing key", one(`{kind: mailchimp, audience: abc, apiKeyEnv: K, apikey: x}`, ns, ""), acme + "marketing.apikey", "unknown key"},
+		{"missing id", "integrations:\n  - marketing: " + mc + "\n    crm: " + ns + "\n", `integration "#1": id`, "required"},
+		{"bad id", strings.Replace(one(mc, ns, ""), "id: acme", "id: Acme_1", 1), `integration "Acme_1": id`, "must be lower-case"},
+		{"duplicate id", one(mc, ns, "  - id: acme\n    marketing: "+mc+"\n    crm: "+ns+"\n"), acme + "id", "duplicate id"},
+		{"schedule not a duration", one(mc, ns, "    schedule: 15\n"), acme + "schedule", `"15" is not a duration`},
+		{"schedule 290 years", one(mc, ns, "    schedule: 2540400h\n"), acme + "schedule", "must be between 10s and 24h0m0s"},
+		{"schedule too short", one(mc, ns, "    schedule: 1ms\n"), acme + "schedule", "must be between"},
+		{"overlap negative", one(mc, ns, "    overlap: -1m\n"), acme + "overlap", "must be between 0s and 24h0m0s"},
+		{"overlap two days", one(mc, ns, "    overlap: 48h\n"), acme + "overlap", "must be between"},
+		{"status if new", one(mc, ns, "    statusIfNew: cleaned\n"), acme + "statusIfNew", `"cleaned" is not one of`},
+		{"page size", one(mc, ns, "    pageSize: 5000\n"), acme + "pageSize", "5000 must be between 1 and 1000"},
+		{"page size not a number", one(mc, ns, "    pageSize: ten\n"), acme + "pageSize", `expected a whole number, found "ten"`},
+		{"pages per activity negative", one(mc, ns, "    pagesPerActivity: -1\n"), acme + "pagesPerActivity", "-1 must be between 1 and 100"},
+		{"pages per activity huge", one(mc, ns, "    pagesPerActivity: 100000\n"), acme + "pagesPerActivity", "must be between 1 and 100"},
+		{"toggle not a boolean", one(mc, ns, "    crmToMarketing: maybe\n"), acme + "crmToMarketing", `expected true or false, found "maybe"`},
+		{"field map not a block", one(mc, ns, "    fieldMap: [FNAME]\n"), acme + "fieldMap", "expected a block of keys, found a list"},
+		{"merge tag", one(mc, ns, "    fieldMap: {firstName: fname}\n"), acme + "fieldMap.firstName", `"fname" is not a merge tag`},
+		{"merge tag too long", one(mc, ns, "    fieldMap: {firstName: FIRSTNAMEXYZ}\n"), acme + "fieldMap.firstName", "is not a merge tag"},
+		{"merge tag EMAIL", one(mc, ns, "    fieldMap: {email: EMAIL}\n"), acme + "fieldMap.email", "the member's address"},
+		{"merge tag twice", one(mc, ns, "    fieldMap: {firstName: FNAME, altName: FNAME}\n"), acme + "fieldMap.firstName", "merge field FNAME is also mapped from altName"},
+		{"netsuite field with a quote", one(mc, ns, "    fieldMap: {\"first'Name\": FNAME}\n"), acme + "fieldMap.first'Name", "is not a NetSuite field id"},
+		{"salesforce field with SQL", one(mc, sf+"}", "    fieldMap: {\"Name FROM Lead--\": FNAME}\n"), acme + "fieldMap.Name FROM Lead--", "is not a Salesforce field API name"},
+		{"marketing missing", "integrations:\n  - id: acme\n    crm: " + ns + "\n", acme + "marketing", "required"},
+		{"marketing kind missing", one(`{audience: abc, apiKeyEnv: K}`, ns, ""), acme + "marketing.kind", "required (mailchimp)"},
+		{"marketing kind unknown", one(`{kind: hubspot, audience: abc}`, ns, ""), acme + "marketing.kind", `unknown kind "hubspot"`},
+		{"marketing not a block", one(`mailchimp`, ns, ""), acme + "marketing.kind", "required"},
+		{"audience missing", one(`{kind: mailchimp, apiKeyEnv: K}`, ns, ""), acme + "marketing.audience", "required"},
+		{"audience path", one(`{kind: mailchimp, audience: "../lists/x'", apiKeyEnv: K}`, ns, ""), acme + "marketing.audience", "is not an audience id"},
+		{"no mailchimp credential", one(`{kind: mailchimp, audience: abc}`, ns, ""), acme + "marketing.apiKeyEnv", "a credential is required"},
+		{"key env and file", one(`{kind: mailchimp, audience: abc, apiKeyEnv: K, apiKeyFile: /k}`, ns, ""), acme + "marketing.apiKeyEnv", "give only one of apiKeyEnv and apiKeyFile"},
+		{"key and token", one(`{kind: mailchimp, audience: abc, apiKeyEnv: K, oauthTokenEnv: T, dc: us6}`, ns, ""), acme + "marketing.apiKeyEnv", "give either an API key"},
+		{"oauth needs dc", one(`{kind: mailchimp, audience: abc, oauthTokenEnv: T}`, ns, ""), acme + "marketing.dc", "required with an OAuth token"},
+		{"bad dc", one(`{kind: mailchimp, audience: abc, oauthTokenEnv: T, dc: "us-6"}`, ns, ""), acme + "marketing.dc", `"us-6" is not a data center`},
+		{"bad env name", one(`{kind: mailchimp, audience: abc, apiKeyEnv: "MC KEY"}`, ns, ""), acme + "marketing.apiKeyEnv", `"MC KEY" is not an environment variable name`},
+		{"emulator outside dev", one(`{kind: mailchimp, audience: abc, baseURL: emulator}`, ns, ""), acme + "marketing.baseURL", `"emulator" is only allowed with -dev`},
+		{"ftp base URL", one(`{kind: mailchimp, audience: abc, apiKeyEnv: K, baseURL: "ftp://x"}`, ns, ""), acme + "marketing.baseURL", `"ftp://x" is not an https URL`},
+		{"plain http outside dev", one(`{kind: mailchimp, audience: abc, apiKeyEnv: K, baseURL: "http://us6.api.mailchimp.com/3.0"}`, ns, ""), acme + "marketing.baseURL", "plain http would send the credentials in clear"},
+		{"base URL with a query", one(`{kind: mailchimp, audience: abc, apiKeyEnv: K, baseURL: "https://x.example/?a=1"}`, ns, ""), acme + "marketing.baseURL", "no user, query or fragment"},
+		{"crm missing", "integrations:\n  - id: acme\n    marketing: " + mc + "\n", acme + "crm", "required"},
+		{"crm kind missing", one(mc, `{accountId: "1"}`, ""), acme + "crm.kind", "required (netsuite, salesforce)"},
+		{"crm kind unknown", one(mc, `{kind: dynamics}`, ""), acme + "crm.kind", `unknown kind "dynamics"`},
+		{"netsuite account missing", one(mc, `{kind: netsuite, consumerKeyEnv: A, consumerSecretEnv: B, tokenIdEnv: C, tokenSecretEnv: D, timeZone: UTC}`, ""), acme + "crm.accountId", "required"},
+		{"netsuite account form", one(mc, `{kind: netsuite, accountId: "12-34", consumerKeyEnv: A, consumerSecretEnv: B, tokenIdEnv: C, tokenSecretEnv: D, timeZone: UTC}`, ""), acme + "crm.accountId", `"12-34" is not a NetSuite account id`},
+		{"netsuite no credentials", one(mc, `{kind: netsuite, accountId: "1", timeZone: UTC}`, ""), acme + "crm.consumerKeyEnv", "credentials are required"},
+		{"netsuite partial TBA", one(mc, `{kind: netsuite, accountId: "1", consumerKeyEnv: A, consumerSecretEnv: B, timeZone: UTC}`, ""), acme + "crm.tokenIdEnv", "required for token-based auth"},
+		{"netsuite TBA and M2M", one(mc, nsWith(`clientIdEnv: X`), ""), acme + "crm.consumerKeyEnv", "give either the four TBA secrets"},
+		{"netsuite M2M certificate", one(mc, `{kind: netsuite, accountId: "1", clientIdEnv: X, privateKeyFile: /k.pem, timeZone: UTC}`, ""), acme + "crm.certificateId", "required for M2M auth"},
+		{"netsuite env and file", one(mc, `{kind: netsuite, accountId: "1", consumerKeyEnv: A, consumerKeyFile: /a, consumerSecretEnv: B, tokenIdEnv: C, tokenSecretEnv: D, timeZone: UTC}`, ""), acme + "crm.consumerKeyEnv", "give only one of consumerKeyEnv and consumerKeyFile"},
+		{"netsuite given a salesforce key", one(mc, nsWith(`instanceURL: "https://x.my.salesforce.com"`), ""), acme + "crm.instanceURL", "unknown key"},
+		{"netsuite time zone", one(mc, strings.Replace(nsTBA, "timeZone: UTC", "timeZone: Mars/Olympus", 1)+`}`, ""), acme + "crm.timeZone", `"Mars/Olympus" is not an IANA time zone`},
+		{"netsuite time zone Local", one(mc, strings.Replace(nsTBA, "timeZone: UTC", "timeZone: Local", 1)+`}`, ""), acme + "crm.timeZone", `"Local" is this machine's zone`},
+		{"netsuite time zone missing", one(mc, strings.Replace(nsTBA, ", timeZone: UTC", "", 1)+`}`, ""), acme + "crm.timeZone", "required: the integration user's time zone"},
+		{"netsuite partner", one(mc, nsWith(`recordTypes: [customer, partner]`), ""), acme + "crm.recordTypes[1]", `"partner" is not a record type this connector syncs (known: customer, contact)`},
+		{"netsuite vendor", one(mc, nsWith(`recordTypes: [vendor]`), ""), acme + "crm.recordTypes[0]", `"vendor" is not a record type`},
+		{"netsuite record type case", one(mc, nsWith(`recordTypes: [customer, Contact]`), ""), acme + "crm.recordTypes[1]", `"Contact" is not a record type`},
+		{"netsuite record type twice", one(mc, nsWith(`recordTypes: [customer, customer]`), ""), acme + "crm.recordTypes[1]", "listed twice"},
+		{"record types not a list", one(mc, nsWith(`recordTypes: customer`), ""), acme + "crm.recordTypes", "expected a list"},
+		{"netsuite saved search", one(mc, nsWith(`lists: ["customsearch_ok", "my search"]`), ""), acme + "crm.lists[1]", `"my search" is not a saved search id`},
+		{"netsuite saved search path", one(mc, nsWith(`lists: ["../x"]`), ""), acme + "crm.lists[0]", "is not a saved search id"},
+		{"netsuite list twice", one(mc, nsWith(`lists: ["123", "123"]`), ""), acme + "crm.lists[1]", "listed twice"},
+		{"netsuite concurrency", one(mc, nsWith(`concurrency: 1000`), ""), acme + "crm.concurrency", "1000 must be between 1 and 100"},
+		{"netsuite concurrency negative", one(mc, nsWith(`concurrency: -1`), ""), acme + "crm.concurrency", "-1 must be between 1 and 100"},
+		{"custom needs field", one(mc, nsWith(`optOut: {kind: custom}`), ""), acme + "crm.optOut.field", "required when kind is custom"},
+		{"inverted needs field", one(mc, nsWith(`optOut: {kind: inverted}`), ""), acme + "crm.optOut.field", "required when kind is inverted"},
+		{"standard takes no field", one(mc, nsWith(`optOut: {kind: standard, field: custentity_x}`), ""), acme + "crm.optOut.field", "not used when kind is standard"},
+		{"opt-out kind", one(mc, nsWith(`optOut: {kind: soft}`), ""), acme + "crm.optOut.kind", `unknown kind "soft"`},
+		{"opt-out unknown key", one(mc, nsWith(`optOut: {kind: custom, feild: custentity_x}`), ""), acme + "crm.optOut.feild", "unknown key (known: field, kind)"},
+		{"netsuite custom field name", one(mc, nsWith(`optOut: {kind: custom, field: mc_optout}`), ""), acme + "crm.optOut.field", `"mc_optout" must be a custom entity field id`},
+		{"netsuite custom field SQL", one(mc, nsWith(`optOut: {kind: custom, field: "custentity_x' OR 1=1"}`), ""), acme + "crm.optOut.field", "must be a custom entity field id"},
+		{"netsuite cleaned field name", one(mc, nsWith(`cleanedField: bounced`), ""), acme + "crm.cleanedField", `"bounced" must be a custom entity field id`},
+		{"cleaned is not opt-out", one(mc, nsWith(`optOut: {kind: custom, field: custentity_x}, cleanedField: custentity_x`), ""), acme + "crm.cleanedField", "must differ from optOut.field"},
+		{"salesforce instance", one(mc, `{kind: salesforce, clientIdEnv: SF_ID, clientSecretEnv: S}`, ""), acme + "crm.instanceURL", "required"},
+		{"salesforce instance over http", one(mc, `{kind: salesforce, instanceURL: "http://acme.my.salesforce.com", clientIdEnv: SF_ID, clientSecretEnv: S}`, ""), acme + "crm.instanceURL", "plain http"},
+		{"salesforce client id", one(mc, `{kind: salesforce, instanceURL: "https://acme.my.salesforce.com", clientSecretEnv: S}`, ""), acme + "crm.clientIdEnv", "required"},
+		{"salesforce no secret", one(mc, `{kind: salesforce, instanceURL: "https://acme.my.salesforce.com", clientIdEnv: SF_ID}`, ""), acme + "crm.clientSecretEnv", "a credential is required"},
+		{"salesforce jwt username", one(mc, `{kind: salesforce, instanceURL: "https://acme.my.salesforce.com", clientIdEnv: SF_ID, privateKeyFile: /k.pem}`, ""), acme + "crm.username", "required with privateKey"},
+		{"salesforce username with a secret", one(mc, sfWith(`username: sync@acme.com`), ""), acme + "crm.username", "only used with privateKey"},
+		{"salesforce given a netsuite key", one(mc, sfWith(`accountId: "123"`), ""), acme + "crm.accountId", "unknown key"},
+		{"salesforce custom field name", one(mc, sfWith(`optOut: {kind: custom, field: Marketing_Opt_Out}`), ""), acme + "crm.optOut.field", `"Marketing_Opt_Out" must be a custom field (...__c)`},
+		{"salesforce custom field quote", one(mc, sfWith(`optOut: {kind: inverted, field: "Opt'In__c"}`), ""), acme + "crm.optOut.field", "is not a Salesforce field API name"},
+		{"salesforce campaign id", one(mc, sfWith(`lists: ["7015g000000ABCD", "campaign-1"]`), ""), acme + "crm.lists[1]", `"campaign-1" is not a Campaign id`},
+		{"salesforce 301 campaigns", one(mc, sfWith(`lists: [`+strings.Join(campaigns, ", ")+`]`), ""), acme + "crm.lists", "301 lists; at most 300"},
+		{"salesforce record type", one(mc, sfWith(`recordTypes: [contact]`), ""), acme + "crm.recordTypes[0]", `"contact" is not a record type this connector syncs (known: Contact, Lead, Account)`},
+		{"salesforce api version", one(mc, sfWith(`apiVersion: "62"`), ""), acme + "crm.apiVersion", `"62" is not an API version`},
+		{"ledger driver", "ledger: {driver: mysql}\n" + one(mc, ns, ""), "ledger.driver", `unknown driver "mysql"`},
+		{"ledger postgres URL", "ledger: {driver: postgres}\n" + one(mc, ns, ""), "ledger.urlEnv", "needs exactly one of urlEnv, urlFile"},
+		{"ledger unknown key", "ledger: {drivr: sqlite}\n" + one(mc, ns, ""), "ledger.drivr", "unknown key"},
+	}
+	require.GreaterOrEqual(t, len(tests), 60)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := ParseConfig([]byte(tt.yaml), false)
 			require.Error(t, err)
-			require.Contains(t, err.Error(), tt.want)
+			var ce *ConfigError
+			require.ErrorAs(t, err, &ce, "a configuration error, printed alone")
+			prefix := tt.want + ": "
+			if tt.want == "" {
+				prefix = ""
+			}
+			found := false
+			for _, line := range ce.Problems {
+				if strings.HasPrefix(line, prefix) && strings.Contains(strings.TrimPrefix(line, prefix), tt.msg) {
+					found = true
+				}
+				require.Regexp(t, `^(integration "[^"]+": |[a-zA-Z]+[:.]|configuration)`, line, "every line starts with what it is about")
+			}
+			require.True(t, found, "no line %q…%q in:\n%s", prefix, tt.msg, err)
 		})
+	}
+}
+
+// TestCredentialFiles: a credential file must be a small regular file. A
+// device, a FIFO or a huge file is refused without reading it whole (or
+// at all, so the worker neither runs out of memory nor hangs).
+func TestCredentialFiles(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
+	big := filepath.Join(dir, "big")
+	require.NoError(t, os.WriteFile(big, make([]byte, connectors.MaxSecretFile+1), 0o600))
+	empty := filepath.Join(dir, "empty")
+	require.NoError(t, os.WriteFile(empty, []byte(" \n"), 0o600))
+	for _, tc := range []struct{ path, msg string }{
+		{"/dev/zero", "is not a regular file"},
+		{fifo, "is not a regular file"},
+		{dir, "is not a regular file"},
+		{big, "is larger than 65536 bytes"},
+		{empty, "is empty"},
+		{filepath.Join(dir, "missing"), "no such file"},
+	} {
+		cfg, err := ParseConfig([]byte(one(`{kind: mailchimp, audience: abc, apiKeyFile: "`+tc.path+`"}`, nsTBA+`}`, "")), false)
+		require.NoError(t, err)
+		env := map[string]string{"NS_CK": "a", "NS_CS": "b", "NS_TI": "c", "NS_TS": "d"}
+		_, err = BuildRegistry(cfg, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, nil)
+		require.ErrorContains(t, err, `integration "acme": marketing.apiKeyFile: `)
+		require.ErrorContains(t, err, tc.msg)
 	}
 }
 
@@ -167,6 +262,6 @@ func TestBuildRegistrySecretFile(t *testing.T) {
 	require.NoError(t, err)
 	env := map[string]string{"B": "b", "C": "c", "D": "d"}
 	_, err = BuildRegistry(cfg, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, nil)
-	require.ErrorContains(t, err, `integration "acme": crm.consumerKeyFile: open `)
+	require.ErrorContains(t, err, `integration "acme": crm.consumerKeyFile: `)
 	require.ErrorContains(t, err, "no such file")
 }

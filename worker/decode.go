@@ -119,11 +119,9 @@ func decodeValue(n *yaml.Node, f reflect.Value, at string) []string {
 	}
 	switch f.Kind() {
 	case reflect.String:
-		if n.ShortTag() != "!!str" {
-			// A bare yes, 10 or 1.5 where text is expected is quoted text
-			// in intent; YAML gives it another type, so say so.
-			return []string{keyed(at, fmt.Sprintf("expected text, found %s (quote it: %q)", describeNode(n), n.Value))}
-		}
+		// Text keys take the scalar as written: an account id 1234567 or
+		// a schedule 15 is what the user typed, whatever YAML would
+		// resolve it to; the key's own rules then judge it.
 		f.SetString(n.Value)
 		return nil
 	case reflect.Bool, reflect.Int:

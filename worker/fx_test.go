@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -91,4 +92,19 @@ func TestMissingLedgerKeyStopsTheWorker(t *testing.T) {
 	app := NewApp(testFlags(t), slog.New(slog.DiscardHandler))
 	require.Error(t, app.Err())
 	require.Contains(t, app.Err().Error(), "ledger.keyEnv: environment variable OPTOUT_LEDGER_KEY is not set")
+}
+
+// TestConfigErrorIsPrintedAlone: a bad file stops the app with a
+// ConfigError that main prints without the dependency-injection context
+// fx wraps around it.
+func TestConfigErrorIsPrintedAlone(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(one(`{kind: mailchimp, audience: abc, apiKeyEnv: MC_KEY}`,
+		strings.Replace(nsTBA, "timeZone: UTC", "timeZone: Mars/Olympus", 1)+`}`, "")), 0o600))
+	app := NewApp(Flags{ConfigPath: path}, slog.New(slog.DiscardHandler))
+	require.Error(t, app.Err())
+	require.Contains(t, app.Err().Error(), "provideConfig", "fx adds its context…")
+	var ce *ConfigError
+	require.ErrorAs(t, app.Err(), &ce)
+	require.Equal(t, `integration "acme": crm.timeZone: "Mars/Olympus" is not an IANA time zone such as America/Los_Angeles`, ce.Error(), "…which main leaves out")
 }
