@@ -3,7 +3,10 @@
 // (NetSuite, Salesforce; Dynamics 365 and Bullhorn fit the same shape).
 //
 // A new system is a new package under connectors/ that implements one of
-// them; nothing else in the product changes. Every call takes a context,
+// them and owns its configuration (a Config implementing MarketingConfig or
+// CRMConfig, config.go) and its emulator; the worker adds one line to its
+// kind table. Optional capabilities (Pinger, UsageReporter) are declared
+// here too. Every call takes a context,
 // every page is bounded (MaxPageSize), and every cursor is an opaque string
 // that is safe to store in a Temporal heartbeat or workflow input.
 package connectors

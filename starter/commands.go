@@ -220,7 +220,7 @@ func printResult(w io.Writer, wid string, r workflows.SyncResult) {
 	}
 	counts("marketing-to-crm", r.Counts.MarketingToCRM)
 	counts("crm-to-marketing", r.Counts.CRMToMarketing)
-	counts("Field sync", r.Counts.FieldSync)
+	counts("field-sync", r.Counts.FieldSync)
 	tw.Flush()
 	if r.CRMAPIUsage != nil {
 		fmt.Fprintf(w, "  CRM API usage: %d of %d\n", r.CRMAPIUsage.Used, r.CRMAPIUsage.Max)

@@ -498,7 +498,7 @@ func resetChanged(st *RunState) {
 		reset("crm-to-marketing", prev.CRMOptOuts, now.CRMOptOuts, &st.Since.CRMOptOuts, "audience, record types, lists or opt-out field")
 	}
 	if len(st.Settings.FieldMap) > 0 {
-		reset("Field sync", prev.Fields, now.Fields, &st.Since.Fields, "audience, record types, lists, opt-out field, field map or statusIfNew")
+		reset("field-sync", prev.Fields, now.Fields, &st.Since.Fields, "audience, record types, lists, opt-out field, field map or statusIfNew")
 	}
 }
 
@@ -550,7 +550,7 @@ func notes(st *RunState) []string {
 	}
 	if len(s.FieldMap) > 0 {
 		f := c.FieldSync
-		n = append(n, fmt.Sprintf("Field sync: %d member(s) updated, %d added as %s; %d unsubscribed, cleaned or archived member(s), %d opted-out CRM record(s) and %d address(es) the ledger holds as opted out given no update.",
+		n = append(n, fmt.Sprintf("field-sync: %d member(s) updated, %d added as %s; %d unsubscribed, cleaned or archived member(s), %d opted-out CRM record(s) and %d address(es) the ledger holds as opted out given no update.",
 			f.FieldsUpdated, f.MembersAdded, s.StatusIfNew, f.SkippedBlocked, f.SkippedOptOut, f.SkippedSuppressed))
 	}
 	held := c.MarketingToCRM.ComplianceHeld + c.CRMToMarketing.ComplianceHeld + c.FieldSync.ComplianceHeld
