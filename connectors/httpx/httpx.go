@@ -7,6 +7,8 @@ package httpx
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -280,4 +282,40 @@ func redactValue(v any) any {
 		return v
 	}
 	return Redact(queryPattern.ReplaceAllString(s, "?…"))
+}
+
+// MaxBody bounds any answer a connector reads: a page of a thousand members
+// or records with their fields is a few megabytes, and an answer far larger
+// than asked for (a vendor bug, a proxy, an attack) must fail the call, not
+// the worker's memory.
+const MaxBody = 32 << 20
+
+// ErrBodyTooLarge is returned by a BoundedBody read past its limit.
+var ErrBodyTooLarge = errors.New("answer larger than the limit")
+
+// BoundedBody wraps r so that reading more than limit bytes fails with an
+// error naming what (the method and the endpoint, with no address in it)
+// instead of silently truncating.
+func BoundedBody(r io.Reader, limit int64, what string) io.Reader {
+	return &boundedReader{r: io.LimitReader(r, limit+1), left: limit, limit: limit, what: what}
+}
+
+type boundedReader struct {
+	r           io.Reader
+	left, limit int64
+	what        string
+}
+
+func (b *boundedReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	if b.left < 0 {
+		return 0, fmt.Errorf("%s: %w of %d bytes", b.what, ErrBodyTooLarge, b.limit)
+	}
+	return n, err
+}
+
+// ReadBody reads a whole answer of at most limit bytes.
+func ReadBody(r io.Reader, limit int64, what string) ([]byte, error) {
+	return io.ReadAll(BoundedBody(r, limit, what))
 }

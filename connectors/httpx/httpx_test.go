@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -125,4 +126,15 @@ func TestLogLinesCarryNoAddressOrQuery(t *testing.T) {
 	require.NotContains(t, buf.String(), "jane@")
 	require.NotContains(t, buf.String(), "secret")
 	require.Contains(t, buf.String(), "j***@example.com")
+}
+
+// TestBoundedBody: an answer over the limit fails with an error naming
+// the endpoint; one at the limit is read whole.
+func TestBoundedBody(t *testing.T) {
+	b, err := httpx.ReadBody(strings.NewReader("12345"), 5, "GET /x")
+	require.NoError(t, err)
+	require.Equal(t, "12345", string(b))
+	_, err = httpx.ReadBody(strings.NewReader("123456"), 5, "GET /x")
+	require.ErrorIs(t, err, httpx.ErrBodyTooLarge)
+	require.EqualError(t, err, "GET /x: answer larger than the limit of 5 bytes")
 }

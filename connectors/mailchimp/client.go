@@ -219,7 +219,11 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 		return resp.Header, classify(resp)
 	}
 	if out != nil && resp.StatusCode != http.StatusNoContent {
-		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		body := httpx.BoundedBody(resp.Body, httpx.MaxBody, "mailchimp: "+method+" "+redactPath(path))
+		if err := json.NewDecoder(body).Decode(out); err != nil {
+			if errors.Is(err, httpx.ErrBodyTooLarge) {
+				return resp.Header, err
+			}
 			return resp.Header, fmt.Errorf("mailchimp: decode %s %s: %w", method, redactPath(path), err)
 		}
 	}

@@ -211,6 +211,10 @@ func (ch *changes) read(ctx context.Context, extra url.Values, count, offset int
 	if _, err := ch.c.do(ctx, http.MethodGet, ch.path, q, nil, &doc); err != nil {
 		return membersDoc{}, nil, err
 	}
+	if len(doc.Members) > count {
+		// More than asked for: a page the cursor cannot account for.
+		return membersDoc{}, nil, fmt.Errorf("mailchimp: GET %s: %d members answered where at most %d were asked", redactPath(ch.path), len(doc.Members), count)
+	}
 	ks := make([]keyed, len(doc.Members))
 	for i, m := range doc.Members {
 		k, err := keyOf(m)

@@ -222,8 +222,11 @@ func (c *Client) request(ctx context.Context, method, path string, query url.Val
 		if err != nil {
 			return nil, nil, fmt.Errorf("netsuite: %s %s: %w", method, path, err)
 		}
-		data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+		data, err := httpx.ReadBody(resp.Body, httpx.MaxBody, "netsuite: "+method+" "+path)
 		resp.Body.Close()
+		if errors.Is(err, httpx.ErrBodyTooLarge) {
+			return nil, nil, err
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("netsuite: %s %s: reading the answer: %w", method, path, err)
 		}

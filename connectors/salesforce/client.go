@@ -375,7 +375,10 @@ func (c *Client) send(ctx context.Context, sess *session, method, path string, h
 	}
 	defer resp.Body.Close()
 	c.noteUsage(resp.Header)
-	b, err := io.ReadAll(resp.Body)
+	b, err := httpx.ReadBody(resp.Body, httpx.MaxBody, "salesforce: "+method+" "+redactPath(path))
+	if errors.Is(err, httpx.ErrBodyTooLarge) {
+		return 0, nil, nil, err
+	}
 	if err != nil {
 		return 0, nil, nil, fmt.Errorf("salesforce: %s %s: read answer: %w", method, redactPath(path), err)
 	}
