@@ -175,15 +175,18 @@ type target struct {
 func (a *Activities) optOutInCRM(ctx context.Context, integ *Integration, members []connectors.Member, res *PageResult) error {
 	s := integ.Settings
 	wf, rid := run(ctx)
-	return chunks(ctx, members, integ.CRM.MaxBatch(), func(batch []connectors.Member) error {
+	// The next batches' lookups run while a batch is written.
+	return pipelined(ctx, members, integ.CRM.MaxBatch(), func(ctx context.Context, batch []connectors.Member) ([]connectors.Record, error) {
 		emails := make([]string, 0, len(batch))
 		for _, m := range batch {
 			emails = append(emails, m.Email)
 		}
 		records, err := integ.CRM.FindByEmail(ctx, s.RecordTypes, s.OptOut, emails)
 		if err != nil {
-			return classify(err, "finding CRM records by address")
+			return nil, classify(err, "finding CRM records by address")
 		}
+		return records, nil
+	}, func(batch []connectors.Member, records []connectors.Record) error {
 		byPerson := map[string][]connectors.Record{}
 		for _, r := range records {
 			if p := a.ledger.Person(r.Email); p != "" {
@@ -263,22 +266,31 @@ func (a *Activities) setOptOut(ctx context.Context, integ *Integration, field co
 	s := integ.Settings
 	wf, rid := run(ctx)
 	var writes []ledger.Write
-	err := chunks(ctx, todo, integ.CRM.MaxBatch(), func(batch []target) error {
+	refsOf := func(batch []target) []connectors.RecordRef {
 		refs := make([]connectors.RecordRef, len(batch))
-		emailOf := make(map[string]string, len(batch))
 		for i, t := range batch {
 			refs[i] = t.record.Ref
-			emailOf[t.record.Ref.String()] = t.record.Email
 		}
-		var out connectors.BatchResult
-		var err error
+		return refs
+	}
+	err := pipelined(ctx, todo, integ.CRM.MaxBatch(), func(ctx context.Context, batch []target) (connectors.BatchResult, error) {
 		if action == ledger.ActionCleanedMark {
 			// A bounce is marked in its own field, never as an opt-out.
-			if out, err = integ.CRM.SetFlag(ctx, field.Field, refs); err != nil {
-				return classify(err, "recording cleaned addresses in "+field.Field)
+			out, err := integ.CRM.SetFlag(ctx, field.Field, refsOf(batch))
+			if err != nil {
+				return out, classify(err, "recording cleaned addresses in "+field.Field)
 			}
-		} else if out, err = integ.CRM.SetOptOut(ctx, field, refs); err != nil {
-			return classify(err, "setting the CRM opt-out")
+			return out, nil
+		}
+		out, err := integ.CRM.SetOptOut(ctx, field, refsOf(batch))
+		if err != nil {
+			return out, classify(err, "setting the CRM opt-out")
+		}
+		return out, nil
+	}, func(batch []target, out connectors.BatchResult) error {
+		emailOf := make(map[string]string, len(batch))
+		for _, t := range batch {
+			emailOf[t.record.Ref.String()] = t.record.Email
 		}
 		written(out.Written)
 		failed := res.recordFailures(MarketingToCRM, out.Failed, emailOf)
@@ -605,11 +617,13 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 			}
 		}
 		var writes []ledger.Write
-		err = chunks(ctx, order, integ.Marketing.MaxBatch(), func(batch []string) error {
+		err = pipelined(ctx, order, integ.Marketing.MaxBatch(), func(ctx context.Context, batch []string) (connectors.BatchResult, error) {
 			out, err := integ.Marketing.Unsubscribe(ctx, s.Audience, batch)
 			if err != nil {
-				return classify(err, "unsubscribing from audience "+s.Audience)
+				return out, classify(err, "unsubscribing from audience "+s.Audience)
 			}
+			return out, nil
+		}, func(batch []string, out connectors.BatchResult) error {
 			res.Counts.Unsubscribed += out.Written - out.Added
 			res.Counts.AddedUnsub += out.Added
 			failed := res.recordFailures(CRMToMarketing, out.Failed, nil)
@@ -676,11 +690,14 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 			byEmail[email] = r
 			emails = append(emails, email)
 		}
-		err = chunks(ctx, emails, integ.Marketing.MaxBatch(), func(batch []string) error {
+		// The next batches' lookups run while a batch is written.
+		err = pipelined(ctx, emails, integ.Marketing.MaxBatch(), func(ctx context.Context, batch []string) (map[string]connectors.Member, error) {
 			members, err := integ.Marketing.Members(ctx, s.Audience, batch)
 			if err != nil {
-				return classify(err, "looking up members in audience "+s.Audience)
+				return nil, classify(err, "looking up members in audience "+s.Audience)
 			}
+			return members, nil
+		}, func(batch []string, members map[string]connectors.Member) error {
 			links := map[string]string{}
 			var newcomers, persons []string
 			for _, email := range batch {
@@ -908,6 +925,64 @@ func chunks[T any](ctx context.Context, items []T, size int, fn func([]T) error)
 	for start := 0; start < len(items); start += size {
 		keepAlive(ctx)
 		if err := fn(items[start:min(start+size, len(items))]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// callsAhead bounds the connector calls one step keeps in flight. The
+// connector's per-account limiter holds the requests to what the vendor
+// allows; this only has to be high enough to keep that limiter busy
+// across batch boundaries (a NetSuite batch is one request per record,
+// a Mailchimp batch one request for 500).
+const callsAhead = 8
+
+// pipelined calls call on consecutive slices of items of at most size,
+// up to callsAhead at once, and apply on each slice's answer in order,
+// one at a time, so that apply may update the step's result and the
+// ledger without locks. The first error stops it; calls already sent are
+// cancelled.
+func pipelined[T, R any](ctx context.Context, items []T, size int, call func(context.Context, []T) (R, error), apply func([]T, R) error) error {
+	size = max(size, 1)
+	n := (len(items) + size - 1) / size
+	if n == 0 {
+		return nil
+	}
+	batch := func(i int) []T { return items[i*size : min((i+1)*size, len(items))] }
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type answer struct {
+		r   R
+		err error
+	}
+	answers := make([]chan answer, n)
+	for i := range answers {
+		answers[i] = make(chan answer, 1)
+	}
+	slots := make(chan struct{}, callsAhead)
+	go func() {
+		for i := range n {
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				answers[i] <- answer{err: ctx.Err()}
+				continue
+			}
+			go func() {
+				defer func() { <-slots }()
+				r, err := call(ctx, batch(i))
+				answers[i] <- answer{r, err}
+			}()
+		}
+	}()
+	for i := range n {
+		keepAlive(ctx)
+		a := <-answers[i]
+		if a.err != nil {
+			return a.err
+		}
+		if err := apply(batch(i), a.r); err != nil {
 			return err
 		}
 	}

@@ -2,9 +2,12 @@ package activities
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/testsuite"
@@ -124,4 +127,59 @@ func TestFailureReasonsNameNoAddress(t *testing.T) {
 	require.Equal(t, "<address> is in a compliance state", r.Failures[0].Reason)
 	require.Equal(t, 1, r.Counts.ComplianceHeld)
 	require.False(t, r.HoldWatermark, "a compliance answer is final")
+}
+
+// TestPipelined: calls overlap up to callsAhead, answers are applied in
+// order one at a time, and the first error stops the rest.
+func TestPipelined(t *testing.T) {
+	items := make([]int, 100)
+	for i := range items {
+		items[i] = i
+	}
+	var inFlight, peak atomic.Int32
+	release := make(chan struct{})
+	go func() {
+		// Hold the first calls until callsAhead of them are in flight.
+		for peak.Load() < callsAhead {
+			time.Sleep(time.Millisecond)
+		}
+		close(release)
+	}()
+	var applied []int
+	err := pipelined(t.Context(), items, 3, func(_ context.Context, batch []int) (int, error) {
+		n := inFlight.Add(1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		<-release
+		inFlight.Add(-1)
+		return batch[0], nil
+	}, func(batch []int, first int) error {
+		require.Equal(t, batch[0], first)
+		applied = append(applied, first)
+		return nil
+	})
+	require.NoError(t, err)
+	require.Equal(t, int32(callsAhead), peak.Load(), "never more than callsAhead calls at once, and that many")
+	require.Len(t, applied, 34)
+	for i, first := range applied {
+		require.Equal(t, 3*i, first, "applied in order")
+	}
+
+	boom := errors.New("boom")
+	var after []int
+	err = pipelined(t.Context(), items, 1, func(ctx context.Context, batch []int) (int, error) {
+		if batch[0] == 5 {
+			return 0, boom
+		}
+		return batch[0], nil
+	}, func(batch []int, _ int) error {
+		after = append(after, batch[0])
+		return nil
+	})
+	require.ErrorIs(t, err, boom)
+	require.Equal(t, []int{0, 1, 2, 3, 4}, after, "nothing is applied after the first error")
 }
