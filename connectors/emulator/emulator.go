@@ -57,8 +57,11 @@ type Middleware struct {
 	limit    int
 	inFlight int
 	peak     int
-	counts   map[string]int
-	faulted  map[string]int
+	// busy integrates inFlight over time from first to last, for MeanInFlight.
+	busy        time.Duration
+	first, last time.Time
+	counts      map[string]int
+	faulted     map[string]int
 }
 
 // NewMiddleware returns a middleware with no faults and no in-flight cap.
@@ -119,13 +122,39 @@ func (m *Middleware) PeakInFlight() int {
 	return m.peak
 }
 
-// ResetCounts zeroes the counters and the peak.
+// MeanInFlight is the mean number of requests in flight from the first
+// request after the last ResetCounts to the end of the last one: how
+// busy the client kept the slots it had.
+func (m *Middleware) MeanInFlight() float64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	span := m.last.Sub(m.first)
+	if span <= 0 {
+		return 0
+	}
+	return float64(m.busy) / float64(span)
+}
+
+// ResetCounts zeroes the counters, the peak and the mean.
 func (m *Middleware) ResetCounts() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.counts = map[string]int{}
 	m.faulted = map[string]int{}
 	m.peak = 0
+	m.busy, m.first, m.last = 0, time.Time{}, time.Time{}
+}
+
+// tick accounts for the time since the last change of inFlight; call
+// with m.mu held, before changing it.
+func (m *Middleware) tick() {
+	now := time.Now()
+	if m.first.IsZero() {
+		m.first = now
+	} else {
+		m.busy += time.Duration(m.inFlight) * now.Sub(m.last)
+	}
+	m.last = now
 }
 
 // Endpoints lists the endpoints seen, sorted.
@@ -155,6 +184,7 @@ func (m *Middleware) admit(endpoint string) (decision, Faults) {
 		m.faulted["over-limit"]++
 		return overLimit, f
 	}
+	m.tick()
 	m.inFlight++
 	m.peak = max(m.peak, m.inFlight)
 	x := m.rng.Float64()
@@ -175,6 +205,7 @@ func (m *Middleware) admit(endpoint string) (decision, Faults) {
 func (m *Middleware) done() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.tick()
 	m.inFlight--
 }
 

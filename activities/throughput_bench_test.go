@@ -1,0 +1,232 @@
+package activities_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/log"
+	"go.temporal.io/sdk/testsuite"
+
+	"github.com/optoutsync/optoutsync/activities"
+	"github.com/optoutsync/optoutsync/activities/ledger"
+	"github.com/optoutsync/optoutsync/activities/ledger/ledgertest"
+	"github.com/optoutsync/optoutsync/connectors"
+	"github.com/optoutsync/optoutsync/connectors/emulator"
+	"github.com/optoutsync/optoutsync/connectors/mailchimp"
+	"github.com/optoutsync/optoutsync/connectors/mailchimp/mailchimptest"
+	"github.com/optoutsync/optoutsync/connectors/netsuite"
+	"github.com/optoutsync/optoutsync/connectors/netsuite/netsuitetest"
+	"github.com/optoutsync/optoutsync/connectors/salesforce"
+	"github.com/optoutsync/optoutsync/connectors/salesforce/salesforcetest"
+)
+
+// vendor is one emulated API as the throughput benchmark loads it: the
+// latency of every answer and the requests it serves at once, the
+// account's limit, which the connector is configured to respect.
+type vendor struct {
+	name     string
+	latency  time.Duration
+	inFlight int
+	mw       *emulator.Middleware
+}
+
+// The limits the issue measured with: Mailchimp 150 ms and 10 in flight,
+// NetSuite 250 ms and 5, Salesforce 150 ms and 10. Latencies are divided
+// by $OPTOUT_BENCH_SCALE (default 10) so that a pass takes seconds; the
+// ratio to the bound does not depend on it.
+func benchVendors() (mc, ns, sf vendor) {
+	scale := 10
+	if v, err := strconv.Atoi(os.Getenv("OPTOUT_BENCH_SCALE")); err == nil && v > 0 {
+		scale = v
+	}
+	d := func(ms int) time.Duration { return time.Duration(ms) * time.Millisecond / time.Duration(scale) }
+	return vendor{name: "mailchimp", latency: d(150), inFlight: 10},
+		vendor{name: "netsuite", latency: d(250), inFlight: 5},
+		vendor{name: "salesforce", latency: d(150), inFlight: 10}
+}
+
+func (v *vendor) attach(mw *emulator.Middleware) {
+	v.mw = mw
+	mw.SetFaults(emulator.Faults{Latency: v.latency})
+	mw.SetLimit(v.inFlight)
+}
+
+// need is the calls a step cannot do without on one vendor.
+type need struct {
+	v     *vendor
+	calls int
+}
+
+// report prints, per vendor, the calls made against the minimum, the
+// peak and mean requests in flight, and the step's time against the
+// bound: the minimum calls over (requests in flight ÷ latency), for the
+// vendor that bounds it.
+func report(b *testing.B, records int, elapsed time.Duration, needs ...need) {
+	var bound time.Duration
+	for _, n := range needs {
+		t := time.Duration(n.calls) * n.v.latency / time.Duration(n.v.inFlight)
+		bound = max(bound, t)
+		b.ReportMetric(float64(n.v.mw.Total()), n.v.name+"-calls")
+		b.ReportMetric(float64(n.calls), n.v.name+"-min-calls")
+		b.ReportMetric(float64(n.v.mw.PeakInFlight()), n.v.name+"-peak-in-flight")
+		b.ReportMetric(n.v.mw.MeanInFlight(), n.v.name+"-mean-in-flight")
+	}
+	b.ReportMetric(float64(records)/elapsed.Seconds(), "records/s")
+	b.ReportMetric(elapsed.Seconds()/bound.Seconds(), "x-bound")
+}
+
+// drain runs one paging activity, as the worker does, until its step is done.
+func drain(b *testing.B, acts *activities.Activities, step func(context.Context, activities.PageInput) (activities.PageResult, error), in activities.PageInput) activities.Counts {
+	var ts testsuite.WorkflowTestSuite
+	ts.SetLogger(log.NewStructuredLogger(slog.New(slog.DiscardHandler)))
+	env := ts.NewTestActivityEnvironment()
+	env.RegisterActivity(acts)
+	var c activities.Counts
+	for {
+		v, err := env.ExecuteActivity(step, in)
+		require.NoError(b, err)
+		var res activities.PageResult
+		require.NoError(b, v.Get(&res))
+		c.Add(res.Counts)
+		if res.Next == "" {
+			return c
+		}
+		in.Cursor = res.Next
+	}
+}
+
+func benchSettings(id, crmKind string, types []string) *activities.Settings {
+	return &activities.Settings{IntegrationID: id, MarketingKind: "mailchimp", CRMKind: crmKind, Audience: "bench",
+		RecordTypes: types, OptOut: connectors.OptOutField{Kind: connectors.OptOutStandard}, CRMToMarketing: true,
+		StatusIfNew: connectors.StatusSubscribed, Overlap: 2 * time.Minute, PageSize: 1000, PagesPerActivity: 10}
+}
+
+// benchMailchimp starts an audience of n members, unsubscribed or not.
+func benchMailchimp(b *testing.B, v *vendor, n int, status string) connectors.Marketing {
+	s := mailchimptest.NewServer(mailchimptest.Options{})
+	b.Cleanup(s.Close)
+	s.AddList("bench", "Bench")
+	past := time.Now().Add(-time.Hour)
+	require.NoError(b, s.Generate("bench", n, func(i int) mailchimptest.MemberSeed {
+		return mailchimptest.MemberSeed{Email: fmt.Sprintf("p%d@example.com", i), Status: status, LastChanged: past.Add(time.Duration(i) * time.Millisecond)}
+	}))
+	v.attach(s.Middleware)
+	mk, err := mailchimp.New(mailchimp.Options{APIKey: s.APIKey, BaseURL: s.URL, MaxInFlight: v.inFlight})
+	require.NoError(b, err)
+	return mk
+}
+
+// BenchmarkThroughput runs each step against the emulators with the
+// vendors' latency and in-flight limits and prints, for each, records/s,
+// calls made against the minimum needed, peak and mean requests in
+// flight, and the ratio of its time to the bound (x-bound). Run with
+//
+//	go test -run '^$' -bench Throughput -benchtime 1x ./activities/
+func BenchmarkThroughput(b *testing.B) {
+	b.Run("netsuite/marketing-to-crm", func(b *testing.B) {
+		const n = 2_000
+		mcV, nsV, _ := benchVendors()
+		for b.Loop() {
+			mk := benchMailchimp(b, &mcV, n, "unsubscribed")
+			ns := netsuitetest.NewServer(netsuitetest.Options{Concurrency: -1})
+			b.Cleanup(ns.Close)
+			for i := range n {
+				ns.AddCustomer(netsuitetest.Entity{Email: fmt.Sprintf("p%d@example.com", i), SubscriptionStatus: "1"})
+			}
+			nsV.attach(ns.Middleware)
+			crm, err := netsuite.New(netsuite.Options{AccountID: ns.AccountID, BaseURL: ns.URL, Concurrency: nsV.inFlight,
+				TBA: netsuite.TBA{ConsumerKey: ns.ConsumerKey, ConsumerSecret: ns.ConsumerSecret, TokenID: ns.TokenID, TokenSecret: ns.TokenSecret}})
+			require.NoError(b, err)
+			s := benchSettings("bench-ns-m2c", "netsuite", []string{"customer"})
+			acts := activities.New(activities.MapRegistry{s.IntegrationID: {Settings: *s, Marketing: mk, CRM: crm}}, ledgertest.Open(b, ledger.SQLite), nil)
+			mcV.mw.ResetCounts()
+			nsV.mw.ResetCounts()
+			start := time.Now()
+			c := drain(b, acts, acts.SyncMarketingChanges, activities.PageInput{IntegrationID: s.IntegrationID, Settings: s, Status: connectors.StatusUnsubscribed})
+			elapsed := time.Since(start)
+			require.Equal(b, n, c.CRMOptedOut)
+			report(b, n, elapsed, need{&mcV, (n + 999) / 1000}, need{&nsV, n + (n+199)/200})
+		}
+	})
+	b.Run("netsuite/crm-to-marketing", func(b *testing.B) {
+		const n = 20_000
+		mcV, nsV, _ := benchVendors()
+		for b.Loop() {
+			mk := benchMailchimp(b, &mcV, n, "subscribed")
+			ns := netsuitetest.NewServer(netsuitetest.Options{AccountID: "BENCH2", Concurrency: -1})
+			b.Cleanup(ns.Close)
+			for i := range n {
+				ns.AddCustomer(netsuitetest.Entity{Email: fmt.Sprintf("p%d@example.com", i), SubscriptionStatus: "2"})
+			}
+			nsV.attach(ns.Middleware)
+			crm, err := netsuite.New(netsuite.Options{AccountID: ns.AccountID, BaseURL: ns.URL, Concurrency: nsV.inFlight,
+				TBA: netsuite.TBA{ConsumerKey: ns.ConsumerKey, ConsumerSecret: ns.ConsumerSecret, TokenID: ns.TokenID, TokenSecret: ns.TokenSecret}})
+			require.NoError(b, err)
+			s := benchSettings("bench-ns-c2m", "netsuite", []string{"customer"})
+			acts := activities.New(activities.MapRegistry{s.IntegrationID: {Settings: *s, Marketing: mk, CRM: crm}}, ledgertest.Open(b, ledger.SQLite), nil)
+			mcV.mw.ResetCounts()
+			nsV.mw.ResetCounts()
+			start := time.Now()
+			c := drain(b, acts, acts.SyncCRMOptOuts, activities.PageInput{IntegrationID: s.IntegrationID, Settings: s, Since: time.Now().AddDate(-1, 0, 0)})
+			elapsed := time.Since(start)
+			require.Equal(b, n, c.Unsubscribed)
+			report(b, n, elapsed, need{&mcV, (n + 499) / 500}, need{&nsV, (n + 999) / 1000})
+		}
+	})
+	b.Run("salesforce/marketing-to-crm", func(b *testing.B) {
+		const n = 4_000
+		mcV, _, sfV := benchVendors()
+		for b.Loop() {
+			mk := benchMailchimp(b, &mcV, n, "unsubscribed")
+			sf := salesforcetest.NewServer(salesforcetest.Options{DailyLimit: 10_000_000})
+			b.Cleanup(sf.Close)
+			for i := range n {
+				sf.AddContact(salesforcetest.Person{LastName: "P", Email: fmt.Sprintf("p%d@example.com", i)})
+			}
+			sfV.attach(sf.Middleware)
+			crm, err := salesforce.New(salesforce.Options{LoginURL: sf.URL, ClientID: sf.ClientID, ClientSecret: sf.ClientSecret, MaxInFlight: sfV.inFlight})
+			require.NoError(b, err)
+			s := benchSettings("bench-sf-m2c", "salesforce", []string{"Contact", "Lead"})
+			acts := activities.New(activities.MapRegistry{s.IntegrationID: {Settings: *s, Marketing: mk, CRM: crm}}, ledgertest.Open(b, ledger.SQLite), nil)
+			mcV.mw.ResetCounts()
+			sfV.mw.ResetCounts()
+			start := time.Now()
+			c := drain(b, acts, acts.SyncMarketingChanges, activities.PageInput{IntegrationID: s.IntegrationID, Settings: s, Status: connectors.StatusUnsubscribed})
+			elapsed := time.Since(start)
+			require.Equal(b, n, c.CRMOptedOut)
+			// One query per record type per 200 addresses, one composite update per 200 records.
+			report(b, n, elapsed, need{&mcV, (n + 999) / 1000}, need{&sfV, 3 * ((n + 199) / 200)})
+		}
+	})
+	b.Run("salesforce/crm-to-marketing", func(b *testing.B) {
+		const n = 20_000
+		mcV, _, sfV := benchVendors()
+		for b.Loop() {
+			mk := benchMailchimp(b, &mcV, n, "subscribed")
+			sf := salesforcetest.NewServer(salesforcetest.Options{DailyLimit: 10_000_000})
+			b.Cleanup(sf.Close)
+			for i := range n {
+				sf.AddContact(salesforcetest.Person{LastName: "P", Email: fmt.Sprintf("p%d@example.com", i), OptedOut: true})
+			}
+			sfV.attach(sf.Middleware)
+			crm, err := salesforce.New(salesforce.Options{LoginURL: sf.URL, ClientID: sf.ClientID, ClientSecret: sf.ClientSecret, MaxInFlight: sfV.inFlight})
+			require.NoError(b, err)
+			s := benchSettings("bench-sf-c2m", "salesforce", []string{"Contact"})
+			acts := activities.New(activities.MapRegistry{s.IntegrationID: {Settings: *s, Marketing: mk, CRM: crm}}, ledgertest.Open(b, ledger.SQLite), nil)
+			mcV.mw.ResetCounts()
+			sfV.mw.ResetCounts()
+			start := time.Now()
+			c := drain(b, acts, acts.SyncCRMOptOuts, activities.PageInput{IntegrationID: s.IntegrationID, Settings: s, Since: time.Now().AddDate(-1, 0, 0)})
+			elapsed := time.Since(start)
+			require.Equal(b, n, c.Unsubscribed)
+			// Query pages of 2,000 records (the SOQL batch size).
+			report(b, n, elapsed, need{&mcV, (n + 499) / 500}, need{&sfV, (n + 1999) / 2000})
+		}
+	})
+}
