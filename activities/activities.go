@@ -140,13 +140,15 @@ func (a *Activities) SyncMarketingChanges(ctx context.Context, in PageInput) (Pa
 		return PageResult{}, err
 	}
 	s := integ.Settings
-	return a.pages(ctx, integ, in.Cursor, func(ctx context.Context, cursor string, res *PageResult) (string, error) {
+	return pages(ctx, a, integ, in.Cursor, func(ctx context.Context, cursor string) (connectors.MemberPage, string, error) {
 		page, err := integ.Marketing.ChangedMembers(ctx, connectors.ChangesRequest{
 			Audience: s.Audience, Status: in.Status, Since: in.Since, Cursor: cursor, PageSize: s.PageSize,
 		})
 		if err != nil {
-			return "", classify(err, "reading "+string(in.Status)+" members of audience "+s.Audience)
+			return page, "", classify(err, "reading "+string(in.Status)+" members of audience "+s.Audience)
 		}
+		return page, page.Next, nil
+	}, func(ctx context.Context, page connectors.MemberPage, res *PageResult) error {
 		res.Counts.Pages++
 		res.Counts.Read += len(page.Members)
 		switch in.Status {
@@ -159,7 +161,7 @@ func (a *Activities) SyncMarketingChanges(ctx context.Context, in PageInput) (Pa
 			res.Counts.Unsubscribes += len(page.Members)
 			err = a.optOutInCRM(ctx, integ, page.Members, res)
 		}
-		return page.Next, err
+		return err
 	})
 }
 
@@ -416,13 +418,15 @@ func (a *Activities) SyncLateRecords(ctx context.Context, in PageInput) (PageRes
 		return PageResult{}, err
 	}
 	s := integ.Settings
-	return a.pages(ctx, integ, in.Cursor, func(ctx context.Context, cursor string, res *PageResult) (string, error) {
+	return pages(ctx, a, integ, in.Cursor, func(ctx context.Context, cursor string) (connectors.RecordPage, string, error) {
 		page, err := integ.CRM.ListMembers(ctx, connectors.ListMembersQuery{
 			Types: s.RecordTypes, Field: s.OptOut, Since: in.Since, Cursor: cursor, PageSize: s.PageSize,
 		})
 		if err != nil {
-			return "", classify(err, "reading CRM records changed since the last run")
+			return page, "", classify(err, "reading CRM records changed since the last run")
 		}
+		return page, page.Next, nil
+	}, func(ctx context.Context, page connectors.RecordPage, res *PageResult) error {
 		res.Counts.Pages++
 		res.Counts.Read += len(page.Records)
 		var (
@@ -440,7 +444,7 @@ func (a *Activities) SyncLateRecords(ctx context.Context, in PageInput) (PageRes
 		}
 		people, err := a.ledger.People(ctx, s.IntegrationID, persons)
 		if err != nil {
-			return "", err
+			return err
 		}
 		// A record this run already tried (marketing-to-crm read its
 		// unsubscribe in the overlap) is not tried twice in one run.
@@ -451,14 +455,14 @@ func (a *Activities) SyncLateRecords(ctx context.Context, in PageInput) (PageRes
 		wf, rid := run(ctx)
 		tried, err := a.ledger.Attempted(ctx, s.IntegrationID, s.CRMKind, ledger.ActionCRMOptOut, rid, refs)
 		if err != nil {
-			return "", err
+			return err
 		}
 		// A record seen without the opt-out it had (ours or its own) was
 		// cleared in the CRM: whatever opt-out it carries next is new, not
 		// our echo, and counts from when it is seen.
 		hist, err := a.ledger.Records(ctx, s.IntegrationID, s.CRMKind, refs)
 		if err != nil {
-			return "", err
+			return err
 		}
 		var cleared []ledger.Observation
 		for i, t := range candidates {
@@ -468,7 +472,7 @@ func (a *Activities) SyncLateRecords(ctx context.Context, in PageInput) (PageRes
 			}
 		}
 		if _, err := a.ledger.Observe(ctx, cleared); err != nil {
-			return "", err
+			return err
 		}
 		var todo []target
 		for _, t := range candidates {
@@ -481,9 +485,9 @@ func (a *Activities) SyncLateRecords(ctx context.Context, in PageInput) (PageRes
 			res.Counts.LateOptedOut += n
 		})
 		if err != nil {
-			return "", err
+			return err
 		}
-		return page.Next, a.ledger.RecordWrites(ctx, writes)
+		return a.ledger.RecordWrites(ctx, writes)
 	})
 }
 
@@ -506,13 +510,15 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 	}
 	s := integ.Settings
 	wf, rid := run(ctx)
-	return a.pages(ctx, integ, in.Cursor, func(ctx context.Context, cursor string, res *PageResult) (string, error) {
+	return pages(ctx, a, integ, in.Cursor, func(ctx context.Context, cursor string) (connectors.RecordPage, string, error) {
 		page, err := integ.CRM.OptedOut(ctx, connectors.OptOutQuery{
 			Types: s.RecordTypes, Field: s.OptOut, Since: in.Since, Lists: s.Lists, Cursor: cursor, PageSize: s.PageSize,
 		})
 		if err != nil {
-			return "", classify(err, "reading CRM opt-outs")
+			return page, "", classify(err, "reading CRM opt-outs")
 		}
+		return page, page.Next, nil
+	}, func(ctx context.Context, page connectors.RecordPage, res *PageResult) error {
 		res.Counts.Pages++
 		res.Counts.Read += len(page.Records)
 		var cands []candidate
@@ -537,7 +543,7 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 			cands = append(cands, candidate{record: r, email: email, person: a.ledger.Person(email)})
 		}
 		if len(cands) == 0 {
-			return page.Next, nil
+			return nil
 		}
 		refs := make([]string, len(cands))
 		persons := make([]string, len(cands))
@@ -550,7 +556,7 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 		// episode when the record was seen cleared in between.
 		hist, err := a.ledger.Records(ctx, s.IntegrationID, s.CRMKind, refs)
 		if err != nil {
-			return "", err
+			return err
 		}
 		var obs []ledger.Observation
 		at := make([]int, len(cands)) // index into obs, -1 for an echo
@@ -565,7 +571,7 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 		}
 		seen, err := a.ledger.Observe(ctx, obs)
 		if err != nil {
-			return "", err
+			return err
 		}
 		hashes := make([]string, len(cands))
 		for i, c := range cands {
@@ -573,11 +579,11 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 		}
 		refused, err := a.ledger.Written(ctx, s.IntegrationID, s.MarketingKind, ledger.ActionUnsubscribe, hashes, ledger.ResultRefused)
 		if err != nil {
-			return "", err
+			return err
 		}
 		people, err := a.ledger.People(ctx, s.IntegrationID, persons)
 		if err != nil {
-			return "", err
+			return err
 		}
 		send := map[string]candidate{} // by address: one unsubscribe per person
 		var order []string
@@ -643,9 +649,9 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 			return nil
 		})
 		if err != nil {
-			return "", err
+			return err
 		}
-		return page.Next, a.ledger.RecordWrites(ctx, append(writes, skipped...))
+		return a.ledger.RecordWrites(ctx, append(writes, skipped...))
 	})
 }
 
@@ -661,14 +667,16 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 	}
 	s := integ.Settings
 	fields := slices.Sorted(maps.Keys(s.FieldMap))
-	return a.pages(ctx, integ, in.Cursor, func(ctx context.Context, cursor string, res *PageResult) (string, error) {
+	return pages(ctx, a, integ, in.Cursor, func(ctx context.Context, cursor string) (connectors.RecordPage, string, error) {
 		page, err := integ.CRM.ListMembers(ctx, connectors.ListMembersQuery{
 			Types: s.RecordTypes, Lists: s.Lists, Fields: fields, Field: s.OptOut, Since: in.Since,
 			Cursor: cursor, PageSize: s.PageSize,
 		})
 		if err != nil {
-			return "", classify(err, "reading CRM list members")
+			return page, "", classify(err, "reading CRM list members")
 		}
+		return page, page.Next, nil
+	}, func(ctx context.Context, page connectors.RecordPage, res *PageResult) error {
 		res.Counts.Pages++
 		res.Counts.Read += len(page.Records)
 		// One address, one member: the first record of an address gives
@@ -758,7 +766,7 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 			res.recordFailures(FieldSync, out.Failed, nil)
 			return nil
 		})
-		return page.Next, err
+		return err
 	})
 }
 
@@ -793,10 +801,14 @@ func (a *Activities) optedOutAnywhere(ctx context.Context, integ *Integration, e
 	return out, err
 }
 
-// pages runs handle page by page from cursor (or from the cursor this
-// activity heartbeated before a retry), heartbeating the cursor after each
-// page, until the step is done or PagesPerActivity pages were handled.
-func (a *Activities) pages(ctx context.Context, integ *Integration, cursor string, handle func(context.Context, string, *PageResult) (string, error)) (PageResult, error) {
+// pages reads page after page from cursor (or from the cursor this
+// activity heartbeated before a retry) and handles each, heartbeating the
+// cursor after each handled page, until the step is done or
+// PagesPerActivity pages were handled. The next page is read while one is
+// handled, so the vendor's latency overlaps the work; a page read ahead
+// and not handled is read again by the next call.
+func pages[P any](ctx context.Context, a *Activities, integ *Integration, cursor string,
+	read func(context.Context, string) (P, string, error), handle func(context.Context, P, *PageResult) error) (PageResult, error) {
 	var res PageResult
 	last := &heartbeat{Cursor: cursor}
 	if activity.HasHeartbeatDetails(ctx) {
@@ -806,14 +818,39 @@ func (a *Activities) pages(ctx context.Context, integ *Integration, cursor strin
 	}
 	ctx = context.WithValue(ctx, heartbeatKey{}, last)
 	limit := max(integ.Settings.PagesPerActivity, 1)
+	type ahead struct {
+		page P
+		next string
+		err  error
+	}
+	readCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	start := func(c string) chan ahead {
+		ch := make(chan ahead, 1)
+		go func() {
+			p, next, err := read(readCtx, c)
+			ch <- ahead{p, next, err}
+		}()
+		return ch
+	}
+	var pending chan ahead
+	if !last.Done {
+		pending = start(cursor)
+	}
 	// A heartbeat is recorded after each finished page, so a resumed
 	// attempt whose last page was the step's last has nothing left to do.
 	for i := 0; i < limit && !last.Done; i++ {
-		next, err := handle(ctx, cursor, &res)
-		if err != nil {
+		got := <-pending
+		if got.err != nil {
+			return PageResult{}, got.err
+		}
+		if got.next != "" && i+1 < limit {
+			pending = start(got.next)
+		}
+		if err := handle(ctx, got.page, &res); err != nil {
 			return PageResult{}, err
 		}
-		cursor = next
+		cursor = got.next
 		*last = heartbeat{Cursor: cursor, Partial: res, Done: cursor == ""}
 		activity.RecordHeartbeat(ctx, *last)
 	}
