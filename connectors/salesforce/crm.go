@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/optoutsync/optoutsync/connectors"
 	"github.com/optoutsync/optoutsync/connectors/httpx"
@@ -486,7 +487,7 @@ func (c *Client) FindByEmail(ctx context.Context, types []string, field connecto
 	if len(quoted) == 0 {
 		return nil, nil
 	}
-	var out []connectors.Record
+	var phases []phase
 	for _, o := range objs {
 		col, val := optOutColumn(o, field)
 		for _, in := range inLists(quoted) {
@@ -495,17 +496,33 @@ func (c *Client) FindByEmail(ctx context.Context, types []string, field connecto
 			if o.filter != "" {
 				p.conds = append(p.conds, o.filter)
 			}
-			recs, err := c.findAll(ctx, p, asked)
-			if locatorLost(err) {
+			phases = append(phases, p)
+		}
+	}
+	// One query per record type (and per IN list), all at once: the org's
+	// in-flight cap, shared by every call of the client, bounds them.
+	recs := make([][]connectors.Record, len(phases))
+	errs := make([]error, len(phases))
+	var wg sync.WaitGroup
+	for i, p := range phases {
+		wg.Go(func() {
+			recs[i], errs[i] = c.findAll(ctx, p, asked)
+			if locatorLost(errs[i]) {
 				// The session changed between batches and took the locator
 				// with it: read this type again from the start.
-				recs, err = c.findAll(ctx, p, asked)
+				recs[i], errs[i] = c.findAll(ctx, p, asked)
 			}
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, recs...)
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
 		}
+	}
+	var out []connectors.Record
+	for _, r := range recs {
+		out = append(out, r...)
 	}
 	return out, nil
 }
