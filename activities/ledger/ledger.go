@@ -216,6 +216,16 @@ type Entry struct {
 	WorkflowID, RunID             string
 }
 
+// MemberState is one audience member as the ledger mirrors it for field
+// sync: its status and a hash of the merge fields the integration maps,
+// as the platform last answered them.
+type MemberState struct {
+	Person  string
+	Status  string
+	Fields  string
+	Changed time.Time
+}
+
 // Ledger is the consent ledger as the activities use it.
 type Ledger interface {
 	// Person is the keyed hash naming the person with this address, or ""
@@ -245,6 +255,11 @@ type Ledger interface {
 	// LinkContacts remembers that each person's address belongs to the
 	// marketing contact; a later opt-out of the contact suppresses them all.
 	LinkContacts(ctx context.Context, integration, system string, links map[string]string) error
+	// SaveMembers mirrors audience members as read from the platform; a
+	// member read again with an older change time leaves the newer state.
+	SaveMembers(ctx context.Context, integration string, ms []MemberState) error
+	// Members returns the mirrored state of each known member among persons.
+	Members(ctx context.Context, integration string, persons []string) (map[string]MemberState, error)
 	// OldestPending is the first-seen time of the oldest opt-out not yet
 	// written to its other side; ok is false when none is pending.
 	OldestPending(ctx context.Context, integration string) (at time.Time, ok bool, err error)

@@ -253,3 +253,31 @@ func TestTheLedgerSurvivesARestartAndMigratesOnce(t *testing.T) {
 		require.True(t, people[l.Person("ann@example.com")].OptedOut)
 	})
 }
+
+// TestMembersMirrorTheLatestStateRead: the audience mirror keeps, per
+// member, the newest state read, whatever the order the reads come in.
+func TestMembersMirrorTheLatestStateRead(t *testing.T) {
+	dialects(t, func(t *testing.T, d ledger.Dialect) {
+		l := ledgertest.Open(t, d)
+		ctx := t.Context()
+		ann, bob := l.Person("ann@example.com"), l.Person("bob@example.com")
+		t0 := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+		require.NoError(t, l.SaveMembers(ctx, "acme", []ledger.MemberState{
+			{Person: ann, Status: "subscribed", Fields: "f1", Changed: t0},
+			{Person: bob, Status: "subscribed", Fields: "f1", Changed: t0},
+		}))
+		require.NoError(t, l.SaveMembers(ctx, "acme", []ledger.MemberState{
+			{Person: ann, Status: "unsubscribed", Fields: "f1", Changed: t0.Add(time.Minute)},
+			{Person: bob, Status: "cleaned", Fields: "f2", Changed: t0.Add(-time.Minute)}, // older: ignored
+		}))
+		got, err := l.Members(ctx, "acme", []string{ann, bob, l.Person("cat@example.com")})
+		require.NoError(t, err)
+		require.Len(t, got, 2, "an unknown member is absent")
+		require.Equal(t, "unsubscribed", got[ann].Status)
+		require.Equal(t, "subscribed", got[bob].Status)
+		require.Equal(t, "f1", got[bob].Fields)
+		other, err := l.Members(ctx, "other", []string{ann})
+		require.NoError(t, err)
+		require.Empty(t, other, "integrations do not share a mirror")
+	})
+}

@@ -83,6 +83,17 @@ var migrations = []string{
 		PRIMARY KEY (integration, person, system)
 	);
 	CREATE INDEX pending_since ON pending (integration, since);`,
+
+	// 2: the audience as field sync needs it, so that it looks members up
+	// in the ledger instead of with one platform call each.
+	`CREATE TABLE members (
+		integration TEXT   NOT NULL,
+		person      TEXT   NOT NULL,
+		status      TEXT   NOT NULL,
+		fields      TEXT   NOT NULL DEFAULT '',
+		changed_at  BIGINT NOT NULL,
+		PRIMARY KEY (integration, person)
+	);`,
 }
 
 // migrate brings the schema up to date. Two processes starting at once

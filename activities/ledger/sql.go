@@ -943,3 +943,66 @@ func (s *SQL) SizeBytes(ctx context.Context) (int64, error) {
 	}
 	return n, nil
 }
+
+// SaveMembers upserts members; a state older than the one held is ignored.
+func (s *SQL) SaveMembers(ctx context.Context, integration string, ms []MemberState) error {
+	latest := map[string]MemberState{}
+	for _, m := range ms {
+		if m.Person == "" {
+			continue
+		}
+		if held, ok := latest[m.Person]; !ok || !m.Changed.Before(held.Changed) {
+			latest[m.Person] = m
+		}
+	}
+	persons := slices.Sorted(maps.Keys(latest))
+	err := s.writeTx(ctx, integration, func(tx *sql.Tx) error {
+		for start := 0; start < len(persons); start += s.rowChunk() {
+			part := persons[start:min(start+s.rowChunk(), len(persons))]
+			args := make([]any, 0, 5*len(part))
+			for _, p := range part {
+				m := latest[p]
+				args = append(args, integration, p, m.Status, m.Fields, micros(m.Changed))
+			}
+			if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO members (integration, person, status, fields, changed_at)
+				VALUES `+values(len(part), 5)+`
+				ON CONFLICT (integration, person) DO UPDATE SET
+					status = excluded.status, fields = excluded.fields, changed_at = excluded.changed_at
+				WHERE excluded.changed_at >= members.changed_at`), args...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("ledger: saving members: %w", err)
+	}
+	return nil
+}
+
+// Members returns the mirrored members among persons.
+func (s *SQL) Members(ctx context.Context, integration string, persons []string) (map[string]MemberState, error) {
+	out := map[string]MemberState{}
+	err := inChunks(s.inChunk(), persons, func(part []any) error {
+		rows, err := s.db.QueryContext(ctx, s.q(`SELECT person, status, fields, changed_at FROM members
+			WHERE integration = ? AND person IN (`+placeholders(len(part))+`)`), append([]any{integration}, part...)...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var m MemberState
+			var at int64
+			if err := rows.Scan(&m.Person, &m.Status, &m.Fields, &at); err != nil {
+				return err
+			}
+			m.Changed = fromMicros(at)
+			out[m.Person] = m
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ledger: reading members: %w", err)
+	}
+	return out, nil
+}
