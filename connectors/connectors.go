@@ -52,6 +52,9 @@ type Member struct {
 	Email       string
 	Status      MemberStatus
 	LastChanged time.Time
+	// Fields are the member's merge fields as text, when the read asked
+	// for them (ChangesRequest.MergeFields); nil otherwise.
+	Fields map[string]string
 	// ContactID is the platform's id of the contact (Mailchimp's
 	// contact_id), which its OpenAPI describes as agnostic of the email
 	// address, so it is expected to survive an address change. Empty when
@@ -72,6 +75,8 @@ type ChangesRequest struct {
 	Cursor string
 	// PageSize is at most MaxPageSize; 0 means MaxPageSize.
 	PageSize int
+	// MergeFields asks for each member's merge fields (Member.Fields).
+	MergeFields bool
 }
 
 // MemberPage is one bounded page of members.

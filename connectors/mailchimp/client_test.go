@@ -473,3 +473,21 @@ func TestErrorsRedactAddresses(t *testing.T) {
 	require.False(t, strings.Contains(err.Error(), "private.person"), err.Error())
 	require.False(t, errors.Is(err, connectors.ErrNotFound))
 }
+
+// TestChangedMembersWithMergeFields: merge fields come only when asked,
+// as text, so that a mirror of the audience can tell what changed.
+func TestChangedMembersWithMergeFields(t *testing.T) {
+	s := mailchimptest.NewServer(mailchimptest.Options{})
+	defer s.Close()
+	s.AddList("l1", "List", "FNAME", "LNAME")
+	require.NoError(t, s.AddMember("l1", mailchimptest.MemberSeed{Email: "ann@example.com", MergeFields: map[string]string{"FNAME": "Ann", "LNAME": "Lee"}}))
+	c := newClient(t, s, 0)
+	page, err := c.ChangedMembers(t.Context(), connectors.ChangesRequest{Audience: "l1", Status: connectors.StatusSubscribed})
+	require.NoError(t, err)
+	require.Len(t, page.Members, 1)
+	require.Nil(t, page.Members[0].Fields, "not asked: not read")
+	page, err = c.ChangedMembers(t.Context(), connectors.ChangesRequest{Audience: "l1", Status: connectors.StatusSubscribed, MergeFields: true})
+	require.NoError(t, err)
+	require.Equal(t, "Ann", page.Members[0].Fields["FNAME"])
+	require.Equal(t, "Lee", page.Members[0].Fields["LNAME"])
+}

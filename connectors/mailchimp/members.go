@@ -124,6 +124,8 @@ type memberDoc struct {
 	TimestampOpt string `json:"timestamp_opt"`
 	TimestampSig string `json:"timestamp_signup"`
 	ContactID    string `json:"contact_id"`
+	// MergeFields is read only when ChangesRequest.MergeFields asks.
+	MergeFields map[string]any `json:"merge_fields"`
 }
 
 type membersDoc struct {
@@ -178,20 +180,44 @@ func keyOf(m memberDoc) (keyed, error) {
 }
 
 func (k keyed) member() connectors.Member {
-	return connectors.Member{
+	m := connectors.Member{
 		Email: k.doc.EmailAddress, Status: connectors.MemberStatus(k.doc.Status),
 		LastChanged: time.Unix(k.sec, 0).UTC(), ContactID: k.doc.ContactID,
 	}
+	if k.doc.MergeFields != nil {
+		m.Fields = make(map[string]string, len(k.doc.MergeFields))
+		for tag, v := range k.doc.MergeFields {
+			m.Fields[tag] = mergeText(v)
+		}
+	}
+	return m
+}
+
+// mergeText is a merge field's value as text: a string as it is, an
+// address or another structure as its JSON, nothing as "".
+func mergeText(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return ""
+	case string:
+		return x
+	}
+	b, _ := json.Marshal(v)
+	return string(b)
 }
 
 // changes reads one ChangedMembers poll.
 type changes struct {
-	c    *Client
-	path string
-	base url.Values // status and unsubscribed_since, on every read
+	c      *Client
+	path   string
+	base   url.Values // status and unsubscribed_since, on every read
+	fields string     // the fields asked of every read of members
 }
 
 const memberFields = "members.id,members.email_address,members.status,members.last_changed,members.timestamp_opt,members.contact_id,total_items"
+
+// withMergeFields adds the merge fields to memberFields.
+const withMergeFields = memberFields + ",members.merge_fields"
 
 // read sends one GET of the members with base, extra, count and offset.
 func (ch *changes) read(ctx context.Context, extra url.Values, count, offset int, fields string) (membersDoc, []keyed, error) {
@@ -251,7 +277,7 @@ func (ch *changes) readAll(ctx context.Context, l int64, extra url.Values) ([]ke
 	total := 0
 	for range maxPasses {
 		for off := 0; ; off += maxCount {
-			doc, ks, err := ch.read(ctx, q, maxCount, off, memberFields)
+			doc, ks, err := ch.read(ctx, q, maxCount, off, ch.fields)
 			if err != nil {
 				return nil, err
 			}
@@ -350,7 +376,10 @@ func (c *Client) ChangedMembers(ctx context.Context, req connectors.ChangesReque
 			return connectors.MemberPage{}, err
 		}
 	}
-	ch := &changes{c: c, path: "/lists/" + url.PathEscape(req.Audience) + "/members", base: url.Values{"status": {string(req.Status)}}}
+	ch := &changes{c: c, path: "/lists/" + url.PathEscape(req.Audience) + "/members", base: url.Values{"status": {string(req.Status)}}, fields: memberFields}
+	if req.MergeFields {
+		ch.fields = withMergeFields
+	}
 	if req.Status == connectors.StatusUnsubscribed && cur.W != 0 {
 		day := time.Unix(cur.W, 0).UTC().Truncate(24*time.Hour).AddDate(0, 0, -1)
 		ch.base.Set("unsubscribed_since", day.Format("2006-01-02"))
@@ -381,7 +410,7 @@ func (c *Client) ChangedMembers(ctx context.Context, req connectors.ChangesReque
 		q.Set("since_last_changed", ts(cur.S))
 	}
 	count := min(size+1, maxCount)
-	_, ks, err := ch.read(ctx, q, count, 0, memberFields)
+	_, ks, err := ch.read(ctx, q, count, 0, ch.fields)
 	if err != nil {
 		return connectors.MemberPage{}, err
 	}
@@ -434,7 +463,7 @@ func (ch *changes) inSecond(ctx context.Context, page *[]connectors.Member, cur 
 	l := cur.S + 1
 	total := -1
 	if !cur.B {
-		doc, ks, err := ch.read(ctx, second(l), maxCount, 0, memberFields)
+		doc, ks, err := ch.read(ctx, second(l), maxCount, 0, ch.fields)
 		if err != nil {
 			return false, err
 		}
@@ -513,7 +542,7 @@ func (ch *changes) bigSecond(ctx context.Context, page *[]connectors.Member, cur
 		} else {
 			q.Set("since_timestamp_opt", ts(cur.T-1))
 		}
-		_, ks, err := ch.read(ctx, q, count, 0, memberFields)
+		_, ks, err := ch.read(ctx, q, count, 0, ch.fields)
 		if err != nil {
 			return false, err
 		}
