@@ -2,12 +2,15 @@ package activities
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -698,14 +701,48 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 			byEmail[email] = r
 			emails = append(emails, email)
 		}
-		// The next batches' lookups run while a batch is written.
-		err = pipelined(ctx, emails, integ.Marketing.MaxBatch(), func(ctx context.Context, batch []string) (map[string]connectors.Member, error) {
-			members, err := integ.Marketing.Members(ctx, s.Audience, batch)
+		// The mirror, when this run has filled it, answers for the members
+		// it holds; an address it lacks is looked up on the platform, so
+		// that a mirror missing a member (a new ledger) never makes an
+		// archived member look new. The next batches' lookups run while a
+		// batch is written.
+		var states map[string]ledger.MemberState
+		if in.Mirror {
+			persons := make([]string, len(emails))
+			for i, e := range emails {
+				persons[i] = a.ledger.Person(e)
+			}
+			if states, err = a.ledger.Members(ctx, s.IntegrationID, persons); err != nil {
+				return err
+			}
+		}
+		mirrored := map[string]string{} // address → field hashes, from the mirror
+		lookup := func(ctx context.Context, batch []string) (map[string]connectors.Member, error) {
+			members := map[string]connectors.Member{}
+			var ask []string
+			for _, e := range batch {
+				if st, ok := states[a.ledger.Person(e)]; ok {
+					members[e] = connectors.Member{Email: e, Status: connectors.MemberStatus(st.Status)}
+				} else {
+					ask = append(ask, e)
+				}
+			}
+			if len(ask) == 0 {
+				return members, nil
+			}
+			found, err := integ.Marketing.Members(ctx, s.Audience, ask)
 			if err != nil {
 				return nil, classify(err, "looking up members in audience "+s.Audience)
 			}
+			maps.Copy(members, found)
 			return members, nil
-		}, func(batch []string, members map[string]connectors.Member) error {
+		}
+		for _, e := range emails {
+			if st, ok := states[a.ledger.Person(e)]; ok {
+				mirrored[e] = st.Fields
+			}
+		}
+		err = pipelined(ctx, emails, integ.Marketing.MaxBatch(), lookup, func(batch []string, members map[string]connectors.Member) error {
 			links := map[string]string{}
 			var newcomers, persons []string
 			for _, email := range batch {
@@ -729,7 +766,11 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 			if err != nil {
 				return err
 			}
-			var todo []connectors.MemberFields
+			// Members the mirror holds are updated in place (PATCH, which
+			// never creates: a stale entry cannot re-add an address that
+			// left the audience); the others are upserted (PUT with
+			// status_if_new, which never changes an existing status).
+			var updates, upserts []connectors.MemberFields
 			for _, email := range batch {
 				st := members[email].Status
 				r := byEmail[email]
@@ -752,12 +793,28 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 						merge[tag] = v
 					}
 				}
-				todo = append(todo, connectors.MemberFields{Email: email, Fields: merge})
+				h, inMirror := mirrored[email]
+				switch {
+				case inMirror && unchanged(a.ledger.Person(email), h, merge):
+					res.Counts.FieldsUnchanged++
+				case inMirror:
+					updates = append(updates, connectors.MemberFields{Email: email, Fields: merge})
+				default:
+					upserts = append(upserts, connectors.MemberFields{Email: email, Fields: merge})
+				}
 			}
-			if len(todo) == 0 {
+			if len(updates) > 0 {
+				out, err := integ.Marketing.UpdateMembers(ctx, s.Audience, updates)
+				if err != nil {
+					return classify(err, "updating merge fields in audience "+s.Audience)
+				}
+				res.Counts.FieldsUpdated += out.Written
+				res.recordFailures(FieldSync, out.Failed, nil)
+			}
+			if len(upserts) == 0 {
 				return nil
 			}
-			out, err := integ.Marketing.UpsertMembers(ctx, s.Audience, todo, s.StatusIfNew)
+			out, err := integ.Marketing.UpsertMembers(ctx, s.Audience, upserts, s.StatusIfNew)
 			if err != nil {
 				return classify(err, "updating merge fields in audience "+s.Audience)
 			}
@@ -768,6 +825,111 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 		})
 		return err
 	})
+}
+
+// audienceStatuses are the statuses the audience mirror reads, each its
+// own stream of changes: Mailchimp lists members by status, and whether an
+// unfiltered list includes archived members is not documented.
+var audienceStatuses = []connectors.MemberStatus{
+	connectors.StatusSubscribed, connectors.StatusPending, connectors.StatusTransactional,
+	connectors.StatusUnsubscribed, connectors.StatusCleaned, connectors.StatusArchived,
+}
+
+// SyncAudience mirrors, in the ledger, the audience members changed since
+// the watermark: status and a keyed hash of each mapped merge field. Field
+// sync then looks members up there, with no platform call per member,
+// and writes only what differs. The cursor is "<status index>:<cursor>".
+func (a *Activities) SyncAudience(ctx context.Context, in PageInput) (PageResult, error) {
+	integ, err := a.integration(in)
+	if err != nil {
+		return PageResult{}, err
+	}
+	s := integ.Settings
+	tags := slices.Sorted(maps.Values(s.FieldMap))
+	return pages(ctx, a, integ, in.Cursor, func(ctx context.Context, cursor string) (connectors.MemberPage, string, error) {
+		i, inner, err := splitAudienceCursor(cursor)
+		if err != nil {
+			return connectors.MemberPage{}, "", temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeInvalid, nil)
+		}
+		page, err := integ.Marketing.ChangedMembers(ctx, connectors.ChangesRequest{
+			Audience: s.Audience, Status: audienceStatuses[i], Since: in.Since, Cursor: inner, PageSize: s.PageSize, MergeFields: true,
+		})
+		if err != nil {
+			return page, "", classify(err, "reading "+string(audienceStatuses[i])+" members of audience "+s.Audience)
+		}
+		switch {
+		case page.Next != "":
+			return page, strconv.Itoa(i) + ":" + page.Next, nil
+		case i+1 < len(audienceStatuses):
+			return page, strconv.Itoa(i+1) + ":", nil
+		}
+		return page, "", nil
+	}, func(ctx context.Context, page connectors.MemberPage, res *PageResult) error {
+		// Counted as mirrored only: the step's reads are its CRM records.
+		states := make([]ledger.MemberState, 0, len(page.Members))
+		links := map[string]string{}
+		for _, m := range page.Members {
+			p := a.ledger.Person(m.Email)
+			if p == "" {
+				continue
+			}
+			if m.ContactID != "" {
+				links[p] = m.ContactID
+			}
+			states = append(states, ledger.MemberState{Person: p, Contact: m.ContactID, Status: string(m.Status), Fields: fieldHashes(p, tags, m.Fields), Changed: m.LastChanged})
+		}
+		res.Counts.Mirrored += len(states)
+		if err := a.ledger.LinkContacts(ctx, s.IntegrationID, s.MarketingKind, links); err != nil {
+			return err
+		}
+		return a.ledger.SaveMembers(ctx, s.IntegrationID, states)
+	})
+}
+
+func splitAudienceCursor(c string) (int, string, error) {
+	if c == "" {
+		return 0, "", nil
+	}
+	head, inner, ok := strings.Cut(c, ":")
+	i, err := strconv.Atoi(head)
+	if !ok || err != nil || i < 0 || i >= len(audienceStatuses) {
+		return 0, "", fmt.Errorf("audience cursor %q is not one this activity issued", c)
+	}
+	return i, inner, nil
+}
+
+// fieldHashes names the values of the merge fields tags, as
+// "TAG=hash;..." in tag order, each hash keyed by the person (itself a
+// keyed hash of the address), so the ledger holds no field value and no
+// dictionary of names reverses it. A tag absent from values hashes "".
+func fieldHashes(person string, tags []string, values map[string]string) string {
+	var b strings.Builder
+	for i, tag := range tags {
+		if i > 0 {
+			b.WriteByte(';')
+		}
+		sum := sha256.Sum256([]byte(person + "\x00" + tag + "\x00" + values[tag]))
+		b.WriteString(tag + "=" + hex.EncodeToString(sum[:8]))
+	}
+	return b.String()
+}
+
+// unchanged reports whether every field in merge has, in the mirror's
+// hashes for person, the value merge gives it.
+func unchanged(person, mirrored string, merge map[string]string) bool {
+	held := map[string]string{}
+	for part := range strings.SplitSeq(mirrored, ";") {
+		if tag, h, ok := strings.Cut(part, "="); ok {
+			held[tag] = h
+		}
+	}
+	for tag, v := range merge {
+		want := fieldHashes(person, []string{tag}, map[string]string{tag: v})
+		if tag+"="+held[tag] != want {
+			return false
+		}
+	}
+	return true
 }
 
 // optedOutAnywhere returns the addresses among emails that any CRM record

@@ -74,6 +74,9 @@ type PageInput struct {
 	Status connectors.MemberStatus
 	Since  time.Time
 	Cursor string
+	// Mirror tells field sync that this run mirrored the audience in the
+	// ledger (SyncAudience), to look members up there.
+	Mirror bool `json:"mirror,omitempty"`
 }
 
 // Counts are what a step did. Every field adds up across pages and runs of
@@ -112,6 +115,8 @@ type Counts struct {
 	SkippedBlocked    int `json:"skippedBlocked,omitempty"`    // unsubscribed/cleaned/archived members given no update
 	SkippedOptOut     int `json:"skippedOptOut,omitempty"`     // CRM opt-outs not added as new members
 	SkippedSuppressed int `json:"skippedSuppressed,omitempty"` // addresses the ledger holds as opted out (or an earlier address of an opted-out member): not added
+	Mirrored          int `json:"mirrored,omitempty"`          // audience members mirrored in the ledger (status and field hashes)
+	FieldsUnchanged   int `json:"fieldsUnchanged,omitempty"`   // members whose mapped fields already hold the CRM's values: not written
 
 	Refused int `json:"refused,omitempty"` // items refused for good (invalid, fake or forgotten address): final, not retried
 	Failed  int `json:"failed,omitempty"`  // items not written for a transient reason; retried by the next run
@@ -145,6 +150,8 @@ func (c *Counts) Add(o Counts) {
 	c.SkippedBlocked += o.SkippedBlocked
 	c.SkippedOptOut += o.SkippedOptOut
 	c.SkippedSuppressed += o.SkippedSuppressed
+	c.Mirrored += o.Mirrored
+	c.FieldsUnchanged += o.FieldsUnchanged
 	c.Refused += o.Refused
 	c.Failed += o.Failed
 }

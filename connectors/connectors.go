@@ -144,6 +144,11 @@ type Marketing interface {
 	// per call.
 	UpsertMembers(ctx context.Context, audience string, members []MemberFields, statusIfNew MemberStatus) (BatchResult, error)
 
+	// UpdateMembers writes mapped fields of existing members only: it
+	// never creates a member and never touches a status, and a member no
+	// longer in the audience is a final Failure. At most MaxBatch() per call.
+	UpdateMembers(ctx context.Context, audience string, members []MemberFields) (BatchResult, error)
+
 	// Members looks up each address, one lookup per address, keyed by the
 	// address as given: the Member holds the address as the platform has
 	// it, its Status, LastChanged and ContactID. An address not in the

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	"github.com/optoutsync/optoutsync/activities/ledger"
 	"github.com/optoutsync/optoutsync/activities/ledger/ledgertest"
 	"github.com/optoutsync/optoutsync/connectors"
+	"github.com/optoutsync/optoutsync/connectors/connectorstest"
 	"github.com/optoutsync/optoutsync/workflows"
 )
 
@@ -40,13 +40,14 @@ func TestStarter(t *testing.T) {
 	})
 	require.NoError(t, err)
 
-	mk := &fakeMarketing{members: map[string]connectors.MemberStatus{
-		"ann@example.com": connectors.StatusUnsubscribed, "ben@example.com": connectors.StatusSubscribed,
-	}}
-	crm := &fakeCRM{records: []connectors.Record{
-		{Ref: connectors.RecordRef{Type: "customer", ID: "1"}, Email: "ann@example.com", InLists: true},
-		{Ref: connectors.RecordRef{Type: "customer", ID: "2"}, Email: "ben@example.com", OptedOut: true, InLists: true},
-	}}
+	// Ann unsubscribed in the audience; Ben opted out in the CRM. Ann's
+	// record is customer/1, the reference explain prints below.
+	mk := connectorstest.NewMarketing()
+	mk.Add("ann@example.com", connectors.StatusUnsubscribed)
+	mk.Add("ben@example.com", connectors.StatusSubscribed)
+	crm := connectorstest.NewCRM()
+	ann := crm.Add("customer", "ann@example.com", connectorstest.StatusSoftOptIn)
+	crm.Add("customer", "ben@example.com", connectorstest.StatusSoftOptOut)
 	reg := activities.MapRegistry{"acme": {
 		Settings: activities.Settings{
 			IntegrationID: "acme", MarketingKind: "fake", CRMKind: "fake", Audience: "a1", CRMToMarketing: true,
@@ -90,8 +91,8 @@ func TestStarter(t *testing.T) {
 	require.Contains(t, out, "1 CRM record(s) opted out")
 	require.Contains(t, out, "1 member(s) changed to unsubscribed")
 	require.Contains(t, out, "1 CRM opt-out(s) were written by this product from a marketing unsubscribe and were not sent back")
-	require.Equal(t, connectors.StatusUnsubscribed, mk.status("ben@example.com"))
-	require.True(t, crm.optedOut("1"))
+	require.Equal(t, connectors.StatusUnsubscribed, mk.Member("ben@example.com").Status)
+	require.True(t, crm.Record(ann).OptedOut(connectors.OptOutField{Kind: connectors.OptOutStandard}))
 
 	// status of a closed run prints its result.
 	code, out, errOut = starter("status", "acme")
@@ -188,147 +189,4 @@ func createSchedule(t *testing.T, c client.Client, id string) {
 		Overlap: enumspb.SCHEDULE_OVERLAP_POLICY_SKIP,
 	})
 	require.NoError(t, err)
-}
-
-// fakeMarketing is an in-memory audience: enough for the workflow to run.
-type fakeMarketing struct {
-	mu      sync.Mutex
-	members map[string]connectors.MemberStatus
-	changed map[string]time.Time
-}
-
-func (m *fakeMarketing) status(email string) connectors.MemberStatus {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.members[email]
-}
-
-func (m *fakeMarketing) ChangedMembers(_ context.Context, req connectors.ChangesRequest) (connectors.MemberPage, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var page connectors.MemberPage
-	for _, e := range sortedEmails(m.members) {
-		// Seeded members changed at the beginning of time; later changes are stamped.
-		at := m.changed[e]
-		if m.members[e] == req.Status && (req.Since.IsZero() || at.After(req.Since)) {
-			page.Members = append(page.Members, connectors.Member{Email: e, Status: m.members[e], LastChanged: at})
-		}
-	}
-	return page, nil
-}
-
-func (m *fakeMarketing) Unsubscribe(_ context.Context, _ string, emails []string) (connectors.BatchResult, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.changed == nil {
-		m.changed = map[string]time.Time{}
-	}
-	for _, e := range emails {
-		m.members[e] = connectors.StatusUnsubscribed
-		m.changed[e] = time.Now()
-	}
-	return connectors.BatchResult{Written: len(emails)}, nil
-}
-
-func (m *fakeMarketing) UpsertMembers(context.Context, string, []connectors.MemberFields, connectors.MemberStatus) (connectors.BatchResult, error) {
-	return connectors.BatchResult{}, nil
-}
-
-func (m *fakeMarketing) Members(_ context.Context, _ string, emails []string) (map[string]connectors.Member, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	out := map[string]connectors.Member{}
-	for _, e := range emails {
-		out[e] = connectors.Member{Email: e, Status: m.members[e]}
-	}
-	return out, nil
-}
-
-func (m *fakeMarketing) MaxBatch() int { return 100 }
-
-// fakeCRM is an in-memory CRM.
-type fakeCRM struct {
-	mu      sync.Mutex
-	records []connectors.Record
-	changed map[string]time.Time
-}
-
-func (c *fakeCRM) optedOut(id string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, r := range c.records {
-		if r.Ref.ID == id {
-			return r.OptedOut
-		}
-	}
-	return false
-}
-
-func (c *fakeCRM) OptedOut(_ context.Context, q connectors.OptOutQuery) (connectors.RecordPage, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var page connectors.RecordPage
-	for _, r := range c.records {
-		if r.OptedOut && (q.Since.IsZero() || c.changed[r.Ref.ID].After(q.Since)) {
-			page.Records = append(page.Records, r)
-		}
-	}
-	return page, nil
-}
-
-func (c *fakeCRM) FindByEmail(_ context.Context, _ []string, _ connectors.OptOutField, emails []string) ([]connectors.Record, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out []connectors.Record
-	for _, r := range c.records {
-		for _, e := range emails {
-			if strings.EqualFold(r.Email, e) {
-				out = append(out, r)
-			}
-		}
-	}
-	return out, nil
-}
-
-// SetFlag sets a custom boolean, as SetOptOut does a custom opt-out.
-func (c *fakeCRM) SetFlag(ctx context.Context, field string, refs []connectors.RecordRef) (connectors.BatchResult, error) {
-	return c.SetOptOut(ctx, connectors.OptOutField{Kind: connectors.OptOutCustom, Field: field}, refs)
-}
-
-func (c *fakeCRM) SetOptOut(_ context.Context, _ connectors.OptOutField, refs []connectors.RecordRef) (connectors.BatchResult, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.changed == nil {
-		c.changed = map[string]time.Time{}
-	}
-	for i := range c.records {
-		for _, ref := range refs {
-			if c.records[i].Ref == ref {
-				c.records[i].OptedOut = true
-				c.changed[ref.ID] = time.Now()
-			}
-		}
-	}
-	return connectors.BatchResult{Written: len(refs)}, nil
-}
-
-func (c *fakeCRM) ListMembers(context.Context, connectors.ListMembersQuery) (connectors.RecordPage, error) {
-	return connectors.RecordPage{}, nil
-}
-
-func (c *fakeCRM) MaxBatch() int { return 100 }
-
-func sortedEmails(m map[string]connectors.MemberStatus) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	for i := range out {
-		for j := i + 1; j < len(out); j++ {
-			if out[j] < out[i] {
-				out[i], out[j] = out[j], out[i]
-			}
-		}
-	}
-	return out
 }

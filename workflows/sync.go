@@ -56,6 +56,7 @@ const (
 	PhaseResubscribes   Phase = "marketing-to-crm:resubscribes"
 	PhaseLateRecords    Phase = "marketing-to-crm:late-records"
 	PhaseCRMToMarketing Phase = "crm-to-marketing"
+	PhaseAudience       Phase = "field-sync:audience"
 	PhaseFields         Phase = "field-sync"
 	PhaseDone           Phase = "done"
 	PhaseFailed         Phase = "failed"
@@ -68,6 +69,7 @@ type Watermarks struct {
 	Resubscribes time.Time `json:"resubscribes"`
 	LateRecords  time.Time `json:"lateRecords"`
 	CRMOptOuts   time.Time `json:"crmOptOuts"`
+	Audience     time.Time `json:"audience"`
 	Fields       time.Time `json:"fields"`
 }
 
@@ -82,6 +84,7 @@ type Fingerprints struct {
 	Resubscribes string `json:"resubscribes"`
 	LateRecords  string `json:"lateRecords"`
 	CRMOptOuts   string `json:"crmOptOuts"`
+	Audience     string `json:"audience,omitempty"`
 	Fields       string `json:"fields"`
 }
 
@@ -128,6 +131,10 @@ type RunState struct {
 	// Version is the workflow code version the run started with (see
 	// ledgerVersion), so a continued run keeps its steps.
 	Version workflow.Version `json:"version,omitempty"`
+	// Mirror is the audience-mirror version the run started with (see
+	// mirrorVersion): with it, field sync reads the audience into the
+	// ledger first and looks members up there.
+	Mirror workflow.Version `json:"mirror,omitempty"`
 	// Resets are the notes of steps that read from the beginning because
 	// their settings changed.
 	Resets []string `json:"resets,omitempty"`
@@ -188,6 +195,13 @@ const (
 	ledgerVersion = workflow.Version(1)
 )
 
+// mirrorVersion marks the runs whose field sync mirrors the audience in
+// the ledger first (the field-sync:audience phase).
+const (
+	mirrorChange  = "audience-mirror"
+	mirrorVersion = workflow.Version(1)
+)
+
 // MaxFailuresKept bounds the failures a run's state and result carry.
 const MaxFailuresKept = 100
 
@@ -203,6 +217,7 @@ func SyncWorkflow(ctx workflow.Context, in SyncInput) (SyncResult, error) {
 	if st == nil {
 		st = &RunState{StartedAt: workflow.Now(ctx), Phase: PhaseStarting}
 		st.Version = workflow.GetVersion(ctx, ledgerChange, workflow.DefaultVersion, ledgerVersion)
+		st.Mirror = workflow.GetVersion(ctx, mirrorChange, workflow.DefaultVersion, mirrorVersion)
 		switch {
 		case in.Since != nil:
 			st.Since, st.Previous = *in.Since, in.Fingerprints
@@ -354,11 +369,17 @@ func stepOf(st *RunState, id string) (any, activities.PageInput, *activities.Cou
 		}
 		in.Since = st.Since.CRMOptOuts
 		return a.SyncCRMOptOuts, in, &st.Counts.CRMToMarketing
+	case PhaseAudience:
+		if len(s.FieldMap) == 0 || st.Mirror < mirrorVersion {
+			return nil, in, nil
+		}
+		in.Since = st.Since.Audience
+		return a.SyncAudience, in, &st.Counts.FieldSync
 	case PhaseFields:
 		if len(s.FieldMap) == 0 {
 			return nil, in, nil
 		}
-		in.Since = st.Since.Fields
+		in.Since, in.Mirror = st.Since.Fields, st.Mirror >= mirrorVersion
 		return a.SyncFields, in, &st.Counts.FieldSync
 	}
 	return nil, in, nil
@@ -375,6 +396,8 @@ func nextPhase(p Phase) Phase {
 	case PhaseLateRecords:
 		return PhaseCRMToMarketing
 	case PhaseCRMToMarketing:
+		return PhaseAudience
+	case PhaseAudience:
 		return PhaseFields
 	}
 	return PhaseDone
@@ -398,6 +421,7 @@ func summarize(ctx workflow.Context, id string, st *RunState) SyncResult {
 		Resubscribes: st.Since.Resubscribes,
 		LateRecords:  st.Since.LateRecords,
 		CRMOptOuts:   st.Since.CRMOptOuts,
+		Audience:     st.Since.Audience,
 		Fields:       st.Since.Fields,
 	}
 	var fp *Fingerprints
@@ -417,6 +441,9 @@ func summarize(ctx workflow.Context, id string, st *RunState) SyncResult {
 		if len(s.FieldMap) == 0 {
 			f.Fields = prev.Fields
 		}
+		if len(s.FieldMap) == 0 || st.Mirror < mirrorVersion {
+			f.Audience = prev.Audience
+		}
 		fp = &f
 	}
 	// A step that is off keeps its watermark: turning it on later reads
@@ -426,6 +453,9 @@ func summarize(ctx workflow.Context, id string, st *RunState) SyncResult {
 	}
 	if len(s.FieldMap) > 0 {
 		w.Fields = advance(PhaseFields, st.Since.Fields)
+		if st.Mirror >= mirrorVersion {
+			w.Audience = advance(PhaseAudience, st.Since.Audience)
+		}
 	}
 	now := workflow.Now(ctx)
 	return SyncResult{
@@ -460,10 +490,12 @@ func fingerprints(s *activities.Settings) Fingerprints {
 	types := strings.Join(slices.Sorted(slices.Values(s.RecordTypes)), ",")
 	lists := strings.Join(slices.Sorted(slices.Values(s.Lists)), ",")
 	optOut := string(s.OptOut.Kind) + ":" + s.OptOut.Field
-	var fields []string
+	var fields, tags []string
 	for _, k := range workflow.DeterministicKeys(s.FieldMap) {
 		fields = append(fields, k+"="+s.FieldMap[k])
+		tags = append(tags, s.FieldMap[k])
 	}
+	slices.Sort(tags)
 	crm := s.MarketingKind + "/" + s.Audience + "|" + s.CRMKind
 	return Fingerprints{
 		Unsubscribed: h(crm, types, optOut),
@@ -471,6 +503,7 @@ func fingerprints(s *activities.Settings) Fingerprints {
 		Resubscribes: h(crm),
 		LateRecords:  h(crm, types, optOut),
 		CRMOptOuts:   h(crm, types, lists, optOut),
+		Audience:     h(s.MarketingKind+"/"+s.Audience, strings.Join(tags, ",")),
 		Fields:       h(crm, types, lists, optOut, strings.Join(fields, ","), string(s.StatusIfNew)),
 	}
 }
@@ -499,6 +532,14 @@ func resetChanged(st *RunState) {
 	}
 	if len(st.Settings.FieldMap) > 0 {
 		reset("field-sync", prev.Fields, now.Fields, &st.Since.Fields, "audience, record types, lists, opt-out field, field map or statusIfNew")
+		if st.Mirror >= mirrorVersion {
+			// A mirror never filled reads the whole audience, without a note.
+			if prev.Audience == "" {
+				st.Since.Audience = time.Time{}
+			} else {
+				reset("The audience mirror", prev.Audience, now.Audience, &st.Since.Audience, "audience or mapped merge fields")
+			}
+		}
 	}
 }
 
@@ -552,6 +593,10 @@ func notes(st *RunState) []string {
 		f := c.FieldSync
 		n = append(n, fmt.Sprintf("field-sync: %d member(s) updated, %d added as %s; %d unsubscribed, cleaned or archived member(s), %d opted-out CRM record(s) and %d address(es) the ledger holds as opted out given no update.",
 			f.FieldsUpdated, f.MembersAdded, s.StatusIfNew, f.SkippedBlocked, f.SkippedOptOut, f.SkippedSuppressed))
+		if f.Mirrored > 0 || f.FieldsUnchanged > 0 {
+			n = append(n, fmt.Sprintf("field-sync: %d changed audience member(s) mirrored in the ledger; %d member(s) already held the CRM's values and were not written.",
+				f.Mirrored, f.FieldsUnchanged))
+		}
 	}
 	held := c.MarketingToCRM.ComplianceHeld + c.CRMToMarketing.ComplianceHeld + c.FieldSync.ComplianceHeld
 	if held > 0 {

@@ -18,14 +18,15 @@ import (
 	"github.com/optoutsync/optoutsync/activities/ledger"
 	"github.com/optoutsync/optoutsync/activities/ledger/ledgertest"
 	"github.com/optoutsync/optoutsync/connectors"
+	"github.com/optoutsync/optoutsync/connectors/connectorstest"
 	"github.com/optoutsync/optoutsync/workflows"
 )
 
 const id = "acme"
 
 type fixture struct {
-	mk       *fakeMarketing
-	crm      *fakeCRM
+	mk       *connectorstest.Marketing
+	crm      *connectorstest.CRM
 	settings activities.Settings
 	led      *ledger.SQL // one ledger for every run of the test
 }
@@ -39,8 +40,8 @@ func (f *fixture) ledger(t *testing.T) *ledger.SQL {
 
 func newFixture() *fixture {
 	return &fixture{
-		mk:  newFakeMarketing(),
-		crm: &fakeCRM{},
+		mk:  connectorstest.NewMarketing(),
+		crm: connectorstest.NewCRM(),
 		settings: activities.Settings{
 			IntegrationID: id, MarketingKind: "mailchimp", CRMKind: "netsuite", Audience: "aud1", RecordTypes: []string{"customer", "contact"},
 			OptOut: connectors.OptOutField{Kind: connectors.OptOutStandard}, StatusIfNew: connectors.StatusSubscribed,
@@ -50,7 +51,7 @@ func newFixture() *fixture {
 }
 
 // run executes one SyncWorkflow run in the SDK's test environment with the
-// real activities over the fakes.
+// real activities over the shared in-memory fakes.
 func (f *fixture) run(t *testing.T, in workflows.SyncInput, last *workflows.SyncResult) (workflows.SyncResult, error) {
 	t.Helper()
 	var s testsuite.WorkflowTestSuite
@@ -90,24 +91,24 @@ func (f *fixture) mustRun(t *testing.T, in workflows.SyncInput, last *workflows.
 
 func TestMarketingToCRMSetsStandardOptOutOnEveryDuplicate(t *testing.T) {
 	f := newFixture()
-	f.mk.add("ann@example.com", connectors.StatusUnsubscribed)
-	f.mk.add("bob@example.com", connectors.StatusSubscribed)
-	f.mk.add("cat@example.com", connectors.StatusCleaned)
-	f.mk.add("dan@example.com", connectors.StatusSubscribed)
-	annCustomer := f.crm.add("customer", "ann@example.com", "1")
-	annContact := f.crm.add("contact", "Ann@Example.com", "3")
-	bob := f.crm.add("customer", "bob@example.com", "1")
-	cat := f.crm.add("customer", "cat@example.com", "1")
-	dan := f.crm.add("customer", "dan@example.com", "2") // opted out in the CRM; crm-to-marketing is off
+	f.mk.Add("ann@example.com", connectors.StatusUnsubscribed)
+	f.mk.Add("bob@example.com", connectors.StatusSubscribed)
+	f.mk.Add("cat@example.com", connectors.StatusCleaned)
+	f.mk.Add("dan@example.com", connectors.StatusSubscribed)
+	annCustomer := f.crm.Add("customer", "ann@example.com", "1")
+	annContact := f.crm.Add("contact", "Ann@Example.com", "3")
+	bob := f.crm.Add("customer", "bob@example.com", "1")
+	cat := f.crm.Add("customer", "cat@example.com", "1")
+	dan := f.crm.Add("customer", "dan@example.com", "2") // opted out in the CRM; crm-to-marketing is off
 
 	res := f.mustRun(t, workflows.SyncInput{}, nil)
 
-	require.Equal(t, "2", f.crm.get(annCustomer.ref.ID).status)
-	require.Equal(t, "2", f.crm.get(annContact.ref.ID).status)
-	require.Equal(t, "1", f.crm.get(bob.ref.ID).status)
-	require.Equal(t, "1", f.crm.get(cat.ref.ID).status, "a clean is a bounce, not an opt-out")
-	require.Equal(t, "2", f.crm.get(dan.ref.ID).status)
-	require.Equal(t, connectors.StatusSubscribed, f.mk.member("dan@example.com").status, "crm-to-marketing off: CRM opt-outs stay in the CRM")
+	require.Equal(t, "2", f.crm.Record(annCustomer).Status)
+	require.Equal(t, "2", f.crm.Record(annContact).Status)
+	require.Equal(t, "1", f.crm.Record(bob).Status)
+	require.Equal(t, "1", f.crm.Record(cat).Status, "a clean is a bounce, not an opt-out")
+	require.Equal(t, "2", f.crm.Record(dan).Status)
+	require.Equal(t, connectors.StatusSubscribed, f.mk.Member("dan@example.com").Status, "crm-to-marketing off: CRM opt-outs stay in the CRM")
 	m := res.Counts.MarketingToCRM
 	require.Equal(t, 1, m.Unsubscribes)
 	require.Equal(t, 2, m.CRMOptedOut)
@@ -131,15 +132,15 @@ func TestCustomAndInvertedOptOutFieldsReplaceTheStandardOne(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture()
 			f.settings.OptOut = connectors.OptOutField{Kind: tc.kind, Field: "custentity_mc"}
-			f.mk.add("ann@example.com", connectors.StatusUnsubscribed)
-			r := f.crm.add("customer", "ann@example.com", "1")
+			f.mk.Add("ann@example.com", connectors.StatusUnsubscribed)
+			r := f.crm.Add("customer", "ann@example.com", "1")
 			if tc.kind == connectors.OptOutInverted {
-				r.custom["custentity_mc"] = true // opted in
+				f.crm.SetCustom(r, "custentity_mc", true) // opted in
 			}
 			res := f.mustRun(t, workflows.SyncInput{}, nil)
-			got := f.crm.get(r.ref.ID)
-			require.Equal(t, tc.want, got.custom["custentity_mc"])
-			require.Equal(t, "1", got.status, "the standard field is left alone")
+			got := f.crm.Record(r)
+			require.Equal(t, tc.want, got.Custom["custentity_mc"])
+			require.Equal(t, "1", got.Status, "the standard field is left alone")
 			require.Equal(t, 1, res.Counts.MarketingToCRM.CRMOptedOut)
 		})
 	}
@@ -148,12 +149,12 @@ func TestCustomAndInvertedOptOutFieldsReplaceTheStandardOne(t *testing.T) {
 func TestCleanedMembersAreRecordedInTheMappedField(t *testing.T) {
 	f := newFixture()
 	f.settings.CleanedField = "custentity_bounced"
-	f.mk.add("cat@example.com", connectors.StatusCleaned)
-	r := f.crm.add("customer", "cat@example.com", "1")
+	f.mk.Add("cat@example.com", connectors.StatusCleaned)
+	r := f.crm.Add("customer", "cat@example.com", "1")
 	res := f.mustRun(t, workflows.SyncInput{}, nil)
-	got := f.crm.get(r.ref.ID)
-	require.True(t, got.custom["custentity_bounced"])
-	require.Equal(t, "1", got.status)
+	got := f.crm.Record(r)
+	require.True(t, got.Custom["custentity_bounced"])
+	require.Equal(t, "1", got.Status)
 	require.Equal(t, 1, res.Counts.MarketingToCRM.CleanedRecorded)
 }
 
@@ -162,24 +163,24 @@ func TestCRMToMarketingIsScopedToListsAndPicksUpARecordAddedLater(t *testing.T) 
 	f.settings.CRMToMarketing = true
 	f.settings.Lists = []string{"customsearch_mc"}
 	for _, e := range []string{"in@example.com", "out@example.com", "gone@example.com"} {
-		f.mk.add(e, connectors.StatusSubscribed)
+		f.mk.Add(e, connectors.StatusSubscribed)
 	}
-	f.crm.add("customer", "in@example.com", "2", "customsearch_mc")
-	out := f.crm.add("contact", "out@example.com", "4")
-	f.crm.add("customer", "", "2", "customsearch_mc") // bad record: reported, skipped
+	f.crm.Add("customer", "in@example.com", "2", "customsearch_mc")
+	out := f.crm.Add("contact", "out@example.com", "4")
+	f.crm.Add("customer", "", "2", "customsearch_mc") // bad record: reported, skipped
 
 	first := f.mustRun(t, workflows.SyncInput{}, nil)
-	require.Equal(t, connectors.StatusUnsubscribed, f.mk.member("in@example.com").status)
-	require.Equal(t, connectors.StatusSubscribed, f.mk.member("out@example.com").status, "outside the lists: left alone")
+	require.Equal(t, connectors.StatusUnsubscribed, f.mk.Member("in@example.com").Status)
+	require.Equal(t, connectors.StatusSubscribed, f.mk.Member("out@example.com").Status, "outside the lists: left alone")
 	k := first.Counts.CRMToMarketing
 	require.Equal(t, 1, k.Unsubscribed)
 	require.Equal(t, 1, k.OutsideLists)
 	require.Equal(t, 1, k.InvalidEmails)
 	require.Contains(t, notesText(first), "1 opted-out CRM record(s) were left alone because they are outside the integration's lists")
 
-	f.crm.addToList(out, "customsearch_mc")
+	f.crm.AddToList(out, "customsearch_mc")
 	second := f.mustRun(t, workflows.SyncInput{}, &first)
-	require.Equal(t, connectors.StatusUnsubscribed, f.mk.member("out@example.com").status, "picked up after joining the list")
+	require.Equal(t, connectors.StatusUnsubscribed, f.mk.Member("out@example.com").Status, "picked up after joining the list")
 	require.Equal(t, 1, second.Counts.CRMToMarketing.Unsubscribed)
 	require.Zero(t, second.Counts.CRMToMarketing.OutsideLists)
 }
@@ -188,29 +189,29 @@ func TestFieldSyncSkipsBlockedMembersAndNeverResubscribes(t *testing.T) {
 	f := newFixture()
 	f.settings.FieldMap = map[string]string{"firstname": "FNAME"}
 	f.settings.Lists = []string{"L"}
-	f.mk.add("sub@example.com", connectors.StatusSubscribed)
-	f.mk.add("uns@example.com", connectors.StatusUnsubscribed)
-	f.mk.add("cln@example.com", connectors.StatusCleaned)
-	f.mk.add("arc@example.com", connectors.StatusArchived)
+	f.mk.Add("sub@example.com", connectors.StatusSubscribed)
+	f.mk.Add("uns@example.com", connectors.StatusUnsubscribed)
+	f.mk.Add("cln@example.com", connectors.StatusCleaned)
+	f.mk.Add("arc@example.com", connectors.StatusArchived)
 	for _, e := range []string{"sub@example.com", "uns@example.com", "cln@example.com", "arc@example.com", "new@example.com"} {
-		r := f.crm.add("customer", e, "1", "L")
-		r.fields["firstname"] = "N-" + e[:3]
+		r := f.crm.Add("customer", e, "1", "L")
+		f.crm.SetField(r, "firstname", "N-"+e[:3])
 	}
-	f.crm.add("customer", "optout@example.com", "2", "L")
+	f.crm.Add("customer", "optout@example.com", "2", "L")
 
 	res := f.mustRun(t, workflows.SyncInput{}, nil)
 
-	require.Equal(t, "N-sub", f.mk.member("sub@example.com").fields["FNAME"])
-	require.Equal(t, connectors.StatusSubscribed, f.mk.member("sub@example.com").status)
+	require.Equal(t, "N-sub", f.mk.Member("sub@example.com").Fields["FNAME"])
+	require.Equal(t, connectors.StatusSubscribed, f.mk.Member("sub@example.com").Status)
 	for _, e := range []string{"uns@example.com", "cln@example.com", "arc@example.com"} {
-		require.Empty(t, f.mk.member(e).fields, e)
+		require.Empty(t, f.mk.Member(e).Fields, e)
 	}
-	require.Equal(t, connectors.StatusArchived, f.mk.member("arc@example.com").status, "an archived member is not re-added")
-	require.Equal(t, connectors.StatusUnsubscribed, f.mk.member("uns@example.com").status)
-	require.Equal(t, connectors.StatusCleaned, f.mk.member("cln@example.com").status)
-	require.Equal(t, connectors.StatusSubscribed, f.mk.member("new@example.com").status)
-	require.Equal(t, "N-new", f.mk.member("new@example.com").fields["FNAME"])
-	require.Equal(t, connectors.StatusNotFound, f.mk.member("optout@example.com").status, "an opted-out record is never added")
+	require.Equal(t, connectors.StatusArchived, f.mk.Member("arc@example.com").Status, "an archived member is not re-added")
+	require.Equal(t, connectors.StatusUnsubscribed, f.mk.Member("uns@example.com").Status)
+	require.Equal(t, connectors.StatusCleaned, f.mk.Member("cln@example.com").Status)
+	require.Equal(t, connectors.StatusSubscribed, f.mk.Member("new@example.com").Status)
+	require.Equal(t, "N-new", f.mk.Member("new@example.com").Fields["FNAME"])
+	require.Equal(t, connectors.StatusNotFound, f.mk.Member("optout@example.com").Status, "an opted-out record is never added")
 	fs := res.Counts.FieldSync
 	require.Equal(t, 1, fs.FieldsUpdated)
 	require.Equal(t, 1, fs.MembersAdded)
@@ -221,9 +222,9 @@ func TestFieldSyncSkipsBlockedMembersAndNeverResubscribes(t *testing.T) {
 func TestComplianceAnswerIsRecordedNotRetriedNotAFailure(t *testing.T) {
 	f := newFixture()
 	f.settings.CRMToMarketing = true
-	f.mk.add("forgot@example.com", connectors.StatusSubscribed)
-	f.mk.members["forgot@example.com"].forgotten = true
-	f.crm.add("customer", "forgot@example.com", "2")
+	f.mk.Add("forgot@example.com", connectors.StatusSubscribed)
+	f.mk.Forget("forgot@example.com")
+	f.crm.Add("customer", "forgot@example.com", "2")
 
 	res := f.mustRun(t, workflows.SyncInput{}, nil)
 	require.Equal(t, 1, res.Counts.CRMToMarketing.ComplianceHeld)
@@ -231,31 +232,29 @@ func TestComplianceAnswerIsRecordedNotRetriedNotAFailure(t *testing.T) {
 	require.Len(t, res.Failures, 1)
 	require.True(t, res.Failures[0].Compliance)
 	require.Equal(t, connectors.AddressHash("forgot@example.com"), res.Failures[0].AddressHash)
-	require.Equal(t, 1, f.mk.calls["unsubscribe"], "not retried")
+	require.Equal(t, 1, f.mk.Calls("Unsubscribe"), "not retried")
 	require.False(t, res.Next.CRMOptOuts.IsZero(), "a compliance answer does not hold the watermark")
 }
 
 func TestRejectedRecordIsReportedAndRetriedByTheNextRun(t *testing.T) {
 	f := newFixture()
-	f.mk.add("ann@example.com", connectors.StatusUnsubscribed)
-	f.mk.add("bob@example.com", connectors.StatusUnsubscribed)
-	bad := f.crm.add("customer", "ann@example.com", "1")
-	bad.reject = true
-	good := f.crm.add("customer", "bob@example.com", "1")
+	f.mk.Add("ann@example.com", connectors.StatusUnsubscribed)
+	f.mk.Add("bob@example.com", connectors.StatusUnsubscribed)
+	bad := f.crm.Add("customer", "ann@example.com", "1")
+	f.crm.Reject(bad, true)
+	good := f.crm.Add("customer", "bob@example.com", "1")
 
 	first := f.mustRun(t, workflows.SyncInput{}, nil)
-	require.Equal(t, "2", f.crm.get(good.ref.ID).status, "the rest of the run goes on")
+	require.Equal(t, "2", f.crm.Record(good).Status, "the rest of the run goes on")
 	require.Equal(t, 1, first.Counts.MarketingToCRM.Failed)
 	require.Len(t, first.Failures, 1)
-	require.Equal(t, "customer/"+bad.ref.ID, first.Failures[0].Record)
+	require.Equal(t, "customer/"+bad.ID, first.Failures[0].Record)
 	require.Equal(t, connectors.AddressHash("ann@example.com"), first.Failures[0].AddressHash)
 	require.True(t, first.Next.Unsubscribed.IsZero(), "the failed step keeps its watermark")
 
-	f.crm.mu.Lock()
-	bad.reject = false
-	f.crm.mu.Unlock()
+	f.crm.Reject(bad, false)
 	second := f.mustRun(t, workflows.SyncInput{}, &first)
-	require.Equal(t, "2", f.crm.get(bad.ref.ID).status, "retried by the next run")
+	require.Equal(t, "2", f.crm.Record(bad).Status, "retried by the next run")
 	require.Equal(t, 1, second.Counts.MarketingToCRM.CRMOptedOut)
 	require.Equal(t, 1, second.Counts.MarketingToCRM.CRMAlreadyOut)
 	require.False(t, second.Next.Unsubscribed.IsZero())
@@ -263,18 +262,18 @@ func TestRejectedRecordIsReportedAndRetriedByTheNextRun(t *testing.T) {
 
 func TestSecondRunReadsOnlyNewChanges(t *testing.T) {
 	f := newFixture()
-	f.mk.add("ann@example.com", connectors.StatusUnsubscribed)
-	f.crm.add("customer", "ann@example.com", "1")
+	f.mk.Add("ann@example.com", connectors.StatusUnsubscribed)
+	f.crm.Add("customer", "ann@example.com", "1")
 	first := f.mustRun(t, workflows.SyncInput{}, nil)
 	require.Equal(t, 1, first.Counts.MarketingToCRM.Unsubscribes)
 
-	writes := f.crm.writes
+	writes := f.crm.Writes()
 	second := f.mustRun(t, workflows.SyncInput{}, &first)
 	require.Zero(t, second.Counts.MarketingToCRM.Unsubscribes)
-	require.Equal(t, writes, f.crm.writes)
+	require.Equal(t, writes, f.crm.Writes())
 
-	f.mk.add("bob@example.com", connectors.StatusUnsubscribed)
-	f.crm.add("contact", "bob@example.com", "1")
+	f.mk.Add("bob@example.com", connectors.StatusUnsubscribed)
+	f.crm.Add("contact", "bob@example.com", "1")
 	third := f.mustRun(t, workflows.SyncInput{}, &second)
 	require.Equal(t, 1, third.Counts.MarketingToCRM.Unsubscribes)
 	require.Equal(t, 1, third.Counts.MarketingToCRM.CRMOptedOut)
@@ -284,8 +283,8 @@ func TestContinueAsNewCarriesCursorCountsAndWatermarks(t *testing.T) {
 	f := newFixture()
 	f.settings.PageSize, f.settings.PagesPerActivity = 2, 1
 	for _, e := range []string{"a@x.io", "b@x.io", "c@x.io", "d@x.io", "e@x.io"} {
-		f.mk.add(e, connectors.StatusUnsubscribed)
-		f.crm.add("customer", e, "1")
+		f.mk.Add(e, connectors.StatusUnsubscribed)
+		f.crm.Add("customer", e, "1")
 	}
 	since := workflows.Watermarks{Unsubscribed: time.Now().Add(-time.Hour)}
 	in := workflows.SyncInput{IntegrationID: id, Since: &since, ContinueAfter: 2}
@@ -314,19 +313,19 @@ func TestContinueAsNewCarriesCursorCountsAndWatermarks(t *testing.T) {
 
 func TestRejectedCredentialsFailTheRunWithoutRetrying(t *testing.T) {
 	f := newFixture()
-	f.mk.err = &connectors.APIError{System: "mailchimp", Status: 401, Kind: connectors.ErrUnauthorized, Code: "API Key Invalid"}
+	f.mk.FailWith(&connectors.APIError{System: "mailchimp", Status: 401, Kind: connectors.ErrUnauthorized, Code: "API Key Invalid"})
 	_, err := f.run(t, workflows.SyncInput{}, nil)
 	var appErr *temporal.ApplicationError
 	require.ErrorAs(t, err, &appErr)
 	require.Equal(t, activities.ErrTypeUnauthorized, appErr.Type())
 	require.True(t, appErr.NonRetryable())
-	require.Equal(t, 1, f.mk.calls["changed"], "a rejected key is not retried")
+	require.Equal(t, 1, f.mk.Calls("ChangedMembers"), "a rejected key is not retried")
 }
 
 func TestLastCompletionResultSetsTheWatermark(t *testing.T) {
 	f := newFixture()
-	f.mk.add("old@example.com", connectors.StatusUnsubscribed)
-	f.crm.add("customer", "old@example.com", "1")
+	f.mk.Add("old@example.com", connectors.StatusUnsubscribed)
+	f.crm.Add("customer", "old@example.com", "1")
 	last := f.mustRun(t, workflows.SyncInput{}, nil)
 	last.Next.Unsubscribed = time.Now().Add(time.Minute)
 	res := f.mustRun(t, workflows.SyncInput{}, &last)
@@ -335,8 +334,8 @@ func TestLastCompletionResultSetsTheWatermark(t *testing.T) {
 
 func TestARunAfterOneWithoutTheLedgerReadsFromTheBeginningOnce(t *testing.T) {
 	f := newFixture()
-	f.mk.add("old@example.com", connectors.StatusUnsubscribed)
-	f.crm.add("customer", "old@example.com", "1")
+	f.mk.Add("old@example.com", connectors.StatusUnsubscribed)
+	f.crm.Add("customer", "old@example.com", "1")
 	// The result of a run from before the ledger: watermarks, no fingerprints.
 	last := workflows.SyncResult{Next: workflows.Watermarks{Unsubscribed: time.Now().Add(time.Minute), Cleaned: time.Now()}}
 	res := f.mustRun(t, workflows.SyncInput{}, &last)
@@ -350,12 +349,12 @@ func TestAChangedSettingReadsItsStepFromTheBeginningOnce(t *testing.T) {
 	f := newFixture()
 	f.settings.CRMToMarketing = true
 	first := f.mustRun(t, workflows.SyncInput{}, nil)
-	f.crm.add("customer", "eve@example.com", "2")
-	f.mk.add("eve@example.com", connectors.StatusSubscribed)
+	f.crm.Add("customer", "eve@example.com", "2")
+	f.mk.Add("eve@example.com", connectors.StatusSubscribed)
 	first.Next.CRMOptOuts = time.Now().Add(time.Hour) // eve's opt-out is behind the watermark
 	f.settings.RecordTypes = []string{"customer", "contact", "partner"}
 	second := f.mustRun(t, workflows.SyncInput{}, &first)
-	require.Equal(t, connectors.StatusUnsubscribed, f.mk.member("eve@example.com").status)
+	require.Equal(t, connectors.StatusUnsubscribed, f.mk.Member("eve@example.com").Status)
 	require.Contains(t, notesText(second), "crm-to-marketing reads from the beginning once: its settings (audience, record types, lists or opt-out field) changed since the last completed run.")
 	require.NotContains(t, notesText(second), "Re-subscribes reads", "the audience did not change")
 }
@@ -375,20 +374,20 @@ func TestFieldSyncNeverAddsAPersonWithAnyOptedOutRecord(t *testing.T) {
 	f.settings.OptOut = connectors.OptOutField{Kind: connectors.OptOutCustom, Field: "custentity_mc"}
 	// Ann's customer record is in the list and opted in; her contact record,
 	// outside the list, is opted out.
-	f.crm.add("customer", "ann@example.com", "1", "L")
-	f.crm.add("contact", "ann@example.com", "1").custom["custentity_mc"] = true
+	f.crm.Add("customer", "ann@example.com", "1", "L")
+	f.crm.SetCustom(f.crm.Add("contact", "ann@example.com", "1"), "custentity_mc", true)
 	// Bob's record uses the custom field, but the CRM's standard opt-out is set.
-	f.crm.add("customer", "bob@example.com", "2", "L")
+	f.crm.Add("customer", "bob@example.com", "2", "L")
 	// Two records of Cid in the list, the second opted out.
-	f.crm.add("customer", "cid@example.com", "1", "L")
-	f.crm.add("contact", "cid@example.com", "1", "L").custom["custentity_mc"] = true
-	f.crm.add("customer", "dee@example.com", "1", "L")
+	f.crm.Add("customer", "cid@example.com", "1", "L")
+	f.crm.SetCustom(f.crm.Add("contact", "cid@example.com", "1", "L"), "custentity_mc", true)
+	f.crm.Add("customer", "dee@example.com", "1", "L")
 
 	res := f.mustRun(t, workflows.SyncInput{}, nil)
 	for _, e := range []string{"ann@example.com", "bob@example.com", "cid@example.com"} {
-		require.Equal(t, connectors.StatusNotFound, f.mk.member(e).status, e)
+		require.Equal(t, connectors.StatusNotFound, f.mk.Member(e).Status, e)
 	}
-	require.Equal(t, connectors.StatusSubscribed, f.mk.member("dee@example.com").status)
+	require.Equal(t, connectors.StatusSubscribed, f.mk.Member("dee@example.com").Status)
 	require.Equal(t, 3, res.Counts.FieldSync.SkippedOptOut)
 	require.Equal(t, 1, res.Counts.FieldSync.MembersAdded)
 }
@@ -420,13 +419,13 @@ func TestFieldSyncNeverAddsAnAddressTheLedgerHoldsAsOptedOut(t *testing.T) {
 		Person: led.Person("new@example.com"), Kind: ledger.KindUnsubscribe, OccurredAt: time.Now().Add(-time.Hour), WorkflowID: "w", RunID: "r"}})
 	require.NoError(t, err)
 	for _, e := range []string{"old@example.com", "eve@example.com", "dee@example.com"} {
-		f.crm.add("customer", e, "1")
+		f.crm.Add("customer", e, "1")
 	}
 
 	res := f.mustRun(t, workflows.SyncInput{}, nil)
-	require.Equal(t, connectors.StatusNotFound, f.mk.member("old@example.com").status, "suppressed: not added")
-	require.Equal(t, connectors.StatusNotFound, f.mk.member("eve@example.com").status, "an earlier address of an opted-out member: not added")
-	require.Equal(t, connectors.StatusSubscribed, f.mk.member("dee@example.com").status)
+	require.Equal(t, connectors.StatusNotFound, f.mk.Member("old@example.com").Status, "suppressed: not added")
+	require.Equal(t, connectors.StatusNotFound, f.mk.Member("eve@example.com").Status, "an earlier address of an opted-out member: not added")
+	require.Equal(t, connectors.StatusSubscribed, f.mk.Member("dee@example.com").Status)
 	require.Equal(t, 2, res.Counts.FieldSync.SkippedSuppressed)
 	require.Equal(t, 1, res.Counts.FieldSync.MembersAdded)
 }

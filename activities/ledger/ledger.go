@@ -220,7 +220,11 @@ type Entry struct {
 // sync: its status and a hash of the merge fields the integration maps,
 // as the platform last answered them.
 type MemberState struct {
-	Person  string
+	Person string
+	// Contact is the platform's contact id, when it gives one: a member
+	// saved with it replaces the mirrored entries of the contact's
+	// earlier addresses, which are no longer in the audience.
+	Contact string
 	Status  string
 	Fields  string
 	Changed time.Time

@@ -281,3 +281,27 @@ func TestMembersMirrorTheLatestStateRead(t *testing.T) {
 		require.Empty(t, other, "integrations do not share a mirror")
 	})
 }
+
+// TestAMemberSavedWithItsContactReplacesItsEarlierAddress: after an
+// address change, the mirror no longer holds the old address (which left
+// the audience), so field sync cannot take it for a member.
+func TestAMemberSavedWithItsContactReplacesItsEarlierAddress(t *testing.T) {
+	dialects(t, func(t *testing.T, d ledger.Dialect) {
+		l := ledgertest.Open(t, d)
+		ctx := t.Context()
+		old, cur, other := l.Person("old@example.com"), l.Person("new@example.com"), l.Person("bob@example.com")
+		t0 := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+		require.NoError(t, l.LinkContacts(ctx, "acme", "mailchimp", map[string]string{old: "c1", other: "c2"}))
+		require.NoError(t, l.SaveMembers(ctx, "acme", []ledger.MemberState{
+			{Person: old, Contact: "c1", Status: "subscribed", Changed: t0},
+			{Person: other, Contact: "c2", Status: "subscribed", Changed: t0},
+		}))
+		require.NoError(t, l.LinkContacts(ctx, "acme", "mailchimp", map[string]string{cur: "c1"}))
+		require.NoError(t, l.SaveMembers(ctx, "acme", []ledger.MemberState{{Person: cur, Contact: "c1", Status: "unsubscribed", Changed: t0.Add(time.Minute)}}))
+		got, err := l.Members(ctx, "acme", []string{old, cur, other})
+		require.NoError(t, err)
+		require.NotContains(t, got, old, "the earlier address left the audience")
+		require.Equal(t, "unsubscribed", got[cur].Status)
+		require.Equal(t, "subscribed", got[other].Status, "another contact is untouched")
+	})
+}

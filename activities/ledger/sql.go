@@ -972,6 +972,29 @@ func (s *SQL) SaveMembers(ctx context.Context, integration string, ms []MemberSt
 				return err
 			}
 		}
+		// The contacts' earlier addresses left the audience.
+		var withContact, contacts []string
+		for _, p := range persons {
+			if c := latest[p].Contact; c != "" {
+				withContact, contacts = append(withContact, p), append(contacts, c)
+			}
+		}
+		size := s.inChunk() / 2
+		for start := 0; start < len(withContact); start += size {
+			ps, cs := withContact[start:min(start+size, len(withContact))], contacts[start:min(start+size, len(contacts))]
+			args := []any{integration}
+			for _, p := range ps {
+				args = append(args, p)
+			}
+			args = append(args, integration)
+			for _, c := range cs {
+				args = append(args, c)
+			}
+			if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM members WHERE integration = ? AND person NOT IN (`+placeholders(len(ps))+`)
+				AND person IN (SELECT person FROM contacts WHERE integration = ? AND contact IN (`+placeholders(len(cs))+`))`), args...); err != nil {
+				return err
+			}
+		}
 		return nil
 	})
 	if err != nil {

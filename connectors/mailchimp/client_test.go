@@ -491,3 +491,30 @@ func TestChangedMembersWithMergeFields(t *testing.T) {
 	require.Equal(t, "Ann", page.Members[0].Fields["FNAME"])
 	require.Equal(t, "Lee", page.Members[0].Fields["LNAME"])
 }
+
+// TestUpdateMembersNeverCreates: an existing member's fields are written
+// and its status kept; an address not in the audience is a final
+// failure, and it is not added.
+func TestUpdateMembersNeverCreates(t *testing.T) {
+	s := mailchimptest.NewServer(mailchimptest.Options{})
+	defer s.Close()
+	s.AddList("l1", "List", "FNAME")
+	require.NoError(t, s.AddMember("l1", mailchimptest.MemberSeed{Email: "ann@example.com", Status: "pending"}))
+	c := newClient(t, s, 0)
+	res, err := c.UpdateMembers(t.Context(), "l1", []connectors.MemberFields{
+		{Email: "ann@example.com", Fields: map[string]string{"FNAME": "Ann"}},
+		{Email: "gone@example.com", Fields: map[string]string{"FNAME": "Gus"}},
+	})
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Written)
+	require.Len(t, res.Failed, 1)
+	require.Equal(t, "gone@example.com", res.Failed[0].Email)
+	require.Equal(t, "not_found", res.Failed[0].Code)
+	require.False(t, res.Failed[0].Retryable || res.Failed[0].Compliance, "final")
+	m, ok := s.Member("l1", "ann@example.com")
+	require.True(t, ok)
+	require.Equal(t, "pending", m.Status, "the status is never touched")
+	require.Equal(t, "Ann", m.MergeFields["FNAME"])
+	_, ok = s.Member("l1", "gone@example.com")
+	require.False(t, ok, "not created")
+}

@@ -811,6 +811,60 @@ func (c *Client) UpsertMembers(ctx context.Context, audience string, members []c
 	return res, nil
 }
 
+// UpdateMembers writes each existing member's fields with PATCH
+// /lists/{list_id}/members/{subscriber_hash}, which never creates a member
+// and never sends a status: a member that is no longer in the audience
+// (its address changed, it was deleted) answers 404 and is reported as a
+// final Failure ("not_found"), not added back. Refusals and whole-call
+// errors are as for UpsertMembers.
+func (c *Client) UpdateMembers(ctx context.Context, audience string, members []connectors.MemberFields) (connectors.BatchResult, error) {
+	var res connectors.BatchResult
+	if audience == "" {
+		return res, errors.New("mailchimp: UpdateMembers: audience is required")
+	}
+	if len(members) > maxBatch {
+		return res, fmt.Errorf("mailchimp: UpdateMembers: %d members, more than MaxBatch %d", len(members), maxBatch)
+	}
+	failures := make([]*connectors.Failure, len(members))
+	written := make([]bool, len(members))
+	err := c.forEach(ctx, len(members), func(ctx context.Context, i int) error {
+		m := members[i]
+		email := strings.TrimSpace(m.Email)
+		if !plausibleEmail(email) {
+			f := invalidAddress(m.Email)
+			failures[i] = &f
+			return nil
+		}
+		body := map[string]any{"merge_fields": maps.Clone(m.Fields)}
+		_, err := c.do(ctx, http.MethodPatch, "/lists/"+url.PathEscape(audience)+"/members/"+connectors.AddressHash(email), nil, body, nil)
+		switch {
+		case errors.Is(err, connectors.ErrNotFound):
+			failures[i] = &connectors.Failure{Email: m.Email, Code: "not_found", Message: "no longer in the audience; not added back"}
+		case err != nil:
+			f, ok := failureFrom(m.Email, err)
+			if !ok {
+				return err
+			}
+			failures[i] = &f
+		default:
+			written[i] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return connectors.BatchResult{}, err
+	}
+	for i := range members {
+		switch {
+		case failures[i] != nil:
+			res.Failed = append(res.Failed, *failures[i])
+		case written[i]:
+			res.Written++
+		}
+	}
+	return res, nil
+}
+
 // created reports whether a PUT answer shows a member created by it.
 func created(m memberDoc, hdr http.Header) bool {
 	lc, ok := parseTS(m.LastChanged)
