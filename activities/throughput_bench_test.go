@@ -229,4 +229,47 @@ func BenchmarkThroughput(b *testing.B) {
 			report(b, n, elapsed, need{&mcV, (n + 499) / 500}, need{&sfV, (n + 1999) / 2000})
 		}
 	})
+	b.Run("netsuite/field-sync-unchanged", func(b *testing.B) {
+		// A first field sync of a list whose members already hold the
+		// CRM's values: the goal is a few calls per thousand members.
+		const n = 20_000
+		mcV, nsV, _ := benchVendors()
+		for b.Loop() {
+			ms := mailchimptest.NewServer(mailchimptest.Options{})
+			b.Cleanup(ms.Close)
+			ms.AddList("bench", "Bench", "FNAME")
+			past := time.Now().Add(-time.Hour)
+			require.NoError(b, ms.Generate("bench", n, func(i int) mailchimptest.MemberSeed {
+				return mailchimptest.MemberSeed{Email: fmt.Sprintf("p%d@example.com", i), Status: "subscribed",
+					MergeFields: map[string]string{"FNAME": fmt.Sprintf("P%d", i)}, LastChanged: past.Add(time.Duration(i) * time.Millisecond)}
+			}))
+			mcV.attach(ms.Middleware)
+			mk, err := mailchimp.New(mailchimp.Options{APIKey: ms.APIKey, BaseURL: ms.URL, MaxInFlight: mcV.inFlight})
+			require.NoError(b, err)
+			ns := netsuitetest.NewServer(netsuitetest.Options{AccountID: "BENCH3", Concurrency: -1})
+			b.Cleanup(ns.Close)
+			for i := range n {
+				ns.AddCustomer(netsuitetest.Entity{Email: fmt.Sprintf("p%d@example.com", i), FirstName: fmt.Sprintf("P%d", i), SubscriptionStatus: "1"})
+			}
+			nsV.attach(ns.Middleware)
+			crm, err := netsuite.New(netsuite.Options{AccountID: ns.AccountID, BaseURL: ns.URL, Concurrency: nsV.inFlight,
+				TBA: netsuite.TBA{ConsumerKey: ns.ConsumerKey, ConsumerSecret: ns.ConsumerSecret, TokenID: ns.TokenID, TokenSecret: ns.TokenSecret}})
+			require.NoError(b, err)
+			s := benchSettings("bench-ns-fields", "netsuite", []string{"customer"})
+			s.FieldMap = map[string]string{"firstName": "FNAME"}
+			acts := activities.New(activities.MapRegistry{s.IntegrationID: {Settings: *s, Marketing: mk, CRM: crm}}, ledgertest.Open(b, ledger.SQLite), nil)
+			mcV.mw.ResetCounts()
+			nsV.mw.ResetCounts()
+			start := time.Now()
+			m := drain(b, acts, acts.SyncAudience, activities.PageInput{IntegrationID: s.IntegrationID, Settings: s})
+			c := drain(b, acts, acts.SyncFields, activities.PageInput{IntegrationID: s.IntegrationID, Settings: s, Mirror: true})
+			elapsed := time.Since(start)
+			require.Equal(b, n, m.Mirrored)
+			require.Equal(b, n, c.FieldsUnchanged)
+			// The audience read in pages of 1,000 (and one empty read per
+			// other status), the CRM read in pages of 1,000.
+			report(b, n, elapsed, need{&mcV, n/1000 + len([]string{"pending", "transactional", "unsubscribed", "cleaned", "archived"})}, need{&nsV, (n + 999) / 1000})
+			b.ReportMetric(float64(mcV.mw.Total())/float64(n)*1000, "mailchimp-calls/1k-members")
+		}
+	})
 }
