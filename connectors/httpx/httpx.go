@@ -148,6 +148,11 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		t.limiter.Release()
 		return nil, err
 	}
+	if resp.StatusCode == http.StatusTooManyRequests {
+		t.limiter.Throttled()
+	} else {
+		t.limiter.Served()
+	}
 	resp.Body = &releasingBody{ReadCloser: resp.Body, release: t.limiter.Release}
 	return resp, nil
 }
@@ -172,31 +177,98 @@ func (b *releasingBody) Close() error {
 	return err
 }
 
-// Limiter caps the requests in flight to one vendor account.
+// Limiter caps the requests in flight to one vendor account. The cap
+// adapts to the vendor's answers (additive increase, multiplicative
+// decrease): a limit answer (429) halves the requests allowed at once, at
+// most once per cutEvery, and every answer that is not one adds back a
+// slot's worth over about one round of requests, up to the account's
+// limit. So the client slows down to what the vendor serves instead of
+// hammering it, and climbs back when the pressure is gone.
 type Limiter struct {
-	slots chan struct{}
+	mu      sync.Mutex
+	max     int
+	allowed float64 // requests allowed at once now, 1..max
+	inUse   int
+	lastCut time.Time
+	wake    chan struct{} // closed, and replaced, when a slot may have freed
 }
+
+// cutEvery spaces the decreases: the answers to requests sent together
+// arrive together, and count as one signal.
+const cutEvery = time.Second
 
 // NewLimiter returns a limiter with n slots.
 func NewLimiter(n int) *Limiter {
-	return &Limiter{slots: make(chan struct{}, max(n, 1))}
+	n = max(n, 1)
+	return &Limiter{max: n, allowed: float64(n), wake: make(chan struct{})}
 }
 
 // Acquire waits for a free slot or for ctx to end.
 func (l *Limiter) Acquire(ctx context.Context) error {
-	select {
-	case l.slots <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	for {
+		l.mu.Lock()
+		if l.inUse < int(l.allowed) {
+			l.inUse++
+			l.mu.Unlock()
+			return nil
+		}
+		wake := l.wake
+		l.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 }
 
 // Release frees a slot taken by Acquire.
-func (l *Limiter) Release() { <-l.slots }
+func (l *Limiter) Release() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.inUse--
+	l.signal()
+}
 
-// Cap is the number of slots.
-func (l *Limiter) Cap() int { return cap(l.slots) }
+// Throttled records a limit answer from the vendor: the allowed requests
+// are halved (not below one).
+func (l *Limiter) Throttled() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now := time.Now(); now.Sub(l.lastCut) >= cutEvery {
+		l.allowed = max(1, l.allowed/2)
+		l.lastCut = now
+	}
+}
+
+// Served records an answer that was not a limit answer: one more request
+// is allowed after about as many answers as are allowed now.
+func (l *Limiter) Served() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.allowed < float64(l.max) {
+		before := int(l.allowed)
+		l.allowed = min(float64(l.max), l.allowed+1/l.allowed)
+		if int(l.allowed) > before {
+			l.signal()
+		}
+	}
+}
+
+// Allowed is the number of requests allowed at once now.
+func (l *Limiter) Allowed() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return int(l.allowed)
+}
+
+func (l *Limiter) signal() {
+	close(l.wake)
+	l.wake = make(chan struct{})
+}
+
+// Cap is the account's limit: the most slots the limiter ever allows.
+func (l *Limiter) Cap() int { return l.max }
 
 var (
 	sharedMu       sync.Mutex

@@ -1,6 +1,7 @@
 package httpx_test
 
 import (
+	"context"
 	"bytes"
 	"io"
 	"log/slog"
@@ -137,4 +138,29 @@ func TestBoundedBody(t *testing.T) {
 	_, err = httpx.ReadBody(strings.NewReader("123456"), 5, "GET /x")
 	require.ErrorIs(t, err, httpx.ErrBodyTooLarge)
 	require.EqualError(t, err, "GET /x: answer larger than the limit of 5 bytes")
+}
+
+// TestLimiterBacksOffAndRecovers: a limit answer halves the requests
+// allowed at once (once for a burst of them), and answers that are not
+// limit answers bring the account's limit back, a slot at a time.
+func TestLimiterBacksOffAndRecovers(t *testing.T) {
+	l := httpx.NewLimiter(8)
+	require.Equal(t, 8, l.Allowed())
+	l.Throttled()
+	l.Throttled() // the same burst
+	require.Equal(t, 4, l.Allowed())
+	for range 4 {
+		require.NoError(t, l.Acquire(t.Context()))
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, l.Acquire(ctx), context.DeadlineExceeded, "a fifth request waits while four are allowed")
+	served := 0
+	for l.Allowed() < 8 {
+		l.Served()
+		served++
+	}
+	require.Equal(t, 8, l.Cap())
+	require.Less(t, served, 30, "the limit comes back within a few rounds")
+	require.NoError(t, l.Acquire(t.Context()), "a slot freed by the increase is taken")
 }
