@@ -130,6 +130,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"netsuite saved search path", one(mc, nsWith(`lists: ["../x"]`), ""), acme + "crm.lists[0]", "is not a saved search id"},
 		{"netsuite list twice", one(mc, nsWith(`lists: ["123", "123"]`), ""), acme + "crm.lists[1]", "listed twice"},
 		{"netsuite concurrency", one(mc, nsWith(`concurrency: 1000`), ""), acme + "crm.concurrency", "1000 must be between 1 and 100"},
+		{"mailchimp in flight", one(`{kind: mailchimp, audience: abc, apiKeyEnv: K, maxInFlight: 11}`, ns, ""), acme + "marketing.maxInFlight", "11 must be between 1 and 10"},
+		{"salesforce in flight", one(mc, sfWith(`maxInFlight: 50`), ""), acme + "crm.maxInFlight", "50 must be between 1 and 25"},
 		{"netsuite concurrency negative", one(mc, nsWith(`concurrency: -1`), ""), acme + "crm.concurrency", "-1 must be between 1 and 100"},
 		{"custom needs field", one(mc, nsWith(`optOut: {kind: custom}`), ""), acme + "crm.optOut.field", "required when kind is custom"},
 		{"inverted needs field", one(mc, nsWith(`optOut: {kind: inverted}`), ""), acme + "crm.optOut.field", "required when kind is inverted"},

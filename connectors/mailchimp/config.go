@@ -27,7 +27,13 @@ type Config struct {
 	// BaseURL overrides the API address; "emulator" (dev mode only) is the
 	// in-process emulator.
 	BaseURL string `yaml:"baseURL"`
+	// MaxInFlight caps this worker's requests in flight to the account;
+	// default 10, Mailchimp's limit. Workers sharing an account split it.
+	MaxInFlight int `yaml:"maxInFlight"`
 }
+
+// maxInFlight is Mailchimp's limit of simultaneous connections per account.
+const maxInFlight = 10
 
 var _ connectors.MarketingConfig = (*Config)(nil)
 
@@ -57,6 +63,12 @@ func (c *Config) Validate(dev bool) error {
 		p.Add("audience", "required (the audience id, from Audience → Settings → Audience name and defaults)")
 	case !audiencePattern.MatchString(c.AudienceID):
 		p.Add("audience", "%q is not an audience id (letters, digits, '-' and '_', at most 64)", c.AudienceID)
+	}
+	switch {
+	case c.MaxInFlight == 0:
+		c.MaxInFlight = maxInFlight
+	case c.MaxInFlight < 1 || c.MaxInFlight > maxInFlight:
+		p.Add("maxInFlight", "%d must be between 1 and %d (Mailchimp's limit per account)", c.MaxInFlight, maxInFlight)
 	}
 	if connectors.CheckBaseURL(&p, "baseURL", c.BaseURL, dev) {
 		// The emulator hands out its own credential.
@@ -109,7 +121,7 @@ func (c *Config) CheckStatusIfNew(s connectors.MemberStatus) error {
 
 // Open reads the credential and builds the client.
 func (c *Config) Open(s connectors.Secrets, log *slog.Logger) (connectors.Marketing, error) {
-	o := Options{DC: c.DC, BaseURL: c.BaseURL, Logger: log.With("system", System)}
+	o := Options{DC: c.DC, BaseURL: c.BaseURL, MaxInFlight: c.MaxInFlight, Logger: log.With("system", System)}
 	var err error
 	key, ref := "apiKey", c.apiKey()
 	if ref.Given() {

@@ -34,8 +34,16 @@ type Config struct {
 	PrivateKeyEnv    string `yaml:"privateKeyEnv"`
 	PrivateKeyFile   string `yaml:"privateKeyFile"`
 
+	// MaxInFlight caps this worker's requests in flight to the org;
+	// default 10 (Salesforce allows 25 long-running requests per org).
+	// Workers sharing an org split it.
+	MaxInFlight int `yaml:"maxInFlight"`
+
 	connectors.CRMScope `yaml:",inline"`
 }
+
+// maxInFlight is the org's limit of concurrent long-running requests.
+const maxInFlight = 25
 
 var _ connectors.CRMConfig = (*Config)(nil)
 
@@ -95,6 +103,12 @@ func (c *Config) Validate(dev bool) error {
 		p.Add("apiVersion", "%q is not an API version such as 62.0", c.APIVersion)
 	}
 	c.CRMScope.Check(&p, scopeRules)
+	switch {
+	case c.MaxInFlight == 0:
+		c.MaxInFlight = 10
+	case c.MaxInFlight < 1 || c.MaxInFlight > maxInFlight:
+		p.Add("maxInFlight", "%d must be between 1 and %d", c.MaxInFlight, maxInFlight)
+	}
 	if emu {
 		return p.Err() // the emulator hands out its own credentials
 	}
@@ -131,7 +145,7 @@ func (c *Config) CheckField(name string) error { return validFieldName(name) }
 // My Domain URL (instanceURL), which the client credentials flow
 // requires; loginURL overrides it for the JWT bearer flow.
 func (c *Config) Open(s connectors.Secrets, log *slog.Logger) (connectors.CRM, error) {
-	o := Options{Username: c.Username, Logger: log}
+	o := Options{Username: c.Username, MaxInFlight: c.MaxInFlight, Logger: log}
 	for _, u := range []string{c.BaseURL, c.LoginURL, c.InstanceURL} {
 		if u != "" {
 			o.LoginURL = u

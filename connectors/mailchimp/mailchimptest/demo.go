@@ -55,7 +55,7 @@ func (s *Server) Emulate(cfg any, env map[string]string) error {
 	if !ok {
 		return fmt.Errorf("mailchimptest: cannot emulate a %T", cfg)
 	}
-	*c = mailchimp.Config{AudienceID: c.AudienceID, BaseURL: s.URL, APIKeyEnv: DemoAPIKeyEnv}
+	*c = mailchimp.Config{AudienceID: c.AudienceID, BaseURL: s.URL, APIKeyEnv: DemoAPIKeyEnv, MaxInFlight: c.MaxInFlight}
 	env[DemoAPIKeyEnv] = s.APIKey
 	s.AddList(c.AudienceID, "Dev audience "+c.AudienceID)
 	return nil

@@ -57,7 +57,7 @@ func (s *DemoServer) Emulate(cfg any, env map[string]string) error {
 			scope.Lists[i] = s.CampaignID
 		}
 	}
-	*c = salesforce.Config{BaseURL: s.URL, ClientIDEnv: DemoClientIDEnv, ClientSecretEnv: DemoClientSecretEnv, CRMScope: scope}
+	*c = salesforce.Config{BaseURL: s.URL, ClientIDEnv: DemoClientIDEnv, ClientSecretEnv: DemoClientSecretEnv, MaxInFlight: c.MaxInFlight, CRMScope: scope}
 	env[DemoClientIDEnv], env[DemoClientSecretEnv] = s.ClientID, s.ClientSecret
 	return nil
 }
