@@ -1,8 +1,8 @@
 package httpx_test
 
 import (
-	"context"
 	"bytes"
+	"context"
 	"io"
 	"log/slog"
 	"net/http"
