@@ -122,6 +122,42 @@ func benchMailchimp(b *testing.B, v *vendor, n int, status string) connectors.Ma
 	return mk
 }
 
+// benchNetSuite starts an account ("" for the emulator's default) of n
+// customers made by entity, and a client limited to the vendor's in-flight
+// cap. Each sub-benchmark names its own account: the worker's limiter is
+// shared per account.
+func benchNetSuite(b *testing.B, v *vendor, account string, n int, entity func(i int) netsuitetest.Entity) connectors.CRM {
+	ns := netsuitetest.NewServer(netsuitetest.Options{AccountID: account, Concurrency: -1})
+	b.Cleanup(ns.Close)
+	for i := range n {
+		ns.AddCustomer(entity(i))
+	}
+	v.attach(ns.Middleware)
+	crm, err := netsuite.New(netsuite.Options{AccountID: ns.AccountID, BaseURL: ns.URL, Concurrency: v.inFlight,
+		TBA: netsuite.TBA{ConsumerKey: ns.ConsumerKey, ConsumerSecret: ns.ConsumerSecret, TokenID: ns.TokenID, TokenSecret: ns.TokenSecret}})
+	require.NoError(b, err)
+	return crm
+}
+
+// benchSalesforce starts an org of n contacts, opted out or not, and a
+// client limited to the vendor's in-flight cap.
+func benchSalesforce(b *testing.B, v *vendor, n int, optedOut bool) connectors.CRM {
+	sf := salesforcetest.NewServer(salesforcetest.Options{DailyLimit: 10_000_000})
+	b.Cleanup(sf.Close)
+	for i := range n {
+		sf.AddContact(salesforcetest.Person{LastName: "P", Email: fmt.Sprintf("p%d@example.com", i), OptedOut: optedOut})
+	}
+	v.attach(sf.Middleware)
+	crm, err := salesforce.New(salesforce.Options{LoginURL: sf.URL, ClientID: sf.ClientID, ClientSecret: sf.ClientSecret, MaxInFlight: v.inFlight})
+	require.NoError(b, err)
+	return crm
+}
+
+// benchActivities are the activities over one integration and a fresh SQLite ledger.
+func benchActivities(b *testing.B, s *activities.Settings, mk connectors.Marketing, crm connectors.CRM) *activities.Activities {
+	return activities.New(activities.MapRegistry{s.IntegrationID: {Settings: *s, Marketing: mk, CRM: crm}}, ledgertest.Open(b, ledger.SQLite), nil)
+}
+
 // BenchmarkThroughput runs each step against the emulators with the
 // vendors' latency and in-flight limits and prints, for each, records/s,
 // calls made against the minimum needed, peak and mean requests in
@@ -134,17 +170,11 @@ func BenchmarkThroughput(b *testing.B) {
 		mcV, nsV, _ := benchVendors()
 		for b.Loop() {
 			mk := benchMailchimp(b, &mcV, n, "unsubscribed")
-			ns := netsuitetest.NewServer(netsuitetest.Options{Concurrency: -1})
-			b.Cleanup(ns.Close)
-			for i := range n {
-				ns.AddCustomer(netsuitetest.Entity{Email: fmt.Sprintf("p%d@example.com", i), SubscriptionStatus: "1"})
-			}
-			nsV.attach(ns.Middleware)
-			crm, err := netsuite.New(netsuite.Options{AccountID: ns.AccountID, BaseURL: ns.URL, Concurrency: nsV.inFlight,
-				TBA: netsuite.TBA{ConsumerKey: ns.ConsumerKey, ConsumerSecret: ns.ConsumerSecret, TokenID: ns.TokenID, TokenSecret: ns.TokenSecret}})
-			require.NoError(b, err)
+			crm := benchNetSuite(b, &nsV, "", n, func(i int) netsuitetest.Entity {
+				return netsuitetest.Entity{Email: fmt.Sprintf("p%d@example.com", i), SubscriptionStatus: "1"}
+			})
 			s := benchSettings("bench-ns-m2c", "netsuite", []string{"customer"})
-			acts := activities.New(activities.MapRegistry{s.IntegrationID: {Settings: *s, Marketing: mk, CRM: crm}}, ledgertest.Open(b, ledger.SQLite), nil)
+			acts := benchActivities(b, s, mk, crm)
 			mcV.mw.ResetCounts()
 			nsV.mw.ResetCounts()
 			start := time.Now()
@@ -159,17 +189,11 @@ func BenchmarkThroughput(b *testing.B) {
 		mcV, nsV, _ := benchVendors()
 		for b.Loop() {
 			mk := benchMailchimp(b, &mcV, n, "subscribed")
-			ns := netsuitetest.NewServer(netsuitetest.Options{AccountID: "BENCH2", Concurrency: -1})
-			b.Cleanup(ns.Close)
-			for i := range n {
-				ns.AddCustomer(netsuitetest.Entity{Email: fmt.Sprintf("p%d@example.com", i), SubscriptionStatus: "2"})
-			}
-			nsV.attach(ns.Middleware)
-			crm, err := netsuite.New(netsuite.Options{AccountID: ns.AccountID, BaseURL: ns.URL, Concurrency: nsV.inFlight,
-				TBA: netsuite.TBA{ConsumerKey: ns.ConsumerKey, ConsumerSecret: ns.ConsumerSecret, TokenID: ns.TokenID, TokenSecret: ns.TokenSecret}})
-			require.NoError(b, err)
+			crm := benchNetSuite(b, &nsV, "BENCH2", n, func(i int) netsuitetest.Entity {
+				return netsuitetest.Entity{Email: fmt.Sprintf("p%d@example.com", i), SubscriptionStatus: "2"}
+			})
 			s := benchSettings("bench-ns-c2m", "netsuite", []string{"customer"})
-			acts := activities.New(activities.MapRegistry{s.IntegrationID: {Settings: *s, Marketing: mk, CRM: crm}}, ledgertest.Open(b, ledger.SQLite), nil)
+			acts := benchActivities(b, s, mk, crm)
 			mcV.mw.ResetCounts()
 			nsV.mw.ResetCounts()
 			start := time.Now()
@@ -184,16 +208,9 @@ func BenchmarkThroughput(b *testing.B) {
 		mcV, _, sfV := benchVendors()
 		for b.Loop() {
 			mk := benchMailchimp(b, &mcV, n, "unsubscribed")
-			sf := salesforcetest.NewServer(salesforcetest.Options{DailyLimit: 10_000_000})
-			b.Cleanup(sf.Close)
-			for i := range n {
-				sf.AddContact(salesforcetest.Person{LastName: "P", Email: fmt.Sprintf("p%d@example.com", i)})
-			}
-			sfV.attach(sf.Middleware)
-			crm, err := salesforce.New(salesforce.Options{LoginURL: sf.URL, ClientID: sf.ClientID, ClientSecret: sf.ClientSecret, MaxInFlight: sfV.inFlight})
-			require.NoError(b, err)
+			crm := benchSalesforce(b, &sfV, n, false)
 			s := benchSettings("bench-sf-m2c", "salesforce", []string{"Contact", "Lead"})
-			acts := activities.New(activities.MapRegistry{s.IntegrationID: {Settings: *s, Marketing: mk, CRM: crm}}, ledgertest.Open(b, ledger.SQLite), nil)
+			acts := benchActivities(b, s, mk, crm)
 			mcV.mw.ResetCounts()
 			sfV.mw.ResetCounts()
 			start := time.Now()
@@ -209,16 +226,9 @@ func BenchmarkThroughput(b *testing.B) {
 		mcV, _, sfV := benchVendors()
 		for b.Loop() {
 			mk := benchMailchimp(b, &mcV, n, "subscribed")
-			sf := salesforcetest.NewServer(salesforcetest.Options{DailyLimit: 10_000_000})
-			b.Cleanup(sf.Close)
-			for i := range n {
-				sf.AddContact(salesforcetest.Person{LastName: "P", Email: fmt.Sprintf("p%d@example.com", i), OptedOut: true})
-			}
-			sfV.attach(sf.Middleware)
-			crm, err := salesforce.New(salesforce.Options{LoginURL: sf.URL, ClientID: sf.ClientID, ClientSecret: sf.ClientSecret, MaxInFlight: sfV.inFlight})
-			require.NoError(b, err)
+			crm := benchSalesforce(b, &sfV, n, true)
 			s := benchSettings("bench-sf-c2m", "salesforce", []string{"Contact"})
-			acts := activities.New(activities.MapRegistry{s.IntegrationID: {Settings: *s, Marketing: mk, CRM: crm}}, ledgertest.Open(b, ledger.SQLite), nil)
+			acts := benchActivities(b, s, mk, crm)
 			mcV.mw.ResetCounts()
 			sfV.mw.ResetCounts()
 			start := time.Now()
@@ -246,18 +256,12 @@ func BenchmarkThroughput(b *testing.B) {
 			mcV.attach(ms.Middleware)
 			mk, err := mailchimp.New(mailchimp.Options{APIKey: ms.APIKey, BaseURL: ms.URL, MaxInFlight: mcV.inFlight})
 			require.NoError(b, err)
-			ns := netsuitetest.NewServer(netsuitetest.Options{AccountID: "BENCH3", Concurrency: -1})
-			b.Cleanup(ns.Close)
-			for i := range n {
-				ns.AddCustomer(netsuitetest.Entity{Email: fmt.Sprintf("p%d@example.com", i), FirstName: fmt.Sprintf("P%d", i), SubscriptionStatus: "1"})
-			}
-			nsV.attach(ns.Middleware)
-			crm, err := netsuite.New(netsuite.Options{AccountID: ns.AccountID, BaseURL: ns.URL, Concurrency: nsV.inFlight,
-				TBA: netsuite.TBA{ConsumerKey: ns.ConsumerKey, ConsumerSecret: ns.ConsumerSecret, TokenID: ns.TokenID, TokenSecret: ns.TokenSecret}})
-			require.NoError(b, err)
+			crm := benchNetSuite(b, &nsV, "BENCH3", n, func(i int) netsuitetest.Entity {
+				return netsuitetest.Entity{Email: fmt.Sprintf("p%d@example.com", i), FirstName: fmt.Sprintf("P%d", i), SubscriptionStatus: "1"}
+			})
 			s := benchSettings("bench-ns-fields", "netsuite", []string{"customer"})
 			s.FieldMap = map[string]string{"firstName": "FNAME"}
-			acts := activities.New(activities.MapRegistry{s.IntegrationID: {Settings: *s, Marketing: mk, CRM: crm}}, ledgertest.Open(b, ledger.SQLite), nil)
+			acts := benchActivities(b, s, mk, crm)
 			mcV.mw.ResetCounts()
 			nsV.mw.ResetCounts()
 			start := time.Now()
