@@ -712,7 +712,7 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 			for i, e := range emails {
 				persons[i] = a.ledger.Person(e)
 			}
-			if states, err = a.ledger.Members(ctx, s.IntegrationID, persons); err != nil {
+			if states, err = a.ledger.Members(ctx, s.IntegrationID, s.Audience, persons); err != nil {
 				return err
 			}
 		}
@@ -775,9 +775,10 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 				st := members[email].Status
 				r := byEmail[email]
 				switch {
-				case st.Blocked() || st == connectors.StatusArchived:
+				case st.Blocked() || st == connectors.StatusArchived || st == ledger.StatusMoved:
 					// An archived member was removed by an admin; a field
-					// update would re-add them, so they get none either.
+					// update would re-add them, so they get none either,
+					// nor does an address the person has left.
 					res.Counts.SkippedBlocked++
 					continue
 				case st == connectors.StatusNotFound && (r.OptedOut || optedOut[email]):
@@ -802,6 +803,28 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 				default:
 					upserts = append(upserts, connectors.MemberFields{Email: email, Fields: merge})
 				}
+			}
+			if len(updates) > 0 {
+				// The mirror's status may be minutes old: each member about
+				// to be written is looked up first, as before the mirror,
+				// so that one who unsubscribed, bounced, was archived or
+				// left since gets no update. Unchanged members cost nothing.
+				emails := make([]string, len(updates))
+				for i, u := range updates {
+					emails[i] = u.Email
+				}
+				now, err := integ.Marketing.Members(ctx, s.Audience, emails)
+				if err != nil {
+					return classify(err, "looking up members in audience "+s.Audience)
+				}
+				updates = slices.DeleteFunc(updates, func(u connectors.MemberFields) bool {
+					st := now[u.Email].Status
+					gone := st.Blocked() || st == connectors.StatusArchived || st == connectors.StatusNotFound
+					if gone {
+						res.Counts.SkippedBlocked++
+					}
+					return gone
+				})
 			}
 			if len(updates) > 0 {
 				out, err := integ.Marketing.UpdateMembers(ctx, s.Audience, updates)
@@ -882,7 +905,7 @@ func (a *Activities) SyncAudience(ctx context.Context, in PageInput) (PageResult
 		if err := a.ledger.LinkContacts(ctx, s.IntegrationID, s.MarketingKind, links); err != nil {
 			return err
 		}
-		return a.ledger.SaveMembers(ctx, s.IntegrationID, states)
+		return a.ledger.SaveMembers(ctx, s.IntegrationID, s.Audience, states)
 	})
 }
 

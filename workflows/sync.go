@@ -591,7 +591,7 @@ func notes(st *RunState) []string {
 	}
 	if len(s.FieldMap) > 0 {
 		f := c.FieldSync
-		n = append(n, fmt.Sprintf("field-sync: %d member(s) updated, %d added as %s; %d unsubscribed, cleaned or archived member(s), %d opted-out CRM record(s) and %d address(es) the ledger holds as opted out given no update.",
+		n = append(n, fmt.Sprintf("field-sync: %d member(s) updated, %d added as %s; %d unsubscribed, cleaned, archived or departed member(s), %d opted-out CRM record(s) and %d address(es) the ledger holds as opted out given no update.",
 			f.FieldsUpdated, f.MembersAdded, s.StatusIfNew, f.SkippedBlocked, f.SkippedOptOut, f.SkippedSuppressed))
 		if f.Mirrored > 0 || f.FieldsUnchanged > 0 {
 			n = append(n, fmt.Sprintf("field-sync: %d changed audience member(s) mirrored in the ledger; %d member(s) already held the CRM's values and were not written.",

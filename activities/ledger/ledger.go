@@ -222,13 +222,18 @@ type Entry struct {
 type MemberState struct {
 	Person string
 	// Contact is the platform's contact id, when it gives one: a member
-	// saved with it replaces the mirrored entries of the contact's
-	// earlier addresses, which are no longer in the audience.
+	// saved with it marks the mirrored entries of the contact's earlier
+	// addresses StatusMoved: they left the audience with the person, and
+	// must be neither updated nor added back.
 	Contact string
 	Status  string
 	Fields  string
 	Changed time.Time
 }
+
+// StatusMoved is the mirrored status of an address whose contact now has
+// another address in the audience.
+const StatusMoved = "moved"
 
 // Ledger is the consent ledger as the activities use it.
 type Ledger interface {
@@ -259,11 +264,11 @@ type Ledger interface {
 	// LinkContacts remembers that each person's address belongs to the
 	// marketing contact; a later opt-out of the contact suppresses them all.
 	LinkContacts(ctx context.Context, integration, system string, links map[string]string) error
-	// SaveMembers mirrors audience members as read from the platform; a
-	// member read again with an older change time leaves the newer state.
-	SaveMembers(ctx context.Context, integration string, ms []MemberState) error
+	// SaveMembers mirrors members of an audience as read from the platform;
+	// a member read again with an older change time leaves the newer state.
+	SaveMembers(ctx context.Context, integration, audience string, ms []MemberState) error
 	// Members returns the mirrored state of each known member among persons.
-	Members(ctx context.Context, integration string, persons []string) (map[string]MemberState, error)
+	Members(ctx context.Context, integration, audience string, persons []string) (map[string]MemberState, error)
 	// OldestPending is the first-seen time of the oldest opt-out not yet
 	// written to its other side; ok is false when none is pending.
 	OldestPending(ctx context.Context, integration string) (at time.Time, ok bool, err error)

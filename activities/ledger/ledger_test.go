@@ -262,45 +262,48 @@ func TestMembersMirrorTheLatestStateRead(t *testing.T) {
 		ctx := t.Context()
 		ann, bob := l.Person("ann@example.com"), l.Person("bob@example.com")
 		t0 := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
-		require.NoError(t, l.SaveMembers(ctx, "acme", []ledger.MemberState{
+		require.NoError(t, l.SaveMembers(ctx, "acme", "aud1", []ledger.MemberState{
 			{Person: ann, Status: "subscribed", Fields: "f1", Changed: t0},
 			{Person: bob, Status: "subscribed", Fields: "f1", Changed: t0},
 		}))
-		require.NoError(t, l.SaveMembers(ctx, "acme", []ledger.MemberState{
+		require.NoError(t, l.SaveMembers(ctx, "acme", "aud1", []ledger.MemberState{
 			{Person: ann, Status: "unsubscribed", Fields: "f1", Changed: t0.Add(time.Minute)},
 			{Person: bob, Status: "cleaned", Fields: "f2", Changed: t0.Add(-time.Minute)}, // older: ignored
 		}))
-		got, err := l.Members(ctx, "acme", []string{ann, bob, l.Person("cat@example.com")})
+		got, err := l.Members(ctx, "acme", "aud1", []string{ann, bob, l.Person("cat@example.com")})
 		require.NoError(t, err)
 		require.Len(t, got, 2, "an unknown member is absent")
 		require.Equal(t, "unsubscribed", got[ann].Status)
 		require.Equal(t, "subscribed", got[bob].Status)
 		require.Equal(t, "f1", got[bob].Fields)
-		other, err := l.Members(ctx, "other", []string{ann})
+		other, err := l.Members(ctx, "other", "aud1", []string{ann})
 		require.NoError(t, err)
 		require.Empty(t, other, "integrations do not share a mirror")
+		elsewhere, err := l.Members(ctx, "acme", "aud2", []string{ann})
+		require.NoError(t, err)
+		require.Empty(t, elsewhere, "nor do audiences")
 	})
 }
 
-// TestAMemberSavedWithItsContactReplacesItsEarlierAddress: after an
-// address change, the mirror no longer holds the old address (which left
-// the audience), so field sync cannot take it for a member.
-func TestAMemberSavedWithItsContactReplacesItsEarlierAddress(t *testing.T) {
+// TestAMemberSavedWithItsContactMovesItsEarlierAddress: after an address
+// change, the mirror holds the old address as moved (it left the audience
+// with the person), so field sync neither updates nor re-adds it.
+func TestAMemberSavedWithItsContactMovesItsEarlierAddress(t *testing.T) {
 	dialects(t, func(t *testing.T, d ledger.Dialect) {
 		l := ledgertest.Open(t, d)
 		ctx := t.Context()
 		old, cur, other := l.Person("old@example.com"), l.Person("new@example.com"), l.Person("bob@example.com")
 		t0 := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 		require.NoError(t, l.LinkContacts(ctx, "acme", "mailchimp", map[string]string{old: "c1", other: "c2"}))
-		require.NoError(t, l.SaveMembers(ctx, "acme", []ledger.MemberState{
+		require.NoError(t, l.SaveMembers(ctx, "acme", "aud1", []ledger.MemberState{
 			{Person: old, Contact: "c1", Status: "subscribed", Changed: t0},
 			{Person: other, Contact: "c2", Status: "subscribed", Changed: t0},
 		}))
 		require.NoError(t, l.LinkContacts(ctx, "acme", "mailchimp", map[string]string{cur: "c1"}))
-		require.NoError(t, l.SaveMembers(ctx, "acme", []ledger.MemberState{{Person: cur, Contact: "c1", Status: "unsubscribed", Changed: t0.Add(time.Minute)}}))
-		got, err := l.Members(ctx, "acme", []string{old, cur, other})
+		require.NoError(t, l.SaveMembers(ctx, "acme", "aud1", []ledger.MemberState{{Person: cur, Contact: "c1", Status: "unsubscribed", Changed: t0.Add(time.Minute)}}))
+		got, err := l.Members(ctx, "acme", "aud1", []string{old, cur, other})
 		require.NoError(t, err)
-		require.NotContains(t, got, old, "the earlier address left the audience")
+		require.Equal(t, ledger.StatusMoved, got[old].Status, "the earlier address left the audience")
 		require.Equal(t, "unsubscribed", got[cur].Status)
 		require.Equal(t, "subscribed", got[other].Status, "another contact is untouched")
 	})

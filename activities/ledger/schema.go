@@ -88,11 +88,12 @@ var migrations = []string{
 	// in the ledger instead of with one platform call each.
 	`CREATE TABLE members (
 		integration TEXT   NOT NULL,
+		audience    TEXT   NOT NULL,
 		person      TEXT   NOT NULL,
 		status      TEXT   NOT NULL,
 		fields      TEXT   NOT NULL DEFAULT '',
 		changed_at  BIGINT NOT NULL,
-		PRIMARY KEY (integration, person)
+		PRIMARY KEY (integration, audience, person)
 	);`,
 }
 

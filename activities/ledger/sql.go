@@ -945,7 +945,7 @@ func (s *SQL) SizeBytes(ctx context.Context) (int64, error) {
 }
 
 // SaveMembers upserts members; a state older than the one held is ignored.
-func (s *SQL) SaveMembers(ctx context.Context, integration string, ms []MemberState) error {
+func (s *SQL) SaveMembers(ctx context.Context, integration, audience string, ms []MemberState) error {
 	latest := map[string]MemberState{}
 	for _, m := range ms {
 		if m.Person == "" {
@@ -959,20 +959,20 @@ func (s *SQL) SaveMembers(ctx context.Context, integration string, ms []MemberSt
 	err := s.writeTx(ctx, integration, func(tx *sql.Tx) error {
 		for start := 0; start < len(persons); start += s.rowChunk() {
 			part := persons[start:min(start+s.rowChunk(), len(persons))]
-			args := make([]any, 0, 5*len(part))
+			args := make([]any, 0, 6*len(part))
 			for _, p := range part {
 				m := latest[p]
-				args = append(args, integration, p, m.Status, m.Fields, micros(m.Changed))
+				args = append(args, integration, audience, p, m.Status, m.Fields, micros(m.Changed))
 			}
-			if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO members (integration, person, status, fields, changed_at)
-				VALUES `+values(len(part), 5)+`
-				ON CONFLICT (integration, person) DO UPDATE SET
+			if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO members (integration, audience, person, status, fields, changed_at)
+				VALUES `+values(len(part), 6)+`
+				ON CONFLICT (integration, audience, person) DO UPDATE SET
 					status = excluded.status, fields = excluded.fields, changed_at = excluded.changed_at
 				WHERE excluded.changed_at >= members.changed_at`), args...); err != nil {
 				return err
 			}
 		}
-		// The contacts' earlier addresses left the audience.
+		// The contacts' earlier addresses left the audience with the person.
 		var withContact, contacts []string
 		for _, p := range persons {
 			if c := latest[p].Contact; c != "" {
@@ -982,7 +982,7 @@ func (s *SQL) SaveMembers(ctx context.Context, integration string, ms []MemberSt
 		size := s.inChunk() / 2
 		for start := 0; start < len(withContact); start += size {
 			ps, cs := withContact[start:min(start+size, len(withContact))], contacts[start:min(start+size, len(contacts))]
-			args := []any{integration}
+			args := []any{StatusMoved, integration, audience}
 			for _, p := range ps {
 				args = append(args, p)
 			}
@@ -990,7 +990,7 @@ func (s *SQL) SaveMembers(ctx context.Context, integration string, ms []MemberSt
 			for _, c := range cs {
 				args = append(args, c)
 			}
-			if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM members WHERE integration = ? AND person NOT IN (`+placeholders(len(ps))+`)
+			if _, err := tx.ExecContext(ctx, s.q(`UPDATE members SET status = ? WHERE integration = ? AND audience = ? AND person NOT IN (`+placeholders(len(ps))+`)
 				AND person IN (SELECT person FROM contacts WHERE integration = ? AND contact IN (`+placeholders(len(cs))+`))`), args...); err != nil {
 				return err
 			}
@@ -1004,11 +1004,11 @@ func (s *SQL) SaveMembers(ctx context.Context, integration string, ms []MemberSt
 }
 
 // Members returns the mirrored members among persons.
-func (s *SQL) Members(ctx context.Context, integration string, persons []string) (map[string]MemberState, error) {
+func (s *SQL) Members(ctx context.Context, integration, audience string, persons []string) (map[string]MemberState, error) {
 	out := map[string]MemberState{}
 	err := inChunks(s.inChunk(), persons, func(part []any) error {
 		rows, err := s.db.QueryContext(ctx, s.q(`SELECT person, status, fields, changed_at FROM members
-			WHERE integration = ? AND person IN (`+placeholders(len(part))+`)`), append([]any{integration}, part...)...)
+			WHERE integration = ? AND audience = ? AND person IN (`+placeholders(len(part))+`)`), append([]any{integration, audience}, part...)...)
 		if err != nil {
 			return err
 		}
