@@ -241,8 +241,9 @@ func printResult(w io.Writer, wid string, r workflows.SyncResult) {
 			fmt.Fprintf(w, "  - [%s] %s %s: %s\n", f.Step, who, f.Code, f.Reason)
 		}
 	}
-	fmt.Fprintf(w, "Next run reads from: unsubscribed %s, cleaned %s, CRM opt-outs %s, fields %s\n",
-		ts(r.Next.Unsubscribed), ts(r.Next.Cleaned), ts(r.Next.CRMOptOuts), ts(r.Next.Fields))
+	n := r.Next
+	fmt.Fprintf(w, "Next run reads from: unsubscribed %s, cleaned %s, re-subscribes %s, late records %s, CRM opt-outs %s, audience %s, fields %s\n",
+		ts(n.Unsubscribed), ts(n.Cleaned), ts(n.Resubscribes), ts(n.LateRecords), ts(n.CRMOptOuts), ts(n.Audience), ts(n.Fields))
 }
 
 func ts(t time.Time) string {
