@@ -516,6 +516,7 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 	return pages(ctx, a, integ, in.Cursor, func(ctx context.Context, cursor string) (connectors.RecordPage, string, error) {
 		page, err := integ.CRM.OptedOut(ctx, connectors.OptOutQuery{
 			Types: s.RecordTypes, Field: s.OptOut, Since: in.Since, Lists: s.Lists, Cursor: cursor, PageSize: s.PageSize,
+			ListsAsOf: in.RunStart,
 		})
 		if err != nil {
 			return page, "", classify(err, "reading CRM opt-outs")
@@ -673,7 +674,7 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 	return pages(ctx, a, integ, in.Cursor, func(ctx context.Context, cursor string) (connectors.RecordPage, string, error) {
 		page, err := integ.CRM.ListMembers(ctx, connectors.ListMembersQuery{
 			Types: s.RecordTypes, Lists: s.Lists, Fields: fields, Field: s.OptOut, Since: in.Since,
-			Cursor: cursor, PageSize: s.PageSize,
+			Cursor: cursor, PageSize: s.PageSize, ListsAsOf: in.RunStart,
 		})
 		if err != nil {
 			return page, "", classify(err, "reading CRM list members")

@@ -77,6 +77,9 @@ type PageInput struct {
 	// Mirror tells field sync that this run mirrored the audience in the
 	// ledger (SyncAudience), to look members up there.
 	Mirror bool `json:"mirror,omitempty"`
+	// RunStart is when the run started: CRM lists read since are current
+	// enough for it, so its steps share one read of each list.
+	RunStart time.Time `json:"runStart,omitempty"`
 }
 
 // Counts are what a step did. Every field adds up across pages and runs of

@@ -223,6 +223,10 @@ type OptOutQuery struct {
 	Cursor string
 	// PageSize is at most MaxPageSize; 0 means MaxPageSize.
 	PageSize int
+	// ListsAsOf lets the first page reuse the lists' membership when the
+	// connector read it at or after this time (the run's start), so that
+	// one run reads each list once; zero reads it afresh.
+	ListsAsOf time.Time
 }
 
 // RecordPage is one bounded page of CRM records.
@@ -245,6 +249,8 @@ type ListMembersQuery struct {
 	Since    time.Time
 	Cursor   string
 	PageSize int
+	// ListsAsOf is as for OptOutQuery.
+	ListsAsOf time.Time
 }
 
 // CRM is a CRM, eCommerce or ERP system's people records, as the sync needs them.

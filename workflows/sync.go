@@ -344,6 +344,9 @@ func SyncWorkflow(ctx workflow.Context, in SyncInput) (SyncResult, error) {
 func stepOf(st *RunState, id string) (any, activities.PageInput, *activities.Counts) {
 	s := st.Settings
 	in := activities.PageInput{IntegrationID: id, Settings: st.Settings, Cursor: st.Cursor}
+	if st.Mirror >= mirrorVersion {
+		in.RunStart = st.StartedAt
+	}
 	switch st.Phase {
 	case PhaseUnsubscribes:
 		in.Status, in.Since = connectors.StatusUnsubscribed, st.Since.Unsubscribed

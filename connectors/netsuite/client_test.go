@@ -432,3 +432,29 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		require.ErrorContains(t, err, field)
 	}
 }
+
+// TestListsReadOncePerRun: reads that say the run started before the
+// cached membership was loaded share one read of the saved search; a
+// read without ListsAsOf, or of a later run, reads it afresh.
+func TestListsReadOncePerRun(t *testing.T) {
+	s := netsuitetest.NewServer(netsuitetest.Options{})
+	defer s.Close()
+	id := s.AddCustomer(netsuitetest.Entity{Email: "ann@example.com", SubscriptionStatus: "2"})
+	s.AddSavedSearch("customsearch_a", connectors.RecordRef{Type: "customer", ID: id})
+	c := tbaClient(t, s)
+	const search = "GET /services/rest/query/v1/savedsearch/{id}/result"
+	runStart := time.Now().Add(-time.Second)
+	read := func(asOf time.Time) {
+		_, err := c.OptedOut(t.Context(), connectors.OptOutQuery{Types: both, Field: standard, Lists: []string{"customsearch_a"}, ListsAsOf: asOf})
+		require.NoError(t, err)
+		_, err = c.ListMembers(t.Context(), connectors.ListMembersQuery{Types: both, Field: standard, Lists: []string{"customsearch_a"}, ListsAsOf: asOf})
+		require.NoError(t, err)
+	}
+	read(runStart)
+	require.Equal(t, 1, s.Middleware.Counts()[search], "one run's two steps read the search once")
+	read(time.Time{})
+	require.Equal(t, 3, s.Middleware.Counts()[search], "without ListsAsOf each read is fresh")
+	time.Sleep(time.Millisecond)
+	read(time.Now())
+	require.Equal(t, 4, s.Middleware.Counts()[search], "a later run reads it again, once")
+}

@@ -167,7 +167,7 @@ func (c *Client) OptedOut(ctx context.Context, q connectors.OptOutQuery) (connec
 	}
 	var m *membership
 	if len(q.Lists) > 0 {
-		if m, err = c.members(ctx, q.Lists, types, q.Cursor == ""); err != nil {
+		if m, err = c.members(ctx, q.Lists, types, q.Cursor == "", q.ListsAsOf); err != nil {
 			return connectors.RecordPage{}, err
 		}
 	} else {
@@ -500,7 +500,7 @@ func (c *Client) ListMembers(ctx context.Context, q connectors.ListMembersQuery)
 	}
 	var m *membership
 	if len(q.Lists) > 0 {
-		if m, err = c.members(ctx, q.Lists, types, q.Cursor == ""); err != nil {
+		if m, err = c.members(ctx, q.Lists, types, q.Cursor == "", q.ListsAsOf); err != nil {
 			return connectors.RecordPage{}, err
 		}
 	}

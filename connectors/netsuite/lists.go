@@ -70,17 +70,22 @@ func newListCache(ttl time.Duration, now func() time.Time) *listCache {
 	return &listCache{ttl: ttl, now: now, entries: map[string]*listEntry{}}
 }
 
-// members returns the members of lists, reading them when fresh is set
-// (the first page of a read: each run sees the lists as they are when it
-// starts) or when the cached copy is missing or older than the TTL. Loads
-// are serialised: two pages asking at once should not both read every search.
-func (c *Client) members(ctx context.Context, lists, types []string, fresh bool) (*membership, error) {
+// members returns the members of lists. The first page of a read (first)
+// reads them afresh unless the cached copy was loaded at or after asOf
+// (the run's start: the crm-to-marketing and field-sync steps of one run
+// share one read of the saved searches); a later page reads them when
+// the cached copy is missing or older than the TTL. Loads are
+// serialised: two pages asking at once should not both read every search.
+func (c *Client) members(ctx context.Context, lists, types []string, first bool, asOf time.Time) (*membership, error) {
 	key := strings.Join(slices.Sorted(slices.Values(lists)), "\x00") + "\x01" + strings.Join(types, "\x00")
 	lc := c.lists
 	lc.mu.Lock()
 	defer lc.mu.Unlock()
-	if e, ok := lc.entries[key]; ok && !fresh && lc.now().Sub(e.loaded) < lc.ttl {
-		return e.m, nil
+	if e, ok := lc.entries[key]; ok {
+		current := !asOf.IsZero() && !e.loaded.Before(asOf)
+		if first && current || !first && lc.now().Sub(e.loaded) < lc.ttl {
+			return e.m, nil
+		}
 	}
 	m := &membership{byType: map[string][]int64{}, set: map[connectors.RecordRef]bool{}}
 	for _, list := range lists {
