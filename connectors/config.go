@@ -9,6 +9,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -103,6 +104,7 @@ func (s *CRMScope) Check(p *Problems, r ScopeRules) {
 	}
 	if r.MaxLists > 0 && len(s.Lists) > r.MaxLists {
 		p.Add("lists", "%d lists; at most %d", len(s.Lists), r.MaxLists)
+		s.Lists = s.Lists[:r.MaxLists] // the rest would only repeat the problem
 	}
 	lists := map[string]bool{}
 	for i, l := range s.Lists {
@@ -194,8 +196,8 @@ func FieldErrors(err error) []*FieldError {
 const EmulatorURL = "emulator"
 
 // CheckBaseURL checks an API address: empty (the vendor's own), an https
-// URL with a host and nothing else, or in dev mode "emulator" or plain
-// http. It reports whether u asks for the emulator.
+// URL with a host (and at most a valid port and a path), or in dev mode
+// "emulator" or plain http. It reports whether u asks for the emulator.
 func CheckBaseURL(p *Problems, key, u string, dev bool) bool {
 	if u == "" {
 		return false
@@ -208,14 +210,21 @@ func CheckBaseURL(p *Problems, key, u string, dev bool) bool {
 	}
 	pu, err := url.Parse(u)
 	switch {
-	case err != nil || pu.Host == "" || (pu.Scheme != "https" && pu.Scheme != "http"):
-		p.Add(key, "%q is not an https URL", u)
+	case err != nil || pu.Hostname() == "" || (pu.Scheme != "https" && pu.Scheme != "http"):
+		p.Add(key, "%q is not an https URL with a host", u)
 	case pu.Scheme == "http" && !dev:
 		p.Add(key, "%q: plain http would send the credentials in clear; use https (http only with -dev)", u)
-	case pu.User != nil || pu.RawQuery != "" || pu.Fragment != "":
-		p.Add(key, "%q: give only the scheme, host and path (no user, query or fragment)", u)
+	case pu.User != nil || strings.ContainsAny(u, "?# \t\r\n"):
+		p.Add(key, "%q: give only the scheme, host, port and path (no user, query, fragment or space)", u)
+	case pu.Port() != "" && !validPort(pu.Port()):
+		p.Add(key, "%q: the port must be between 1 and 65535", u)
 	}
 	return false
+}
+
+func validPort(s string) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n >= 1 && n <= 65535
 }
 
 // SecretRef names where one credential is: an environment variable or a

@@ -97,9 +97,15 @@ type ConfigError struct{ Problems []string }
 
 func (e *ConfigError) Error() string { return strings.Join(e.Problems, "\n") }
 
+// maxProblems bounds the problems a ConfigError lists.
+const maxProblems = 100
+
 func configErr(p []string) error {
 	if len(p) == 0 {
 		return nil
+	}
+	if len(p) > maxProblems {
+		p = append(p[:maxProblems:maxProblems], fmt.Sprintf("configuration: %d more problems not shown", len(p)-maxProblems))
 	}
 	return &ConfigError{Problems: p}
 }
@@ -170,6 +176,9 @@ func DecodeConfig(b []byte) (*Config, error) {
 	if len(doc.Content) == 0 {
 		return nil, configErr([]string{"configuration is empty"})
 	}
+	if expandedSize(&doc, maxExpanded) > maxExpanded {
+		return nil, configErr([]string{fmt.Sprintf("configuration: more than %d values once its YAML aliases are expanded", maxExpanded)})
+	}
 	var top struct {
 		Integrations []yaml.Node     `yaml:"integrations"`
 		Ledger       ledger.Settings `yaml:"ledger"`
@@ -238,12 +247,19 @@ func decodeIntegration(n *yaml.Node, i int) (Integration, []string) {
 
 // scalarKey is the text value of key in the mapping n, or "".
 func scalarKey(n *yaml.Node, key string) string {
-	if n.Kind != yaml.MappingNode {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if n == nil || n.Kind != yaml.MappingNode {
 		return ""
 	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == key && n.Content[i+1].Kind == yaml.ScalarNode {
-			return n.Content[i+1].Value
+		v := n.Content[i+1]
+		if v.Kind == yaml.AliasNode {
+			v = v.Alias
+		}
+		if n.Content[i].Value == key && v != nil && v.Kind == yaml.ScalarNode {
+			return v.Value
 		}
 	}
 	return ""
@@ -346,7 +362,7 @@ func (in *Integration) validate(dev bool) []string {
 	tags := map[string]string{}
 	for _, crmField := range sortedKeys(in.FieldMap) {
 		tag := in.FieldMap[crmField]
-		key := "fieldMap." + crmField
+		key := join("fieldMap", crmField)
 		if in.CRM != nil {
 			if err := in.CRM.CheckField(crmField); err != nil {
 				bad(key, "%v", err)

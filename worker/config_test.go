@@ -106,7 +106,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"emulator outside dev", one(`{kind: mailchimp, audience: abc, baseURL: emulator}`, ns, ""), acme + "marketing.baseURL", `"emulator" is only allowed with -dev`},
 		{"ftp base URL", one(`{kind: mailchimp, audience: abc, apiKeyEnv: K, baseURL: "ftp://x"}`, ns, ""), acme + "marketing.baseURL", `"ftp://x" is not an https URL`},
 		{"plain http outside dev", one(`{kind: mailchimp, audience: abc, apiKeyEnv: K, baseURL: "http://us6.api.mailchimp.com/3.0"}`, ns, ""), acme + "marketing.baseURL", "plain http would send the credentials in clear"},
-		{"base URL with a query", one(`{kind: mailchimp, audience: abc, apiKeyEnv: K, baseURL: "https://x.example/?a=1"}`, ns, ""), acme + "marketing.baseURL", "no user, query or fragment"},
+		{"base URL with a query", one(`{kind: mailchimp, audience: abc, apiKeyEnv: K, baseURL: "https://x.example/?a=1"}`, ns, ""), acme + "marketing.baseURL", "no user, query, fragment or space"},
 		{"crm missing", "integrations:\n  - id: acme\n    marketing: " + mc + "\n", acme + "crm", "required"},
 		{"crm kind missing", one(mc, `{accountId: "1"}`, ""), acme + "crm.kind", "required (netsuite, salesforce)"},
 		{"crm kind unknown", one(mc, `{kind: dynamics}`, ""), acme + "crm.kind", `unknown kind "dynamics"`},

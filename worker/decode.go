@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
+	"unicode"
 
 	"gopkg.in/yaml.v3"
 )
@@ -31,7 +33,13 @@ func decodeStrict(n *yaml.Node, v any, path string, skip ...string) []string {
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
 		key := k.Value
+		if k.Kind != yaml.ScalarNode {
+			key = "(a key that is not text)"
+		}
 		at := join(path, key)
+		if path == "" && (k.Kind != yaml.ScalarNode || keyText(key) != key) {
+			at = "configuration." + keyText(key)
+		}
 		if seen[key] {
 			p = append(p, keyed(at, "given twice"))
 			continue
@@ -168,16 +176,56 @@ func describeNode(n *yaml.Node) string {
 	return fmt.Sprintf("%q", v)
 }
 
+// join appends key to path, quoting a key that is empty or holds a
+// control character, so that one problem stays one line.
 func join(path, key string) string {
+	key = keyText(key)
 	if path == "" {
 		return key
 	}
 	return path + "." + key
 }
 
+// keyText is key as a problem names it.
+func keyText(key string) string {
+	if key == "" || strings.IndexFunc(key, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+		return strconv.Quote(key)
+	}
+	return key
+}
+
+// keyed is a problem line; the top level is "configuration".
 func keyed(path, msg string) string {
 	if path == "" {
-		return msg
+		path = "configuration"
 	}
 	return path + ": " + msg
+}
+
+// maxExpanded bounds the values a configuration holds once its aliases
+// are expanded: a few kilobytes of aliases of aliases can stand for
+// billions of values.
+const maxExpanded = 100_000
+
+// expandedSize counts the nodes of n with aliases followed, stopping
+// once the count passes limit.
+func expandedSize(n *yaml.Node, limit int) int {
+	count := 0
+	var walk func(*yaml.Node, int)
+	walk = func(n *yaml.Node, depth int) {
+		if n == nil || count > limit || depth > 10_000 {
+			count = limit + 1
+			return
+		}
+		count++
+		if n.Kind == yaml.AliasNode {
+			walk(n.Alias, depth+1)
+			return
+		}
+		for _, c := range n.Content {
+			walk(c, depth+1)
+		}
+	}
+	walk(n, 0)
+	return count
 }

@@ -52,8 +52,11 @@ func (s Settings) Validate() []string {
 	default:
 		p = append(p, fmt.Sprintf("ledger.driver: unknown driver %q (sqlite or postgres)", s.Driver))
 	}
-	if s.KeyEnv != "" && s.KeyFile != "" {
-		p = append(p, "ledger.keyEnv: give only one of keyEnv, keyFile")
+	var names connectors.Problems
+	connectors.CheckSecret(&names, "url", connectors.SecretRef{Env: s.URLEnv, File: s.URLFile}, false)
+	connectors.CheckSecret(&names, "key", connectors.SecretRef{Env: s.KeyEnv, File: s.KeyFile}, false)
+	for _, fe := range connectors.FieldErrors(names.Err()) {
+		p = append(p, "ledger."+fe.Key+": "+fe.Msg)
 	}
 	return p
 }

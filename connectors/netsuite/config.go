@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
-	"strings"
 	"time"
 
 	"github.com/optoutsync/optoutsync/connectors"
@@ -54,7 +53,7 @@ var (
 	// savedSearchPattern: an internal id or a script id.
 	savedSearchPattern = regexp.MustCompile(`^([0-9]{1,18}|customsearch[A-Za-z0-9_]{1,90})$`)
 	// customFieldPattern: a custom entity field's id.
-	customFieldPattern = regexp.MustCompile(`^custentity[a-z0-9_]{1,90}$`)
+	customFieldPattern = regexp.MustCompile(`^(?i:custentity)[A-Za-z0-9_]{1,90}$`)
 	certificatePattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,100}$`)
 )
 
@@ -65,7 +64,9 @@ var scopeRules = connectors.ScopeRules{
 	MaxLists:     50,
 	List:         checkSavedSearch,
 	CustomField: func(name string) error {
-		if !customFieldPattern.MatchString(strings.ToLower(name)) {
+		// ASCII only, as the client's column check: lower-casing first
+		// would let a Kelvin sign pass as a k.
+		if !customFieldPattern.MatchString(name) || !identPattern.MatchString(name) {
 			return fmt.Errorf("%q must be a custom entity field id (custentity...)", name)
 		}
 		return nil

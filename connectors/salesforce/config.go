@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/optoutsync/optoutsync/connectors"
@@ -41,6 +42,9 @@ type Config struct {
 
 	connectors.CRMScope `yaml:",inline"`
 }
+
+// minAPIVersion is the oldest REST version the connector's calls exist in.
+const minAPIVersion = 42.0
 
 // maxInFlight is the org's limit of concurrent long-running requests.
 const maxInFlight = 25
@@ -99,8 +103,15 @@ func (c *Config) Validate(dev bool) error {
 	if c.LoginURL != "" {
 		connectors.CheckBaseURL(&p, "loginURL", c.LoginURL, false)
 	}
-	if c.APIVersion != "" && !apiVersionPattern.MatchString(c.APIVersion) {
-		p.Add("apiVersion", "%q is not an API version such as 62.0", c.APIVersion)
+	if c.APIVersion != "" {
+		v, err := strconv.ParseFloat(strings.TrimPrefix(c.APIVersion, "v"), 64)
+		switch {
+		case !apiVersionPattern.MatchString(c.APIVersion) || err != nil:
+			p.Add("apiVersion", "%q is not an API version such as 62.0", c.APIVersion)
+		case v < minAPIVersion:
+			// sObject Collections, which the opt-out writes use, came with 42.0.
+			p.Add("apiVersion", "%q is older than %.1f, the first with sObject Collections", c.APIVersion, minAPIVersion)
+		}
 	}
 	c.CRMScope.Check(&p, scopeRules)
 	switch {
