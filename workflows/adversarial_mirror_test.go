@@ -11,15 +11,12 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.temporal.io/sdk/worker"
 
 	"github.com/optoutsync/optoutsync/activities"
 	"github.com/optoutsync/optoutsync/activities/ledger"
 	"github.com/optoutsync/optoutsync/activities/ledger/ledgertest"
 	"github.com/optoutsync/optoutsync/connectors"
-	"github.com/optoutsync/optoutsync/connectors/mailchimp"
 	"github.com/optoutsync/optoutsync/connectors/mailchimp/mailchimptest"
-	"github.com/optoutsync/optoutsync/connectors/netsuite"
 	"github.com/optoutsync/optoutsync/connectors/netsuite/netsuitetest"
 	"github.com/optoutsync/optoutsync/workflows"
 )
@@ -31,43 +28,11 @@ import (
 // again and again. Real Temporal, the emulators over HTTP, the ledger on
 // SQLite.
 
-// newMirrorStack is newStackWith with the Mailchimp emulator's options
-// chosen by the test (ContactIDFollowsAddress, ShuffleEqualTimes).
+// newMirrorStack is newStackWithOptions with the FNAME merge field.
 func newMirrorStack(t *testing.T, opts mailchimptest.Options, mutate func(*activities.Settings), led ledger.Ledger) *stack {
 	t.Helper()
-	s := &stack{
-		id:   strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")),
-		mc:   mailchimptest.NewServer(opts),
-		ns:   netsuitetest.NewServer(netsuitetest.Options{}),
-		c:    temporalServer.GetDefaultClient(),
-		refs: map[string]connectors.RecordRef{},
-	}
-	s.ledger, _ = led.(*ledger.SQL)
-	t.Cleanup(s.mc.Close)
-	t.Cleanup(s.ns.Close)
+	s := newStackWithOptions(t, opts, mutate, led)
 	s.mc.AddList(audience, "Demo audience", "FNAME")
-	s.settings = activities.Settings{
-		IntegrationID: s.id, MarketingKind: "mailchimp", CRMKind: "netsuite", Audience: audience,
-		RecordTypes: []string{"customer", "contact"}, Lists: []string{search}, CRMToMarketing: true,
-		OptOut:      connectors.OptOutField{Kind: connectors.OptOutStandard},
-		StatusIfNew: connectors.StatusSubscribed, Overlap: 2 * time.Second, PageSize: 1000, PagesPerActivity: 10,
-	}
-	if mutate != nil {
-		mutate(&s.settings)
-	}
-	mk, err := mailchimp.New(mailchimp.Options{APIKey: s.mc.APIKey, BaseURL: s.mc.URL, RetryWaitMin: 10 * time.Millisecond, RetryWaitMax: 50 * time.Millisecond})
-	require.NoError(t, err)
-	crm, err := netsuite.New(netsuite.Options{
-		AccountID: s.ns.AccountID, BaseURL: s.ns.URL,
-		TBA:          netsuite.TBA{ConsumerKey: s.ns.ConsumerKey, ConsumerSecret: s.ns.ConsumerSecret, TokenID: s.ns.TokenID, TokenSecret: s.ns.TokenSecret},
-		RetryWaitMin: 10 * time.Millisecond, RetryWaitMax: 50 * time.Millisecond, ListCacheTTL: time.Nanosecond,
-	})
-	require.NoError(t, err)
-	s.reg = &settingsRegistry{in: activities.Integration{Settings: s.settings, Marketing: mk, CRM: crm}}
-	temporalServer.NewWorker(s.id, func(r worker.Registry) {
-		r.RegisterWorkflow(workflows.SyncWorkflow)
-		r.RegisterActivity(activities.New(s.reg, led, nil))
-	})
 	return s
 }
 

@@ -86,9 +86,16 @@ func newStack(t testing.TB, mutate func(*activities.Settings)) *stack {
 // it is a SQL one.
 func newStackWith(t testing.TB, mutate func(*activities.Settings), led ledger.Ledger) *stack {
 	t.Helper()
+	return newStackWithOptions(t, mailchimptest.Options{}, mutate, led)
+}
+
+// newStackWithOptions is newStackWith with the Mailchimp emulator's
+// options chosen by the test (ContactIDFollowsAddress, ShuffleEqualTimes).
+func newStackWithOptions(t testing.TB, opts mailchimptest.Options, mutate func(*activities.Settings), led ledger.Ledger) *stack {
+	t.Helper()
 	s := &stack{
 		id:   strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")),
-		mc:   mailchimptest.NewServer(mailchimptest.Options{}),
+		mc:   mailchimptest.NewServer(opts),
 		ns:   netsuitetest.NewServer(netsuitetest.Options{}),
 		c:    temporalServer.GetDefaultClient(),
 		refs: map[string]connectors.RecordRef{},
