@@ -1119,14 +1119,6 @@ func (r *PageResult) recordFailures(step Step, failed []connectors.Failure, emai
 	return byKey
 }
 
-func recordKey(records []connectors.Record) map[string]string {
-	m := make(map[string]string, len(records))
-	for _, r := range records {
-		m[r.Ref.String()] = r.Email
-	}
-	return m
-}
-
 // addressPattern matches an email address, raw or URL-encoded, even one a
 // connector already shortened ("j***@example.com").
 var addressPattern = regexp.MustCompile(`[^\s"'<>()\[\],;:]+(@|%40)[^\s"'<>()\[\],;:]+`)

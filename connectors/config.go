@@ -81,9 +81,6 @@ type ScopeRules struct {
 	// CustomField says why name cannot be a custom opt-out, opt-in or
 	// cleaned field, or nil.
 	CustomField func(name string) error
-	// DemoList is a list id the CRM's emulator replaces with the id it
-	// creates; accepted only when the configuration is emulated.
-	DemoList string
 }
 
 // Check fills in the scope's defaults and adds its problems to p.
