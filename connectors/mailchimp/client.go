@@ -66,6 +66,20 @@ type Options struct {
 	Timeout                    time.Duration
 	// Transport is the underlying transport; nil means a pooled default.
 	Transport http.RoundTripper
+	// Webhook, when set, makes the client receive its integration's
+	// webhook deliveries (connectors.Webhooks).
+	Webhook *WebhookOptions
+}
+
+// WebhookOptions are what receiving an integration's webhooks needs.
+type WebhookOptions struct {
+	// Audience is the only audience whose deliveries are accepted.
+	Audience string
+	// Token is the secret last path segment of the endpoint (32–128 of
+	// A–Z a–z 0–9 - _).
+	Token string
+	// SigningSecret, when set, is required to have signed each delivery.
+	SigningSecret string
 }
 
 // Client talks to one Mailchimp account. It is safe for concurrent use.
@@ -74,6 +88,7 @@ type Client struct {
 	http    *http.Client
 	log     *slog.Logger
 	workers int
+	hook    *webhook
 }
 
 var _ connectors.Marketing = (*Client)(nil)
@@ -156,7 +171,17 @@ func New(cfg Options) (*Client, error) {
 		RetryWaitMax: cfg.RetryWaitMax,
 		Timeout:      cfg.Timeout,
 	})
-	return &Client{base: base, http: hc, log: logger.With("system", System), workers: limiter.Cap()}, nil
+	c := &Client{base: base, http: hc, log: logger.With("system", System), workers: limiter.Cap()}
+	if w := cfg.Webhook; w != nil {
+		if !tokenPattern.MatchString(w.Token) {
+			return nil, errors.New("mailchimp: Options.Webhook.Token must be 32 to 128 of A-Z a-z 0-9 - _ (an unguessable secret)")
+		}
+		if !audiencePattern.MatchString(w.Audience) {
+			return nil, errors.New("mailchimp: Options.Webhook.Audience is not an audience id")
+		}
+		c.hook = &webhook{audience: w.Audience, token: w.Token, secret: w.SigningSecret}
+	}
+	return c, nil
 }
 
 // MaxBatch is the largest batch Unsubscribe, UpsertMembers and

@@ -30,6 +30,16 @@ type Config struct {
 	// MaxInFlight caps this worker's requests in flight to the account;
 	// default 10, Mailchimp's limit. Workers sharing an account split it.
 	MaxInFlight int `yaml:"maxInFlight"`
+	// WebhookTokenEnv / WebhookTokenFile name where the secret path token
+	// of the integration's webhook endpoint is; given, the worker's
+	// webhook receiver accepts the audience's deliveries for it.
+	WebhookTokenEnv  string `yaml:"webhookTokenEnv"`
+	WebhookTokenFile string `yaml:"webhookTokenFile"`
+	// WebhookSigningSecretEnv / WebhookSigningSecretFile name the webhook's
+	// signing secret; given, every delivery must carry a valid
+	// X-Mailchimp-Signature.
+	WebhookSigningSecretEnv  string `yaml:"webhookSigningSecretEnv"`
+	WebhookSigningSecretFile string `yaml:"webhookSigningSecretFile"`
 }
 
 // maxInFlight is Mailchimp's limit of simultaneous connections per account.
@@ -55,6 +65,17 @@ func (c *Config) oauthToken() connectors.SecretRef {
 	return connectors.SecretRef{Env: c.OAuthTokenEnv, File: c.OAuthTokenFile}
 }
 
+func (c *Config) webhookToken() connectors.SecretRef {
+	return connectors.SecretRef{Env: c.WebhookTokenEnv, File: c.WebhookTokenFile}
+}
+
+func (c *Config) webhookSecret() connectors.SecretRef {
+	return connectors.SecretRef{Env: c.WebhookSigningSecretEnv, File: c.WebhookSigningSecretFile}
+}
+
+// ReceivesWebhooks reports whether the integration's webhook endpoint is configured.
+func (c *Config) ReceivesWebhooks() bool { return c.webhookToken().Given() }
+
 // Validate checks every rule the API would otherwise refuse at run time.
 func (c *Config) Validate(dev bool) error {
 	var p connectors.Problems
@@ -69,6 +90,11 @@ func (c *Config) Validate(dev bool) error {
 		c.MaxInFlight = maxInFlight
 	case c.MaxInFlight < 1 || c.MaxInFlight > maxInFlight:
 		p.Add("maxInFlight", "%d must be between 1 and %d (Mailchimp's limit per account)", c.MaxInFlight, maxInFlight)
+	}
+	connectors.CheckSecret(&p, "webhookToken", c.webhookToken(), false)
+	connectors.CheckSecret(&p, "webhookSigningSecret", c.webhookSecret(), false)
+	if c.webhookSecret().Given() && !c.webhookToken().Given() {
+		p.Add("webhookSigningSecretEnv", "given without webhookTokenEnv or webhookTokenFile, which turns the webhook on")
 	}
 	if connectors.CheckBaseURL(&p, "baseURL", c.BaseURL, dev) {
 		// The emulator hands out its own credential.
@@ -132,6 +158,24 @@ func (c *Config) Open(s connectors.Secrets, log *slog.Logger) (connectors.Market
 	}
 	if err != nil {
 		return nil, err
+	}
+	if ref := c.webhookToken(); ref.Given() {
+		o.Webhook = &WebhookOptions{Audience: c.AudienceID}
+		if o.Webhook.Token, err = s.Secret("webhookToken", ref); err != nil {
+			return nil, err
+		}
+		if !tokenPattern.MatchString(o.Webhook.Token) {
+			k := "webhookTokenEnv"
+			if ref.File != "" {
+				k = "webhookTokenFile"
+			}
+			return nil, &connectors.FieldError{Key: k, Msg: "the token must be 32 to 128 of A-Z a-z 0-9 - _ (e.g. openssl rand -hex 32)"}
+		}
+		if ref := c.webhookSecret(); ref.Given() {
+			if o.Webhook.SigningSecret, err = s.Secret("webhookSigningSecret", ref); err != nil {
+				return nil, err
+			}
+		}
 	}
 	client, err := New(o)
 	if err != nil {

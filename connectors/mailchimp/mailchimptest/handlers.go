@@ -507,6 +507,16 @@ func (l *list) transition(i int32, to status, now int64) (bool, *problem) {
 		return false, complianceProblem(l.email(m))
 	}
 	m.status = to
+	if l.notify != nil {
+		switch to {
+		case stSubscribed:
+			l.notify("subscribe", i, "")
+		case stUnsubscribed:
+			l.notify("unsubscribe", i, "")
+		case stCleaned:
+			l.notify("cleaned", i, "")
+		}
+	}
 	switch to {
 	case stSubscribed:
 		m.optAt = now
@@ -534,6 +544,9 @@ func (l *list) create(email string, st status, now int64) int32 {
 		// A recorded API add shows timestamp_opt equal to last_changed and
 		// timestamp_signup "".
 		m.optAt = now
+	}
+	if st == stSubscribed && l.notify != nil {
+		l.notify("subscribe", i, "")
 	}
 	return i
 }
@@ -759,6 +772,11 @@ func (s *Server) archiveMember(w http.ResponseWriter, r *http.Request, l *list, 
 	}
 	l.members[i].status = stArchived
 	l.touch(i, s.nowUnix())
+	if l.notify != nil {
+		// An archive is delivered as an unsubscribe with action "delete"
+		// (UNCONFIRMED, api-wire-facts §5.3).
+		l.notify("delete", i, "")
+	}
 	noContent(w)
 }
 

@@ -64,6 +64,10 @@ type Options struct {
 	// ShuffleSeed seeds that order, for a reproducible test; 0 picks a
 	// random seed.
 	ShuffleSeed uint64
+	// WebhookRetries are the waits before each retry of a failed webhook
+	// delivery; nil means Mailchimp's increasing intervals over about 75
+	// minutes (tests shorten them).
+	WebhookRetries []time.Duration
 }
 
 // Server is a running Mailchimp emulator. The embedded Middleware gives
@@ -87,15 +91,20 @@ type Server struct {
 
 	mu    sync.Mutex
 	lists map[string]*list
+	// source is where the change being made comes from (SourceAPI unless
+	// Act says otherwise), for webhook deliveries. Used under mu.
+	source string
+	hooks  *hooks
 }
 
 // NewServer starts an emulator. It panics if it cannot listen, like
 // httptest.NewServer.
 func NewServer(opts Options) *Server {
-	s := &Server{now: opts.Now, lists: map[string]*list{}, tokens: map[string]bool{}, contactFollows: opts.ContactIDFollowsAddress}
+	s := &Server{now: opts.Now, lists: map[string]*list{}, tokens: map[string]bool{}, contactFollows: opts.ContactIDFollowsAddress, source: SourceAPI}
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.hooks = newHooks(s.now, opts.WebhookRetries)
 	if opts.ShuffleEqualTimes {
 		seed := opts.ShuffleSeed
 		if seed == 0 {
@@ -139,7 +148,10 @@ func NewServer(opts Options) *Server {
 }
 
 // Close stops the server.
-func (s *Server) Close() { s.srv.Close() }
+func (s *Server) Close() {
+	s.hooks.close()
+	s.srv.Close()
+}
 
 // nowUnix is the clock at Mailchimp's one-second granularity.
 func (s *Server) nowUnix() int64 { return s.now().Unix() }
@@ -154,7 +166,9 @@ func (s *Server) AddList(id, name string, mergeTags ...string) {
 		l.name = name
 		return
 	}
-	s.lists[id] = newList(id, name, s.nowUnix(), mergeTags)
+	l := newList(id, name, s.nowUnix(), mergeTags)
+	l.notify = func(typ string, i int32, old string) { s.emit(l, typ, i, old) }
+	s.lists[id] = l
 }
 
 func (s *Server) list(id string) (*list, error) {
@@ -183,8 +197,14 @@ func (s *Server) AddMember(listID string, m MemberSeed) error {
 // last_changed moves to the clock's now. It fails as the API would when
 // the old address is not a member or the new one is invalid or taken.
 func (s *Server) ChangeEmail(listID, oldEmail, newEmail string) error {
+	return s.changeEmail(listID, oldEmail, newEmail, SourceAPI)
+}
+
+func (s *Server) changeEmail(listID, oldEmail, newEmail, source string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.source = source
+	defer func() { s.source = SourceAPI }()
 	l, err := s.list(listID)
 	if err != nil {
 		return err
@@ -328,6 +348,10 @@ func parseRoute(path string) (route, bool) {
 		return route{template: "/lists/{list_id}/members", listID: seg[1], allow: "GET, POST"}, true
 	case len(seg) == 4 && seg[0] == "lists" && seg[2] == "members" && seg[3] != "":
 		return route{template: "/lists/{list_id}/members/{subscriber_hash}", listID: seg[1], key: seg[3], allow: "GET, PUT, PATCH, DELETE"}, true
+	case len(seg) == 3 && seg[0] == "lists" && seg[2] == "webhooks":
+		return route{template: "/lists/{list_id}/webhooks", listID: seg[1], allow: "GET, POST"}, true
+	case len(seg) == 4 && seg[0] == "lists" && seg[2] == "webhooks" && seg[3] != "":
+		return route{template: "/lists/{list_id}/webhooks/{webhook_id}", listID: seg[1], key: seg[3], allow: "GET, PATCH, DELETE"}, true
 	case len(seg) == 6 && seg[0] == "lists" && seg[2] == "members" && seg[4] == "actions" && seg[5] == "delete-permanent":
 		return route{template: "/lists/{list_id}/members/{subscriber_hash}/actions/delete-permanent", listID: seg[1], key: seg[3], allow: "POST"}, true
 	}
@@ -366,6 +390,15 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	// The Date header follows the emulator's clock, so that a client
 	// comparing timestamps with it sees one consistent time.
 	w.Header().Set("Date", s.now().UTC().Format(http.TimeFormat))
+	if rest, ok := strings.CutPrefix(r.URL.Path, "/emulator/lists/"); ok {
+		// The emulator's own endpoint: a person's action, not the API.
+		if listID, ok := strings.CutSuffix(rest, "/act"); ok && !strings.Contains(listID, "/") {
+			s.serveAct(w, r, listID)
+			return
+		}
+		notFound(w)
+		return
+	}
 	switch cred := credential(r); {
 	case cred == "":
 		// UNCONFIRMED: title and detail of a request without credentials;
@@ -385,6 +418,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	if !strings.Contains(rt.allow+",", r.Method+",") {
 		w.Header().Set("Allow", rt.allow)
 		writeProblem(w, http.StatusMethodNotAllowed, "Method Not Allowed", "The requested method and resource are not compatible. See the Allow header for this resource's available methods.", nil)
+		return
+	}
+	if strings.HasPrefix(rt.template, "/lists/{list_id}/webhooks") {
+		s.serveWebhooks(w, r, rt)
 		return
 	}
 	s.mu.Lock()

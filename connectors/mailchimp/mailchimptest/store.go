@@ -110,6 +110,10 @@ type list struct {
 	// search plus the members after it, not a scan of the audience.
 	order []orderEntry
 	dead  int
+	// notify, when set, is told of every status or address change (for
+	// webhook deliveries): the event type, the member and, for an address
+	// change, the old address.
+	notify func(typ string, i int32, old string)
 }
 
 func newList(id, name string, created int64, tags []string) *list {
@@ -301,11 +305,15 @@ func (l *list) changeEmail(i int32, email string, followAddress bool) {
 	case !id.hasContact:
 		id.contact, id.hasContact = id.origin, true
 	}
+	old := l.email(m)
 	delete(l.byHash, oldHash)
 	m.emailOff, m.emailLen = uint32(len(l.arena)), uint16(len(email))
 	l.arena = append(l.arena, email...)
 	l.byHash[newHash] = i
 	l.setIdent(i, id)
+	if l.notify != nil {
+		l.notify("upemail", i, old)
+	}
 }
 
 // touch records a change of member i at time now: last_changed moves and

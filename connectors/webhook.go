@@ -1,0 +1,63 @@
+package connectors
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+)
+
+// EventType is what a pushed marketing event says happened to a member.
+// The values are Mailchimp's webhook types.
+type EventType string
+
+// The event types a marketing platform pushes.
+const (
+	// EventUnsubscribe: the member unsubscribed (or was deleted by the
+	// person's request).
+	EventUnsubscribe EventType = "unsubscribe"
+	// EventCleaned: the address bounced; not an opt-out.
+	EventCleaned EventType = "cleaned"
+	// EventSubscribe: the member subscribed (again).
+	EventSubscribe EventType = "subscribe"
+	// EventProfile: the member changed a profile field; no status change.
+	EventProfile EventType = "profile"
+	// EventAddressChange: the member changed address (Mailchimp's upemail).
+	EventAddressChange EventType = "upemail"
+)
+
+// Event is one member change the platform pushed.
+type Event struct {
+	Type     EventType
+	Audience string
+	// Email is the member's address; for an address change, the new one.
+	Email string
+	// OldEmail is the earlier address of an address change.
+	OldEmail string
+	// FiredAt is when the platform says the change happened.
+	FiredAt time.Time
+	// Reason is the platform's reason, where it gives one ("manual",
+	// "abuse", "hard").
+	Reason string
+}
+
+// ErrWebhookRejected marks a delivery that is not genuine or not well
+// formed: it is answered with a 4xx and changes nothing.
+var ErrWebhookRejected = errors.New("webhook delivery rejected")
+
+// Webhooks is a marketing connector that receives the platform's pushed
+// events for its integration's audience. The worker serves one endpoint per
+// integration whose connector has a WebhookToken.
+type Webhooks interface {
+	// WebhookToken is the secret path token of the integration's endpoint,
+	// or "" when the integration receives no webhooks.
+	WebhookToken() string
+	// ParseWebhook checks one delivery (its content type, signature and
+	// audience) and returns its events; an error wrapping
+	// ErrWebhookRejected says why it is refused, without the body.
+	ParseWebhook(header http.Header, body []byte, now time.Time) ([]Event, error)
+	// RegisterWebhook makes the audience's webhook for url exist, with the
+	// events and sources the product needs (idempotent); it reports whether
+	// it created or changed one.
+	RegisterWebhook(ctx context.Context, url string) (changed bool, err error)
+}
