@@ -1,0 +1,431 @@
+package dynamics
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/optoutsync/optoutsync/connectors"
+)
+
+// maxQueriesPerPage bounds the queries one page of a read makes, so that
+// an activity's call stays short; a page may then come back empty with a
+// Next.
+const maxQueriesPerPage = 20
+
+// rowRecords converts one row: one Record per distinct address in the
+// configured columns (all of them when every is set, else the first), or
+// none when the row has no address.
+func (c *Client) rowRecords(tab table, row map[string]any, optedOut, inLists, every bool) ([]connectors.Record, error) {
+	id, _ := row[tab.key].(string)
+	if !guidPattern.MatchString(id) {
+		return nil, fmt.Errorf("dynamics: a %s row without a valid %s", tab.logical, tab.key)
+	}
+	ref := connectors.RecordRef{Type: tab.logical, ID: strings.ToLower(id)}
+	var out []connectors.Record
+	seen := map[string]bool{}
+	for _, col := range c.emails {
+		e, _ := row[col].(string)
+		k := connectors.EmailKey(e)
+		if k == "" || seen[k] {
+			continue
+		}
+		seen[k] = true
+		out = append(out, connectors.Record{Ref: ref, Email: strings.TrimSpace(e), OptedOut: optedOut, InLists: inLists})
+		if !every {
+			break
+		}
+	}
+	return out, nil
+}
+
+// OptedOut pages through the records of q.Types opted out through q.Field.
+//
+// Without q.Lists it returns the opted-out records whose modifiedon is at
+// or after q.Since (to the second), oldest first, per table.
+//
+// With q.Lists (marketing list ids) it returns, first, EVERY opted-out
+// member of the lists with InLists true, whatever its modifiedon, and then
+// the opted-out records modified since q.Since that are in none of them,
+// with InLists false. Joining a list does not touch a record's modifiedon,
+// so a watermark read alone would never find a record opted out long ago
+// and added to a list today; reading the lists' opted-out members each run
+// costs one query per list and 5,000 such members (the lists' opt-out
+// condition is applied by Dataverse), and makes list changes safe.
+//
+// A record with several configured addresses (emailaddress1..3) is
+// returned once per distinct address: the opt-out covers all of them.
+func (c *Client) OptedOut(ctx context.Context, q connectors.OptOutQuery) (connectors.RecordPage, error) {
+	tabs, err := resolveTypes(q.Types)
+	if err != nil {
+		return connectors.RecordPage{}, err
+	}
+	o, err := newOptOut("OptOutQuery.Field", q.Field)
+	if err != nil {
+		return connectors.RecordPage{}, err
+	}
+	size, err := checkPageSize(q.PageSize)
+	if err != nil {
+		return connectors.RecordPage{}, err
+	}
+	if len(q.Lists) > MaxLists {
+		return connectors.RecordPage{}, fmt.Errorf("dynamics: Lists: %d marketing lists given, at most %d", len(q.Lists), MaxLists)
+	}
+	for _, l := range q.Lists {
+		if err := checkList(l); err != nil {
+			return connectors.RecordPage{}, fmt.Errorf("dynamics: Lists: %w", err)
+		}
+	}
+	since := ""
+	if !q.Since.IsZero() {
+		since = datetime(q.Since)
+	}
+	fp := fingerprint("optedout", strings.Join(q.Types, ","), o.filter(), since, strings.Join(q.Lists, ","), strings.Join(c.emails, ","))
+	st, err := c.decodeCursor(q.Cursor, fp)
+	if err != nil {
+		return connectors.RecordPage{}, err
+	}
+	var m *membership
+	off := 0
+	if len(q.Lists) > 0 {
+		off = 1
+		if m, err = c.optedOutMembers(ctx, q.Lists, tabs, o, q.Cursor == "", q.ListsAsOf); err != nil {
+			return connectors.RecordPage{}, err
+		}
+	}
+	rowsPerPage := max(1, size/len(c.emails))
+	var out []connectors.Record
+	for queries := 0; st.P < off+len(tabs) && len(out) < size && queries < maxQueriesPerPage; {
+		if st.P < off {
+			i := m.after(st.K)
+			for ; i < len(m.rows) && (len(out) == 0 || len(out)+len(c.emails) <= size); i++ {
+				r := m.rows[i]
+				recs, err := c.rowRecords(tables[r.ref.Type], r.row, true, true, true)
+				if err != nil {
+					return connectors.RecordPage{}, err
+				}
+				out = append(out, recs...)
+				st.K = r.ref.String()
+			}
+			if i < len(m.rows) {
+				break // the page is full
+			}
+			st = cursorState{V: 1, F: fp, P: st.P + 1}
+			continue
+		}
+		if len(out) > 0 {
+			break // a query's page must fit whole: start it on the next page
+		}
+		tab := tabs[st.P-off]
+		u := st.N
+		if u == "" {
+			filter := o.filter()
+			if since != "" {
+				filter += " and modifiedon ge " + since
+			}
+			sel := selectList(append(append([]string{tab.key}, c.emails...), o.col, "modifiedon")...)
+			// A stable order: time, then id (reference A4).
+			u = c.queryURL(tab.set, sel, filter, "modifiedon asc,"+tab.key+" asc")
+		}
+		var res collection
+		h := http.Header{"Prefer": {"odata.maxpagesize=" + strconv.Itoa(rowsPerPage)}}
+		queries++
+		if _, err := c.getJSON(ctx, u, h, &res); err != nil {
+			return connectors.RecordPage{}, fmt.Errorf("dynamics: reading opted-out %ss: %w", tab.logical, err)
+		}
+		for _, row := range res.Value {
+			recs, err := c.rowRecords(tab, row, o.optedOut(row), m == nil, true)
+			if err != nil {
+				return connectors.RecordPage{}, err
+			}
+			if len(recs) > 0 && m != nil && m.has(recs[0].Ref) {
+				continue // returned with InLists in the first step
+			}
+			out = append(out, recs...)
+		}
+		if res.NextLink != "" {
+			if st.N, err = c.follow(res.NextLink); err != nil {
+				return connectors.RecordPage{}, err
+			}
+			if len(out) > 0 {
+				break
+			}
+			continue
+		}
+		st = cursorState{V: 1, F: fp, P: st.P + 1}
+	}
+	page := connectors.RecordPage{Records: out}
+	if st.P < off+len(tabs) {
+		page.Next = st.encode()
+	}
+	return page, nil
+}
+
+// ListMembers pages through the members of q.Lists (or every record of
+// q.Types when no list is given), modified at or after q.Since when it is
+// set, with the columns q.Fields. OptedOut is true when the standard
+// donotbulkemail (always read) or the integration's opt-out field says
+// so: the caller must not subscribe such a record. Each record carries its
+// first configured address; a record without one is left out. A record in
+// two lists comes back twice.
+func (c *Client) ListMembers(ctx context.Context, q connectors.ListMembersQuery) (connectors.RecordPage, error) {
+	tabs, err := resolveTypes(q.Types)
+	if err != nil {
+		return connectors.RecordPage{}, err
+	}
+	o, err := newOptOut("ListMembersQuery.Field", q.Field)
+	if err != nil {
+		return connectors.RecordPage{}, err
+	}
+	std, _ := newOptOut("", connectors.OptOutField{Kind: connectors.OptOutStandard})
+	size, err := checkPageSize(q.PageSize)
+	if err != nil {
+		return connectors.RecordPage{}, err
+	}
+	for _, f := range q.Fields {
+		if err := checkColumn(f); err != nil {
+			return connectors.RecordPage{}, fmt.Errorf("dynamics: Fields: %w", err)
+		}
+	}
+	for _, l := range q.Lists {
+		if err := checkList(l); err != nil {
+			return connectors.RecordPage{}, fmt.Errorf("dynamics: Lists: %w", err)
+		}
+	}
+	since := ""
+	if !q.Since.IsZero() {
+		since = datetime(q.Since)
+	}
+	fp := fingerprint("members", strings.Join(q.Types, ","), strings.Join(q.Lists, ","), strings.Join(q.Fields, ","), o.filter(), since, strings.Join(c.emails, ","))
+	st, err := c.decodeCursor(q.Cursor, fp)
+	if err != nil {
+		return connectors.RecordPage{}, err
+	}
+	steps := len(tabs)
+	if len(q.Lists) > 0 {
+		steps = len(q.Lists)
+	}
+	var out []connectors.Record
+	for queries := 0; st.P < steps && len(out) == 0 && queries < maxQueriesPerPage; queries++ {
+		tab := table{}
+		var meta listMeta
+		if len(q.Lists) > 0 {
+			if meta, err = c.listMeta(ctx, q.Lists[st.P]); err != nil {
+				return connectors.RecordPage{}, err
+			}
+			if !meta.known || !slices.ContainsFunc(tabs, func(t table) bool { return t.logical == meta.tab.logical }) {
+				st = cursorState{V: 1, F: fp, P: st.P + 1}
+				continue
+			}
+			tab = meta.tab
+		} else {
+			tab = tabs[st.P]
+		}
+		sel := selectList(append(append(append([]string{tab.key}, c.emails...), std.col, o.col, "modifiedon"), q.Fields...)...)
+		filter := ""
+		var conds []fetchCond
+		if since != "" {
+			filter = "modifiedon ge " + since
+			conds = []fetchCond{{attr: "modifiedon", op: "ge", value: since}}
+		}
+		var rows []map[string]any
+		next, page := "", 0
+		if len(q.Lists) > 0 {
+			rows, next, page, err = c.listPage(ctx, meta, sel, filter, conds, size, st.N, st.G)
+		} else {
+			u := st.N
+			if u == "" {
+				u = c.queryURL(tab.set, sel, filter, "modifiedon asc,"+tab.key+" asc")
+			}
+			var res collection
+			_, err = c.getJSON(ctx, u, http.Header{"Prefer": {"odata.maxpagesize=" + strconv.Itoa(size)}}, &res)
+			if err == nil && res.NextLink != "" {
+				next, err = c.follow(res.NextLink)
+			}
+			rows = res.Value
+		}
+		if err != nil {
+			return connectors.RecordPage{}, err
+		}
+		for _, row := range rows {
+			recs, err := c.rowRecords(tab, row, std.optedOut(row) || o.optedOut(row), true, false)
+			if err != nil {
+				return connectors.RecordPage{}, err
+			}
+			for i := range recs {
+				recs[i].Fields = make(map[string]string, len(q.Fields))
+				for _, f := range q.Fields {
+					recs[i].Fields[f] = fieldString(lookup(row, f))
+				}
+			}
+			out = append(out, recs...)
+		}
+		if next != "" || page > 0 {
+			st.N, st.G = next, page
+			continue
+		}
+		st = cursorState{V: 1, F: fp, P: st.P + 1}
+	}
+	res := connectors.RecordPage{Records: out}
+	if st.P < steps {
+		res.Next = st.encode()
+	}
+	return res, nil
+}
+
+// maxFilter bounds the URL-encoded length of one FindByEmail filter: the
+// query goes in a GET's URL, and Dataverse's URL limit is far above it.
+const maxFilter = 6000
+
+// FindByEmail returns every record of the types holding one of the
+// addresses in one of the configured columns, with one query per type
+// (more when the addresses do not fit one URL), all at once within the
+// in-flight cap. Dataverse compares strings case-insensitively (reference
+// A4); every spelling of an address (connectors.EmailSpellings) is asked
+// for and the rows are matched back by connectors.EmailKey. Each record's
+// Email is the address as the caller gave it; a record holding two asked
+// addresses comes back once for each.
+func (c *Client) FindByEmail(ctx context.Context, types []string, field connectors.OptOutField, emails []string) ([]connectors.Record, error) {
+	tabs, err := resolveTypes(types)
+	if err != nil {
+		return nil, err
+	}
+	o, err := newOptOut("field", field)
+	if err != nil {
+		return nil, err
+	}
+	if len(emails) > c.MaxBatch() {
+		return nil, fmt.Errorf("dynamics: emails: %d addresses given, at most %d a call", len(emails), c.MaxBatch())
+	}
+	asked := map[string]string{}
+	var spellings []string
+	for _, e := range emails {
+		k := connectors.EmailKey(e)
+		if k == "" {
+			continue
+		}
+		if _, dup := asked[k]; dup {
+			continue
+		}
+		asked[k] = e
+		spellings = append(spellings, connectors.EmailSpellings(e)...)
+	}
+	if len(spellings) == 0 {
+		return nil, nil
+	}
+	var chunks []string
+	var b strings.Builder
+	for _, sp := range spellings {
+		for _, col := range c.emails {
+			cond := col + " eq " + quote(sp)
+			if b.Len() > 0 && len(escape(b.String()))+len(escape(cond))+8 > maxFilter {
+				chunks = append(chunks, b.String())
+				b.Reset()
+			}
+			if b.Len() > 0 {
+				b.WriteString(" or ")
+			}
+			b.WriteString(cond)
+		}
+	}
+	chunks = append(chunks, b.String())
+	type job struct {
+		tab    table
+		filter string
+	}
+	var jobs []job
+	for _, t := range tabs {
+		for _, ch := range chunks {
+			jobs = append(jobs, job{tab: t, filter: ch})
+		}
+	}
+	recs := make([][]connectors.Record, len(jobs))
+	errs := make([]error, len(jobs))
+	var wg sync.WaitGroup
+	for i, j := range jobs {
+		wg.Go(func() {
+			sel := selectList(append(append([]string{j.tab.key}, c.emails...), o.col, "modifiedon")...)
+			recs[i], errs[i] = c.findAll(ctx, j.tab, c.queryURL(j.tab.set, sel, j.filter, ""), o, asked)
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	var out []connectors.Record
+	seen := map[string]bool{}
+	for _, rs := range recs {
+		for _, r := range rs {
+			k := r.Ref.String() + "\x00" + connectors.EmailKey(r.Email)
+			if !seen[k] {
+				seen[k] = true
+				out = append(out, r)
+			}
+		}
+	}
+	return out, nil
+}
+
+func (c *Client) findAll(ctx context.Context, tab table, u string, o optOut, asked map[string]string) ([]connectors.Record, error) {
+	var out []connectors.Record
+	for u != "" {
+		var res collection
+		if _, err := c.getJSON(ctx, u, http.Header{"Prefer": {"odata.maxpagesize=5000"}}, &res); err != nil {
+			return nil, fmt.Errorf("dynamics: finding %ss by address: %w", tab.logical, err)
+		}
+		for _, row := range res.Value {
+			id, _ := row[tab.key].(string)
+			if !guidPattern.MatchString(id) {
+				return nil, fmt.Errorf("dynamics: a %s row without a valid %s", tab.logical, tab.key)
+			}
+			for _, col := range c.emails {
+				v, _ := row[col].(string)
+				if e, ok := asked[connectors.EmailKey(v)]; ok && v != "" {
+					out = append(out, connectors.Record{Ref: connectors.RecordRef{Type: tab.logical, ID: strings.ToLower(id)}, Email: e, OptedOut: o.optedOut(row), InLists: true})
+				}
+			}
+		}
+		u = ""
+		if res.NextLink != "" {
+			var err error
+			if u, err = c.follow(res.NextLink); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
+}
+
+// MaxBatch is the records a write or the addresses a lookup takes: a
+// $batch may hold 1,000 requests (reference A6); 200 keep a batch's
+// execution time, which service protection counts, short.
+func (c *Client) MaxBatch() int { return 200 }
+
+// SetOptOut writes the opt-out on each record: one $batch with
+// continue-on-error, one PATCH with If-Match: * per record (so a deleted
+// record is a 404, never re-created), one result per record. Setting the
+// opt-out again is harmless, so the write is idempotent; it never writes
+// the value that clears an opt-out. Note that Dataverse still moves the
+// record's modifiedon.
+func (c *Client) SetOptOut(ctx context.Context, field connectors.OptOutField, refs []connectors.RecordRef) (connectors.BatchResult, error) {
+	o, err := newOptOut("field", field)
+	if err != nil {
+		return connectors.BatchResult{}, err
+	}
+	return c.writeFlag(ctx, o.col, o.val, refs)
+}
+
+// SetFlag sets the custom boolean column (the cleaned field) to true on
+// each record, with the same $batch SetOptOut uses.
+func (c *Client) SetFlag(ctx context.Context, field string, refs []connectors.RecordRef) (connectors.BatchResult, error) {
+	if err := checkCustomOptOut(field); err != nil {
+		return connectors.BatchResult{}, fmt.Errorf("dynamics: field: %w", err)
+	}
+	return c.writeFlag(ctx, field, true, refs)
+}
