@@ -31,7 +31,7 @@ type providing struct {
 }
 
 func (p providing) TokenStore() bullhorn.TokenStore { return p.store }
-func (p providing) Integration() string            { return p.id }
+func (p providing) Integration() string             { return p.id }
 
 func TestConfigValidate(t *testing.T) {
 	c := &bullhorn.Config{ClientIDEnv: "A", ClientSecretEnv: "B", UsernameEnv: "C", PasswordEnv: "D"}
