@@ -43,9 +43,13 @@ func (s *SQL) Unseal(sealed string) (string, error) {
 	return string(plain), nil
 }
 
-func (s *SQL) sealer() (cipher.AEAD, error) {
+func (s *SQL) sealer() (cipher.AEAD, error) { return s.aead("optout-sync explain seal v1") }
+
+// aead is AES-256-GCM under a key derived from the ledger's for one use
+// (label), so that what is sealed for one use does not open as another.
+func (s *SQL) aead(label string) (cipher.AEAD, error) {
 	m := hmac.New(sha256.New, s.key)
-	m.Write([]byte("optout-sync explain seal v1"))
+	m.Write([]byte(label))
 	block, err := aes.NewCipher(m.Sum(nil))
 	if err != nil {
 		return nil, err
