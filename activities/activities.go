@@ -180,6 +180,10 @@ type target struct {
 func (a *Activities) optOutInCRM(ctx context.Context, integ *Integration, members []connectors.Member, res *PageResult) error {
 	s := integ.Settings
 	wf, rid := run(ctx)
+	members, err := a.withEarlierAddresses(ctx, integ, members)
+	if err != nil {
+		return err
+	}
 	// The next batches' lookups run while a batch is written.
 	return pipelined(ctx, members, integ.CRM.MaxBatch(), func(ctx context.Context, batch []connectors.Member) ([]connectors.Record, error) {
 		emails := make([]string, 0, len(batch))

@@ -121,6 +121,11 @@ type Counts struct {
 	Mirrored          int `json:"mirrored,omitempty"`          // audience members mirrored in the ledger (status and field hashes)
 	FieldsUnchanged   int `json:"fieldsUnchanged,omitempty"`   // members whose mapped fields already hold the CRM's values: not written
 
+	// Pushed events (webhooks).
+	Events         int `json:"events,omitempty"`         // events applied
+	EventsIgnored  int `json:"eventsIgnored,omitempty"`  // events that change no opt-out (a profile edit, an archive by the account)
+	AddressChanges int `json:"addressChanges,omitempty"` // address changes recorded: the earlier address's records follow the person's opt-out
+
 	Refused int `json:"refused,omitempty"` // items refused for good (invalid, fake or forgotten address): final, not retried
 	Failed  int `json:"failed,omitempty"`  // items not written for a transient reason; retried by the next run
 }
@@ -155,6 +160,9 @@ func (c *Counts) Add(o Counts) {
 	c.SkippedSuppressed += o.SkippedSuppressed
 	c.Mirrored += o.Mirrored
 	c.FieldsUnchanged += o.FieldsUnchanged
+	c.Events += o.Events
+	c.EventsIgnored += o.EventsIgnored
+	c.AddressChanges += o.AddressChanges
 	c.Refused += o.Refused
 	c.Failed += o.Failed
 }
@@ -207,4 +215,30 @@ type PageResult struct {
 type APIUsage struct {
 	Used int `json:"used"`
 	Max  int `json:"max"`
+}
+
+// Event is one pushed marketing event as workflows carry it: the address
+// sealed by the ledger's key (Ledger.Seal), never in clear.
+type Event struct {
+	// Key names the delivery by its content, so that the platform's
+	// retries of one delivery are applied once.
+	Key  string               `json:"key"`
+	Type connectors.EventType `json:"type"`
+	// Person is the ledger's keyed hash of the address (the new one, for
+	// an address change).
+	Person string `json:"person"`
+	// Sealed is the address, sealed; OldSealed the earlier address of an
+	// address change.
+	Sealed    string    `json:"sealed"`
+	OldSealed string    `json:"oldSealed,omitempty"`
+	FiredAt   time.Time `json:"firedAt"`
+	Action    string    `json:"action,omitempty"`
+	Reason    string    `json:"reason,omitempty"`
+}
+
+// EventsInput asks ApplyEvents to apply pushed events.
+type EventsInput struct {
+	IntegrationID string
+	Settings      *Settings `json:"settings,omitempty"`
+	Events        []Event   `json:"events"`
 }

@@ -36,6 +36,9 @@ type Event struct {
 	OldEmail string
 	// FiredAt is when the platform says the change happened.
 	FiredAt time.Time
+	// Action is an unsubscribe's action: "unsub" (the person's), or
+	// "delete" (the member was deleted from the audience).
+	Action string
 	// Reason is the platform's reason, where it gives one ("manual",
 	// "abuse", "hard").
 	Reason string
@@ -60,4 +63,11 @@ type Webhooks interface {
 	// events and sources the product needs (idempotent); it reports whether
 	// it created or changed one.
 	RegisterWebhook(ctx context.Context, url string) (changed bool, err error)
+}
+
+// WebhookConfig is a marketing configuration that can turn on the
+// integration's webhook endpoint.
+type WebhookConfig interface {
+	// ReceivesWebhooks reports whether the endpoint is configured.
+	ReceivesWebhooks() bool
 }

@@ -154,6 +154,10 @@ func (nopLedger) Attempted(context.Context, string, string, ledger.Action, strin
 	return nil, nil
 }
 func (nopLedger) LinkContacts(context.Context, string, string, map[string]string) error { return nil }
+func (nopLedger) AddAliases(context.Context, string, []ledger.Alias) error              { return nil }
+func (nopLedger) Aliases(context.Context, string, []string) (map[string][]ledger.Alias, error) {
+	return nil, nil
+}
 func (nopLedger) OldestPending(context.Context, string) (time.Time, bool, error) {
 	return time.Time{}, false, nil
 }

@@ -231,6 +231,14 @@ type MemberState struct {
 	Changed time.Time
 }
 
+// Alias is an earlier address of a person: Person changed address from
+// the one Alias names (its keyed hash), whose address Sealed holds (see
+// Ledger.Seal), at Changed.
+type Alias struct {
+	Person, Alias, Sealed string
+	Changed               time.Time
+}
+
 // StatusMoved is the mirrored status of an address whose contact now has
 // another address in the audience.
 const StatusMoved = "moved"
@@ -267,6 +275,12 @@ type Ledger interface {
 	// SaveMembers mirrors members of an audience as read from the platform;
 	// a member read again with an older change time leaves the newer state.
 	SaveMembers(ctx context.Context, integration, audience string, ms []MemberState) error
+	// AddAliases records address changes; a person inherits the earlier
+	// addresses of the address it changed from, so a chain of changes
+	// leads from the newest address to every earlier one.
+	AddAliases(ctx context.Context, integration string, as []Alias) error
+	// Aliases returns the earlier addresses of each of persons that has any.
+	Aliases(ctx context.Context, integration string, persons []string) (map[string][]Alias, error)
 	// Members returns the mirrored state of each known member among persons.
 	Members(ctx context.Context, integration, audience string, persons []string) (map[string]MemberState, error)
 	// OldestPending is the first-seen time of the oldest opt-out not yet

@@ -95,6 +95,27 @@ var migrations = []string{
 		changed_at  BIGINT NOT NULL,
 		PRIMARY KEY (integration, audience, person)
 	);`,
+
+	// 3: the earlier addresses of a person who changed address (a
+	// marketing upemail), sealed, so that an opt-out of the new address
+	// reaches the CRM records of the earlier ones.
+	`CREATE TABLE aliases (
+		integration TEXT   NOT NULL,
+		person      TEXT   NOT NULL,
+		alias       TEXT   NOT NULL,
+		sealed      TEXT   NOT NULL,
+		changed_at  BIGINT NOT NULL,
+		PRIMARY KEY (integration, person, alias)
+	);`,
+
+	// 4: OAuth refresh tokens that rotate (Bullhorn's), one per
+	// integration, sealed under a key derived from the ledger's, so that a
+	// restarted or second worker signs in with the newest one.
+	`CREATE TABLE refresh_tokens (
+		integration TEXT   NOT NULL PRIMARY KEY,
+		sealed      TEXT   NOT NULL,
+		updated_at  BIGINT NOT NULL
+	);`,
 }
 
 // migrate brings the schema up to date. Two processes starting at once

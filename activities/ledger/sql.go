@@ -1029,3 +1029,59 @@ func (s *SQL) Members(ctx context.Context, integration, audience string, persons
 	}
 	return out, nil
 }
+
+// AddAliases records address changes, each new address inheriting the
+// earlier addresses of the one it replaced.
+func (s *SQL) AddAliases(ctx context.Context, integration string, as []Alias) error {
+	err := s.writeTx(ctx, integration, func(tx *sql.Tx) error {
+		for _, a := range as {
+			if a.Person == "" || a.Alias == "" || a.Person == a.Alias {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO aliases (integration, person, alias, sealed, changed_at)
+				VALUES (?, ?, ?, ?, ?) ON CONFLICT (integration, person, alias) DO NOTHING`),
+				integration, a.Person, a.Alias, a.Sealed, micros(a.Changed)); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO aliases (integration, person, alias, sealed, changed_at)
+				SELECT integration, ?, alias, sealed, changed_at FROM aliases
+				 WHERE integration = ? AND person = ? AND alias <> ?
+				ON CONFLICT (integration, person, alias) DO NOTHING`),
+				a.Person, integration, a.Alias, a.Person); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("ledger: recording address changes: %w", err)
+	}
+	return nil
+}
+
+// Aliases returns the earlier addresses of persons.
+func (s *SQL) Aliases(ctx context.Context, integration string, persons []string) (map[string][]Alias, error) {
+	out := map[string][]Alias{}
+	err := inChunks(s.inChunk(), persons, func(part []any) error {
+		rows, err := s.db.QueryContext(ctx, s.q(`SELECT person, alias, sealed, changed_at FROM aliases
+			WHERE integration = ? AND person IN (`+placeholders(len(part))+`) ORDER BY person, changed_at, alias`), append([]any{integration}, part...)...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var a Alias
+			var at int64
+			if err := rows.Scan(&a.Person, &a.Alias, &a.Sealed, &at); err != nil {
+				return err
+			}
+			a.Changed = fromMicros(at)
+			out[a.Person] = append(out[a.Person], a)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ledger: reading address changes: %w", err)
+	}
+	return out, nil
+}

@@ -154,6 +154,9 @@ func ParseWebhookBody(body []byte) (connectors.Event, error) {
 		return ""
 	}
 	ev := connectors.Event{Type: connectors.EventType(one("type")), Audience: one("data[list_id]"), Reason: one("data[reason]")}
+	if ev.Type == connectors.EventUnsubscribe {
+		ev.Action = one("data[action]")
+	}
 	switch ev.Type {
 	case connectors.EventUnsubscribe, connectors.EventCleaned, connectors.EventSubscribe, connectors.EventProfile:
 		ev.Email = one("data[email]")

@@ -49,7 +49,7 @@ func TestParseWebhookEvents(t *testing.T) {
 	}{
 		{form("type", "unsubscribe", "fired_at", "2009-03-26 21:40:57", "data[action]", "unsub", "data[reason]", "manual",
 			"data[id]", "8a25ff1d98", "data[list_id]", "L1", "data[email]", "api+unsub@mailchimp.com", "data[merges][FNAME]", "Ann"),
-			connectors.Event{Type: connectors.EventUnsubscribe, Audience: "L1", Email: "api+unsub@mailchimp.com", FiredAt: fired, Reason: "manual"}},
+			connectors.Event{Type: connectors.EventUnsubscribe, Audience: "L1", Email: "api+unsub@mailchimp.com", FiredAt: fired, Action: "unsub", Reason: "manual"}},
 		{form("type", "cleaned", "fired_at", "2009-03-26 21:40:57", "data[list_id]", "L1", "data[email]", "b@x.com", "data[reason]", "hard"),
 			connectors.Event{Type: connectors.EventCleaned, Audience: "L1", Email: "b@x.com", FiredAt: fired, Reason: "hard"}},
 		{form("type", "upemail", "fired_at", "2009-03-26T21:40:57Z", "data[list_id]", "L1", "data[new_email]", "new@x.com", "data[old_email]", "old@x.com"),

@@ -13,6 +13,9 @@ const (
 	DemoSalesforceAudience = "demo-salesforce"
 	// DemoAPIKeyEnv is the variable the dev mode hands the emulator's key in.
 	DemoAPIKeyEnv = "OPTOUT_DEV_MAILCHIMP_API_KEY"
+	// DemoWebhookTokenEnv is the variable that, named by a demo
+	// integration's webhookTokenEnv, gets a fresh webhook path token.
+	DemoWebhookTokenEnv = "OPTOUT_DEV_MAILCHIMP_WEBHOOK_TOKEN"
 )
 
 // Demo starts an emulator seeded with the demo audiences. Each member is
@@ -55,8 +58,15 @@ func (s *Server) Emulate(cfg any, env map[string]string) error {
 	if !ok {
 		return fmt.Errorf("mailchimptest: cannot emulate a %T", cfg)
 	}
+	hook := c.WebhookTokenEnv
 	*c = mailchimp.Config{AudienceID: c.AudienceID, BaseURL: s.URL, APIKeyEnv: DemoAPIKeyEnv, MaxInFlight: c.MaxInFlight}
 	env[DemoAPIKeyEnv] = s.APIKey
+	if hook == DemoWebhookTokenEnv {
+		c.WebhookTokenEnv = hook
+		if env[hook] == "" {
+			env[hook] = randomHex(16)
+		}
+	}
 	s.AddList(c.AudienceID, "Dev audience "+c.AudienceID)
 	return nil
 }
@@ -68,5 +78,7 @@ func (s *Server) Describe() string {
 	fmt.Fprintf(&b, "Mailchimp Marketing API  %s\n  API key (HTTP Basic password or Bearer)  %s\n  audiences  %s, %s\n",
 		s.URL, s.APIKey, DemoNetSuiteAudience, DemoSalesforceAudience)
 	fmt.Fprintf(&b, "  try: curl -u any:%s '%s/lists/%s/members?status=unsubscribed'\n", s.APIKey, s.URL, DemoNetSuiteAudience)
+	fmt.Fprintf(&b, "  a person unsubscribes (webhook): curl -d email=ivy@example.com -d action=unsubscribe %s/emulator/lists/%s/act\n",
+		strings.TrimSuffix(s.URL, "/3.0"), DemoNetSuiteAudience)
 	return b.String()
 }

@@ -1,0 +1,176 @@
+package activities
+
+import (
+	"context"
+	"slices"
+
+	"github.com/optoutsync/optoutsync/activities/ledger"
+	"github.com/optoutsync/optoutsync/connectors"
+)
+
+// ruleArchived is why an archive by the account changes no opt-out.
+const ruleArchived = "a member deleted by the account (not by the person) is not an opt-out"
+
+// ApplyEvents applies pushed marketing events through the same rules as
+// the scheduled sync: an address change is recorded first (so that an
+// unsubscribe of the new address in the same batch reaches the earlier
+// one), then cleans, unsubscribes and re-subscribes, each as the
+// marketing-to-crm step handles the members it reads. A profile edit
+// changes no opt-out (field sync reads fields itself); an unsubscribe with
+// action "delete" is the account deleting a member, not the person's
+// choice, unless the reason is abuse (a spam complaint).
+func (a *Activities) ApplyEvents(ctx context.Context, in EventsInput) (PageResult, error) {
+	integ, err := a.integration(PageInput{IntegrationID: in.IntegrationID, Settings: in.Settings})
+	if err != nil {
+		return PageResult{}, err
+	}
+	s := integ.Settings
+	var res PageResult
+	evs := slices.Clone(in.Events)
+	slices.SortStableFunc(evs, func(x, y Event) int { return x.FiredAt.Compare(y.FiredAt) })
+	var (
+		aliases                   []ledger.Alias
+		moved                     []ledger.MemberState
+		cleaned, unsubbed, subbed []connectors.Member
+	)
+	for _, ev := range evs {
+		email, err := a.ledger.Unseal(ev.Sealed)
+		if err != nil {
+			res.Counts.InvalidEmails++
+			continue
+		}
+		m := connectors.Member{Email: email, LastChanged: ev.FiredAt}
+		res.Counts.Events++
+		switch ev.Type {
+		case connectors.EventAddressChange:
+			old, err := a.ledger.Unseal(ev.OldSealed)
+			if err != nil {
+				res.Counts.InvalidEmails++
+				continue
+			}
+			res.Counts.AddressChanges++
+			aliases = append(aliases, ledger.Alias{Person: a.ledger.Person(email), Alias: a.ledger.Person(old), Sealed: ev.OldSealed, Changed: ev.FiredAt})
+			// The earlier address left the audience with the person: field
+			// sync must neither update nor add it back.
+			moved = append(moved, ledger.MemberState{Person: a.ledger.Person(old), Status: ledger.StatusMoved, Changed: ev.FiredAt})
+		case connectors.EventCleaned:
+			m.Status = connectors.StatusCleaned
+			cleaned = append(cleaned, m)
+		case connectors.EventUnsubscribe:
+			if ev.Action == "delete" && ev.Reason != "abuse" {
+				res.Counts.EventsIgnored++
+				a.log.Debug("event changes no opt-out", "integration", s.IntegrationID, "rule", ruleArchived)
+				continue
+			}
+			m.Status = connectors.StatusUnsubscribed
+			unsubbed = append(unsubbed, m)
+		case connectors.EventSubscribe:
+			m.Status = connectors.StatusSubscribed
+			subbed = append(subbed, m)
+		default:
+			res.Counts.EventsIgnored++
+		}
+	}
+	if err := a.ledger.AddAliases(ctx, s.IntegrationID, aliases); err != nil {
+		return PageResult{}, err
+	}
+	if err := a.ledger.SaveMembers(ctx, s.IntegrationID, s.Audience, moved); err != nil {
+		return PageResult{}, err
+	}
+	if len(cleaned) > 0 {
+		res.Counts.Cleaned += len(cleaned)
+		if err := a.markCleaned(ctx, integ, cleaned, &res); err != nil {
+			return PageResult{}, err
+		}
+	}
+	// A delivery can arrive late (a retry): an unsubscribe older than a
+	// re-subscribe the ledger already holds is not the person's latest
+	// choice.
+	unsubbed, err = a.notSuperseded(ctx, s.IntegrationID, unsubbed, &res)
+	if err != nil {
+		return PageResult{}, err
+	}
+	if len(unsubbed) > 0 {
+		res.Counts.Unsubscribes += len(unsubbed)
+		if err := a.optOutInCRM(ctx, integ, unsubbed, &res); err != nil {
+			return PageResult{}, err
+		}
+	}
+	if len(subbed) > 0 {
+		if err := a.noteResubscribes(ctx, integ, subbed, &res); err != nil {
+			return PageResult{}, err
+		}
+	}
+	if at, ok, err := a.ledger.OldestPending(ctx, s.IntegrationID); err != nil {
+		return PageResult{}, err
+	} else if ok {
+		res.OldestPending = &at
+	}
+	return res, nil
+}
+
+// notSuperseded drops the unsubscribes older than the person's latest
+// re-subscribe in the ledger, counting them as later consent.
+func (a *Activities) notSuperseded(ctx context.Context, integration string, ms []connectors.Member, res *PageResult) ([]connectors.Member, error) {
+	persons := make([]string, 0, len(ms))
+	for _, m := range ms {
+		persons = append(persons, a.ledger.Person(m.Email))
+	}
+	people, err := a.ledger.People(ctx, integration, persons)
+	if err != nil {
+		return nil, err
+	}
+	out := ms[:0:0]
+	for _, m := range ms {
+		if p, ok := people[a.ledger.Person(m.Email)]; ok && p.ResubscribedAt.After(m.LastChanged) {
+			res.Counts.LaterConsent++
+			continue
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// withEarlierAddresses adds to members, for each whose person changed
+// address (a recorded upemail), a member of each earlier address with the
+// same status and time, so that the opt-out reaches the CRM records that
+// still carry an earlier address. An earlier address that has since come
+// back to the audience as a member of its own (mirrored after the change,
+// not moved) belongs to someone again and is left alone.
+func (a *Activities) withEarlierAddresses(ctx context.Context, integ *Integration, members []connectors.Member) ([]connectors.Member, error) {
+	s := integ.Settings
+	persons := make([]string, 0, len(members))
+	for _, m := range members {
+		if p := a.ledger.Person(m.Email); p != "" {
+			persons = append(persons, p)
+		}
+	}
+	aliases, err := a.ledger.Aliases(ctx, s.IntegrationID, persons)
+	if err != nil || len(aliases) == 0 {
+		return members, err
+	}
+	var earlier []string
+	for _, as := range aliases {
+		for _, al := range as {
+			earlier = append(earlier, al.Alias)
+		}
+	}
+	mirrored, err := a.ledger.Members(ctx, s.IntegrationID, s.Audience, earlier)
+	if err != nil {
+		return nil, err
+	}
+	out := slices.Clone(members)
+	for _, m := range members {
+		for _, al := range aliases[a.ledger.Person(m.Email)] {
+			if ms, ok := mirrored[al.Alias]; ok && ms.Status != ledger.StatusMoved && ms.Changed.After(al.Changed) {
+				continue
+			}
+			old, err := a.ledger.Unseal(al.Sealed)
+			if err != nil {
+				continue
+			}
+			out = append(out, connectors.Member{Email: old, Status: m.Status, LastChanged: m.LastChanged, ContactID: m.ContactID})
+		}
+	}
+	return out, nil
+}
