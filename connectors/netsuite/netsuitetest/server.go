@@ -202,6 +202,10 @@ func NewServer(opts Options) *Server {
 // Close shuts the server down.
 func (s *Server) Close() { s.srv.Close() }
 
+// Handler is the emulator's handler, middleware included, for serving it
+// elsewhere too (e.g. over TLS, which the worker requires outside -dev).
+func (s *Server) Handler() http.Handler { return s.srv.Config.Handler }
+
 // SetNow replaces the clock.
 func (s *Server) SetNow(now func() time.Time) {
 	s.mu.Lock()
