@@ -17,6 +17,7 @@ import (
 	"github.com/optoutsync/optoutsync/activities"
 	"github.com/optoutsync/optoutsync/activities/ledger"
 	"github.com/optoutsync/optoutsync/connectors"
+	"github.com/optoutsync/optoutsync/connectors/bullhorn"
 	"github.com/optoutsync/optoutsync/connectors/mailchimp"
 	"github.com/optoutsync/optoutsync/connectors/netsuite"
 	"github.com/optoutsync/optoutsync/connectors/salesforce"
@@ -31,6 +32,7 @@ var (
 		"mailchimp": func() connectors.MarketingConfig { return new(mailchimp.Config) },
 	}
 	crmKinds = map[string]func() connectors.CRMConfig{
+		"bullhorn":   func() connectors.CRMConfig { return new(bullhorn.Config) },
 		"netsuite":   func() connectors.CRMConfig { return new(netsuite.Config) },
 		"salesforce": func() connectors.CRMConfig { return new(salesforce.Config) },
 	}

@@ -61,6 +61,12 @@ func TestAcceptedConfigurationsAreAcceptedByTheirConnectors(t *testing.T) {
 			fields: []string{"custentity_mc_bounced", "custentity_x", "custentity_mc_optout", "|", "mc_optout", "custentity_x' OR 1=1", "Opt_Out__c"},
 			mapped: []string{"firstName", "lastName", "email", "custentity_x", "|", "first'Name", "Name FROM customer--"},
 		},
+		"bullhorn": {
+			types:  []string{"Candidate", "ClientContact", "Lead", "|", "candidate", "Contact"},
+			lists:  []string{"demo-tearsheet", "12", "4567", "|", "news", "0", "12'3"},
+			fields: []string{"customText1", "customInt2", "customTextBlock3", "|", "massMailOptOut", "custom1", "customText1'"},
+			mapped: []string{"firstName", "lastName", "customText3", "|", "first name", "first'Name"},
+		},
 		"salesforce": {
 			types:  []string{"Contact", "Lead", "Account", "|", "contact", "Opportunity"},
 			lists:  []string{"demo-campaign", "701000000000001AAA", "701000000000001", "|", "001000000000001AAA", "campaign-1", "701'000000000001"},
@@ -73,7 +79,7 @@ func TestAcceptedConfigurationsAreAcceptedByTheirConnectors(t *testing.T) {
 
 	accepted := 0
 	for i := range 300 {
-		kind := pick([]string{"netsuite", "salesforce"})
+		kind := pick([]string{"netsuite", "salesforce", "bullhorn"})
 		p := kinds[kind]
 		crm := fmt.Sprintf("{kind: %s, baseURL: emulator", kind)
 		if ts := some(p.types); len(ts) > 0 {

@@ -53,6 +53,8 @@ func TestParseConfigErrors(t *testing.T) {
 	ns := nsTBA + `}`
 	sf := `{kind: salesforce, instanceURL: "https://acme.my.salesforce.com", clientIdEnv: SF_ID, clientSecretEnv: SF_SECRET`
 	nsWith := func(extra string) string { return nsTBA + ", " + extra + "}" }
+	bh := `{kind: bullhorn, clientIdEnv: B_ID, clientSecretEnv: B_SECRET, usernameEnv: B_USER, passwordEnv: B_PASS`
+	bhWith := func(extra string) string { return bh + ", " + extra + "}" }
 	sfWith := func(extra string) string { return sf + ", " + extra + "}" }
 	campaigns := make([]string, 301)
 	for i := range campaigns {
@@ -108,7 +110,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"plain http outside dev", one(`{kind: mailchimp, audience: abc, apiKeyEnv: K, baseURL: "http://us6.api.mailchimp.com/3.0"}`, ns, ""), acme + "marketing.baseURL", "plain http would send the credentials in clear"},
 		{"base URL with a query", one(`{kind: mailchimp, audience: abc, apiKeyEnv: K, baseURL: "https://x.example/?a=1"}`, ns, ""), acme + "marketing.baseURL", "no user, query, fragment or space"},
 		{"crm missing", "integrations:\n  - id: acme\n    marketing: " + mc + "\n", acme + "crm", "required"},
-		{"crm kind missing", one(mc, `{accountId: "1"}`, ""), acme + "crm.kind", "required (netsuite, salesforce)"},
+		{"crm kind missing", one(mc, `{accountId: "1"}`, ""), acme + "crm.kind", "required (bullhorn, netsuite, salesforce)"},
 		{"crm kind unknown", one(mc, `{kind: dynamics}`, ""), acme + "crm.kind", `unknown kind "dynamics"`},
 		{"netsuite account missing", one(mc, `{kind: netsuite, consumerKeyEnv: A, consumerSecretEnv: B, tokenIdEnv: C, tokenSecretEnv: D, timeZone: UTC}`, ""), acme + "crm.accountId", "required"},
 		{"netsuite account form", one(mc, `{kind: netsuite, accountId: "12-34", consumerKeyEnv: A, consumerSecretEnv: B, tokenIdEnv: C, tokenSecretEnv: D, timeZone: UTC}`, ""), acme + "crm.accountId", `"12-34" is not a NetSuite account id`},
@@ -158,6 +160,17 @@ func TestParseConfigErrors(t *testing.T) {
 		{"ledger driver", "ledger: {driver: mysql}\n" + one(mc, ns, ""), "ledger.driver", `unknown driver "mysql"`},
 		{"ledger postgres URL", "ledger: {driver: postgres}\n" + one(mc, ns, ""), "ledger.urlEnv", "needs exactly one of urlEnv, urlFile"},
 		{"ledger unknown key", "ledger: {drivr: sqlite}\n" + one(mc, ns, ""), "ledger.drivr", "unknown key"},
+		{"bullhorn no credentials", one(mc, `{kind: bullhorn}`, ""), acme + "crm.clientIdEnv", "required"},
+		{"bullhorn no password", one(mc, `{kind: bullhorn, clientIdEnv: B_ID, clientSecretEnv: B_SECRET, usernameEnv: B_USER}`, ""), acme + "crm.passwordEnv", "required"},
+		{"bullhorn tearsheet id", one(mc, bhWith(`lists: ["12", "news"]`), ""), acme + "crm.lists[1]", `"news" is not a Tearsheet id`},
+		{"bullhorn record type", one(mc, bhWith(`recordTypes: [candidate]`), ""), acme + "crm.recordTypes[0]", `"candidate" is not a record type this connector syncs (known: Candidate, ClientContact, Lead)`},
+		{"bullhorn standard field as custom", one(mc, bhWith(`optOut: {kind: custom, field: massMailOptOut}`), ""), acme + "crm.optOut.field", "must be a custom field"},
+		{"bullhorn email field", one(mc, bhWith(`emailFields: [email, email4]`), ""), acme + "crm.emailFields[1]", `"email4" is not email, email2 or email3`},
+		{"bullhorn in flight", one(mc, bhWith(`maxInFlight: 60`), ""), acme + "crm.maxInFlight", "60 must be between 1 and 50"},
+		{"bullhorn per minute", one(mc, bhWith(`requestsPerMinute: 2000`), ""), acme + "crm.requestsPerMinute", "2000 must be between 1 and 1500"},
+		{"bullhorn yes text", one(mc, bhWith(`trueText: "No"`), ""), acme + "crm.trueText", "does not read as yes"},
+		{"bullhorn login info over http", one(mc, bhWith(`loginInfoURL: "http://rest.bullhornstaffing.com/rest-services"`), ""), acme + "crm.loginInfoURL", "plain http"},
+		{"bullhorn field map", one(mc, bh+"}", "    fieldMap: {\"first name\": FNAME}\n"), acme + "fieldMap.first name", "is not a Bullhorn field name"},
 	}
 	require.GreaterOrEqual(t, len(tests), 60)
 	for _, tt := range tests {

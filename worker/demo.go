@@ -9,6 +9,8 @@ import (
 
 	"github.com/optoutsync/optoutsync/activities/ledger"
 	"github.com/optoutsync/optoutsync/connectors"
+	"github.com/optoutsync/optoutsync/connectors/bullhorn"
+	"github.com/optoutsync/optoutsync/connectors/bullhorn/bullhorntest"
 	"github.com/optoutsync/optoutsync/connectors/mailchimp"
 	"github.com/optoutsync/optoutsync/connectors/mailchimp/mailchimptest"
 	"github.com/optoutsync/optoutsync/connectors/netsuite"
@@ -32,6 +34,7 @@ type devEmulator interface {
 // emulatorKinds are the emulators of the dev mode, by kind: one line per
 // system, beside its line in the connector tables.
 var emulatorKinds = map[string]func() devEmulator{
+	"bullhorn":   func() devEmulator { return bullhorntest.Demo() },
 	"mailchimp":  func() devEmulator { return mailchimptest.Demo() },
 	"netsuite":   func() devEmulator { return netsuitetest.Demo() },
 	"salesforce": func() devEmulator { return salesforcetest.Demo() },
@@ -67,6 +70,18 @@ func DemoConfig() *Config {
 			CRM:            &salesforce.Config{BaseURL: connectors.EmulatorURL, CRMScope: connectors.CRMScope{Lists: []string{salesforcetest.DemoCampaign}}},
 			CRMToMarketing: true,
 			FieldMap:       map[string]string{"FirstName": "FNAME", "LastName": "LNAME"},
+		},
+		{
+			ID:            "demo-bullhorn",
+			Schedule:      demoSchedule,
+			MarketingKind: "mailchimp",
+			Marketing:     &mailchimp.Config{AudienceID: bullhorntest.DemoAudience, BaseURL: connectors.EmulatorURL},
+			CRMKind:       "bullhorn",
+			CRM: &bullhorn.Config{BaseURL: connectors.EmulatorURL, CRMScope: connectors.CRMScope{
+				Lists: []string{bullhorntest.DemoTearsheet},
+			}},
+			CRMToMarketing: true,
+			FieldMap:       map[string]string{"firstName": "FNAME", "lastName": "LNAME"},
 		},
 	}}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/optoutsync/optoutsync/activities"
 	"github.com/optoutsync/optoutsync/activities/ledger"
+	"github.com/optoutsync/optoutsync/connectors/bullhorn"
 	"github.com/optoutsync/optoutsync/workflows"
 )
 
@@ -85,8 +86,11 @@ func provideClientOptions(log *slog.Logger) (client.Options, error) {
 	return ClientOptions("", log)
 }
 
-func provideRegistry(cfg *Config, env LookupEnv, log *slog.Logger) (activities.MapRegistry, error) {
-	return BuildRegistry(cfg, env, log)
+// provideRegistry builds the connectors; the ledger keeps the refresh
+// tokens of those whose refresh tokens rotate (Bullhorn).
+func provideRegistry(cfg *Config, env LookupEnv, led ledger.Ledger, log *slog.Logger) (activities.MapRegistry, error) {
+	tokens, _ := led.(bullhorn.TokenStore)
+	return BuildRegistryWithTokens(cfg, env, log, tokens)
 }
 
 // provideLedger opens the consent ledger (applying its migrations) and
@@ -136,6 +140,7 @@ func provideWorker(c client.Client, acts *activities.Activities, sd fx.Shutdowne
 	})
 	w.RegisterWorkflow(workflows.SyncWorkflow)
 	w.RegisterWorkflow(workflows.ExplainWorkflow)
+	w.RegisterWorkflow(workflows.EventsWorkflow)
 	w.RegisterActivity(acts)
 	return w
 }
@@ -182,6 +187,7 @@ func NewApp(f Flags, log *slog.Logger, extra ...fx.Option) *fx.App {
 		ConfigModule,
 		TemporalModule,
 		WorkerModule,
+		WebhookModule,
 	}
 	if f.Dev {
 		opts = append(opts, DevOptions)

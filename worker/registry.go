@@ -9,6 +9,7 @@ import (
 
 	"github.com/optoutsync/optoutsync/activities"
 	"github.com/optoutsync/optoutsync/connectors"
+	"github.com/optoutsync/optoutsync/connectors/bullhorn"
 )
 
 // LookupEnv reads an environment variable; os.LookupEnv in production, a
@@ -47,6 +48,25 @@ func (s envSecrets) Secret(key string, ref connectors.SecretRef) (string, error)
 // start); a rejected one is found only by a run (or by CheckCredentials),
 // which then fails that integration alone.
 func BuildRegistry(cfg *Config, env LookupEnv, log *slog.Logger) (activities.MapRegistry, error) {
+	return BuildRegistryWithTokens(cfg, env, log, nil)
+}
+
+// tokenSecrets are one integration's Secrets with a durable store of the
+// OAuth refresh tokens that rotate (Bullhorn's): a connector that needs
+// one finds it here (bullhorn.TokenStoreProvider), keyed by the integration.
+type tokenSecrets struct {
+	envSecrets
+	store       bullhorn.TokenStore
+	integration string
+}
+
+func (s tokenSecrets) TokenStore() bullhorn.TokenStore { return s.store }
+func (s tokenSecrets) Integration() string             { return s.integration }
+
+// BuildRegistryWithTokens is BuildRegistry with tokens (the consent
+// ledger) keeping refresh tokens across restarts and workers; nil keeps
+// them in memory.
+func BuildRegistryWithTokens(cfg *Config, env LookupEnv, log *slog.Logger, tokens bullhorn.TokenStore) (activities.MapRegistry, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -63,7 +83,11 @@ func BuildRegistry(cfg *Config, env LookupEnv, log *slog.Logger) (activities.Map
 		}
 		mk, err := in.Marketing.Open(s, l)
 		report("marketing", err)
-		crm, cerr := in.CRM.Open(s, l)
+		var cs connectors.Secrets = s
+		if tokens != nil {
+			cs = tokenSecrets{envSecrets: s, store: tokens, integration: in.ID}
+		}
+		crm, cerr := in.CRM.Open(cs, l)
 		report("crm", cerr)
 		if err == nil && cerr == nil {
 			reg[in.ID] = &activities.Integration{Settings: in.Settings(), Marketing: mk, CRM: crm}

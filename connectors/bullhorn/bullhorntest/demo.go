@@ -9,6 +9,10 @@ import (
 	"github.com/optoutsync/optoutsync/connectors/bullhorn"
 )
 
+// DemoAudience is the demo's Mailchimp audience for Bullhorn (created
+// empty by the Mailchimp emulator when the demo points at it).
+const DemoAudience = "demo-bullhorn"
+
 // DemoTearsheet stands, in a configuration pointed at the emulator, for the
 // demo tearsheet, whose id is known once the emulator has created it.
 const DemoTearsheet = "demo-tearsheet"
