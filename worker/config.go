@@ -18,6 +18,7 @@ import (
 	"github.com/optoutsync/optoutsync/activities/ledger"
 	"github.com/optoutsync/optoutsync/connectors"
 	"github.com/optoutsync/optoutsync/connectors/bullhorn"
+	"github.com/optoutsync/optoutsync/connectors/dynamics"
 	"github.com/optoutsync/optoutsync/connectors/mailchimp"
 	"github.com/optoutsync/optoutsync/connectors/netsuite"
 	"github.com/optoutsync/optoutsync/connectors/salesforce"
@@ -33,6 +34,7 @@ var (
 	}
 	crmKinds = map[string]func() connectors.CRMConfig{
 		"bullhorn":   func() connectors.CRMConfig { return new(bullhorn.Config) },
+		"dynamics":   func() connectors.CRMConfig { return new(dynamics.Config) },
 		"netsuite":   func() connectors.CRMConfig { return new(netsuite.Config) },
 		"salesforce": func() connectors.CRMConfig { return new(salesforce.Config) },
 	}

@@ -67,6 +67,12 @@ func TestAcceptedConfigurationsAreAcceptedByTheirConnectors(t *testing.T) {
 			fields: []string{"customText1", "customInt2", "customTextBlock3", "|", "massMailOptOut", "custom1", "customText1'"},
 			mapped: []string{"firstName", "lastName", "customText3", "|", "first name", "first'Name"},
 		},
+		"dynamics": {
+			types:  []string{"contact", "lead", "account", "|", "Contact", "incident"},
+			lists:  []string{"demo-list", "demo-lead-list", "8d2c7a4e-0000-4000-a000-000000000001", "|", "list-1", "8d2c7a4e'0000-4000-a000-000000000001"},
+			fields: []string{"new_optout", "new_bounced", "donotemail", "|", "optout", "donotbulkemail", "new_opt'in"},
+			mapped: []string{"firstname", "lastname", "jobtitle", "|", "FirstName", "first'name"},
+		},
 		"salesforce": {
 			types:  []string{"Contact", "Lead", "Account", "|", "contact", "Opportunity"},
 			lists:  []string{"demo-campaign", "701000000000001AAA", "701000000000001", "|", "001000000000001AAA", "campaign-1", "701'000000000001"},
@@ -79,7 +85,7 @@ func TestAcceptedConfigurationsAreAcceptedByTheirConnectors(t *testing.T) {
 
 	accepted := 0
 	for i := range 300 {
-		kind := pick([]string{"netsuite", "salesforce", "bullhorn"})
+		kind := pick([]string{"netsuite", "salesforce", "dynamics", "bullhorn"})
 		p := kinds[kind]
 		crm := fmt.Sprintf("{kind: %s, baseURL: emulator", kind)
 		if ts := some(p.types); len(ts) > 0 {

@@ -56,6 +56,8 @@ func TestParseConfigErrors(t *testing.T) {
 	bh := `{kind: bullhorn, clientIdEnv: B_ID, clientSecretEnv: B_SECRET, usernameEnv: B_USER, passwordEnv: B_PASS`
 	bhWith := func(extra string) string { return bh + ", " + extra + "}" }
 	sfWith := func(extra string) string { return sf + ", " + extra + "}" }
+	dyn := `{kind: dynamics, orgURL: "https://contoso.crm.dynamics.com", tenantId: "72f988bf-86f1-41af-91ab-2d7cd011db47", clientIdEnv: D_ID, clientSecretEnv: D_SECRET`
+	dynWith := func(extra string) string { return dyn + ", " + extra + "}" }
 	campaigns := make([]string, 301)
 	for i := range campaigns {
 		campaigns[i] = fmt.Sprintf("%q", fmt.Sprintf("701%012d", i))
@@ -110,8 +112,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"plain http outside dev", one(`{kind: mailchimp, audience: abc, apiKeyEnv: K, baseURL: "http://us6.api.mailchimp.com/3.0"}`, ns, ""), acme + "marketing.baseURL", "plain http would send the credentials in clear"},
 		{"base URL with a query", one(`{kind: mailchimp, audience: abc, apiKeyEnv: K, baseURL: "https://x.example/?a=1"}`, ns, ""), acme + "marketing.baseURL", "no user, query, fragment or space"},
 		{"crm missing", "integrations:\n  - id: acme\n    marketing: " + mc + "\n", acme + "crm", "required"},
-		{"crm kind missing", one(mc, `{accountId: "1"}`, ""), acme + "crm.kind", "required (bullhorn, netsuite, salesforce)"},
-		{"crm kind unknown", one(mc, `{kind: dynamics}`, ""), acme + "crm.kind", `unknown kind "dynamics"`},
+		{"crm kind missing", one(mc, `{accountId: "1"}`, ""), acme + "crm.kind", "required (bullhorn, dynamics, netsuite, salesforce"},
+		{"crm kind unknown", one(mc, `{kind: hubspot}`, ""), acme + "crm.kind", `unknown kind "hubspot"`},
 		{"netsuite account missing", one(mc, `{kind: netsuite, consumerKeyEnv: A, consumerSecretEnv: B, tokenIdEnv: C, tokenSecretEnv: D, timeZone: UTC}`, ""), acme + "crm.accountId", "required"},
 		{"netsuite account form", one(mc, `{kind: netsuite, accountId: "12-34", consumerKeyEnv: A, consumerSecretEnv: B, tokenIdEnv: C, tokenSecretEnv: D, timeZone: UTC}`, ""), acme + "crm.accountId", `"12-34" is not a NetSuite account id`},
 		{"netsuite no credentials", one(mc, `{kind: netsuite, accountId: "1", timeZone: UTC}`, ""), acme + "crm.consumerKeyEnv", "credentials are required"},
@@ -160,6 +162,22 @@ func TestParseConfigErrors(t *testing.T) {
 		{"ledger driver", "ledger: {driver: mysql}\n" + one(mc, ns, ""), "ledger.driver", `unknown driver "mysql"`},
 		{"ledger postgres URL", "ledger: {driver: postgres}\n" + one(mc, ns, ""), "ledger.urlEnv", "needs exactly one of urlEnv, urlFile"},
 		{"ledger unknown key", "ledger: {drivr: sqlite}\n" + one(mc, ns, ""), "ledger.drivr", "unknown key"},
+		{"dynamics org URL", one(mc, `{kind: dynamics, tenantId: "72f988bf-86f1-41af-91ab-2d7cd011db47", clientIdEnv: D_ID, clientSecretEnv: D_SECRET}`, ""), acme + "crm.orgURL", "required"},
+		{"dynamics org URL with a path", one(mc, `{kind: dynamics, orgURL: "https://contoso.crm.dynamics.com/api/data/v9.2", tenantId: contoso.onmicrosoft.com, clientIdEnv: D_ID, clientSecretEnv: D_SECRET}`, ""), acme + "crm.orgURL", "without a path"},
+		{"dynamics org URL over http", one(mc, `{kind: dynamics, orgURL: "http://contoso.crm.dynamics.com", tenantId: contoso.onmicrosoft.com, clientIdEnv: D_ID, clientSecretEnv: D_SECRET}`, ""), acme + "crm.orgURL", "plain http"},
+		{"dynamics tenant", one(mc, `{kind: dynamics, orgURL: "https://contoso.crm.dynamics.com", clientIdEnv: D_ID, clientSecretEnv: D_SECRET}`, ""), acme + "crm.tenantId", "required"},
+		{"dynamics tenant form", one(mc, `{kind: dynamics, orgURL: "https://contoso.crm.dynamics.com", tenantId: "not a tenant", clientIdEnv: D_ID, clientSecretEnv: D_SECRET}`, ""), acme + "crm.tenantId", `"not a tenant" is not a tenant id`},
+		{"dynamics client id", one(mc, `{kind: dynamics, orgURL: "https://contoso.crm.dynamics.com", tenantId: contoso.onmicrosoft.com, clientSecretEnv: D_SECRET}`, ""), acme + "crm.clientIdEnv", "required"},
+		{"dynamics secret and certificate", one(mc, dynWith(`certificateFile: /c.pem`), ""), acme + "crm.clientSecretEnv", "not both"},
+		{"dynamics no credential", one(mc, `{kind: dynamics, orgURL: "https://contoso.crm.dynamics.com", tenantId: contoso.onmicrosoft.com, clientIdEnv: D_ID}`, ""), acme + "crm.clientSecretEnv", "a credential is required"},
+		{"dynamics list id", one(mc, dynWith(`lists: ["8d2c7a4e-0000-4000-a000-000000000001", "news"]`), ""), acme + "crm.lists[1]", `"news" is not a marketing list id`},
+		{"dynamics record type", one(mc, dynWith(`recordTypes: [Contact]`), ""), acme + "crm.recordTypes[0]", `"Contact" is not a record type this connector syncs (known: contact, lead, account)`},
+		{"dynamics custom field prefix", one(mc, dynWith(`optOut: {kind: custom, field: optout}`), ""), acme + "crm.optOut.field", "publisher prefix"},
+		{"dynamics standard field as custom", one(mc, dynWith(`optOut: {kind: custom, field: donotbulkemail}`), ""), acme + "crm.optOut.field", "use kind standard"},
+		{"dynamics email column", one(mc, dynWith(`emailColumns: [emailaddress1, emailaddress4]`), ""), acme + "crm.emailColumns[1]", `"emailaddress4" is not emailaddress1, emailaddress2 or emailaddress3`},
+		{"dynamics in flight", one(mc, dynWith(`maxInFlight: 60`), ""), acme + "crm.maxInFlight", "60 must be between 1 and 52"},
+		{"dynamics field map", one(mc, dyn+"}", "    fieldMap: {\"First Name\": FNAME}\n"), acme + "fieldMap.First Name", "is not a Dataverse column logical name"},
+		{"dynamics given a salesforce key", one(mc, dynWith(`instanceURL: "https://x.my.salesforce.com"`), ""), acme + "crm.instanceURL", "unknown key"},
 		{"bullhorn no credentials", one(mc, `{kind: bullhorn}`, ""), acme + "crm.clientIdEnv", "required"},
 		{"bullhorn no password", one(mc, `{kind: bullhorn, clientIdEnv: B_ID, clientSecretEnv: B_SECRET, usernameEnv: B_USER}`, ""), acme + "crm.passwordEnv", "required"},
 		{"bullhorn tearsheet id", one(mc, bhWith(`lists: ["12", "news"]`), ""), acme + "crm.lists[1]", `"news" is not a Tearsheet id`},
@@ -231,6 +249,8 @@ func TestParseConfigValid(t *testing.T) {
 		{"netsuite custom opt-out", nsTBA + `, optOut: {kind: custom, field: custentity_mc_optout}, cleanedField: custentity_mc_bounced, lists: ["123", customsearch_mc]}`, "    crmToMarketing: true\n"},
 		{"salesforce client credentials", `{kind: salesforce, instanceURL: "https://acme.my.salesforce.com", clientIdEnv: SF_ID, clientSecretEnv: S, lists: ["7015g000000ABCDAAA"]}`, ""},
 		{"salesforce JWT inverted", `{kind: salesforce, instanceURL: "https://acme.my.salesforce.com", clientIdEnv: SF_ID, privateKeyFile: /k.pem, username: sync@acme.com, optOut: {kind: inverted, field: Email_Opt_In__c}}`, "    fieldMap: {FirstName: FNAME, LastName: LNAME}\n    statusIfNew: pending\n"},
+		{"dynamics client secret", `{kind: dynamics, orgURL: "https://contoso.crm4.dynamics.com", tenantId: "72f988bf-86f1-41af-91ab-2d7cd011db47", clientIdEnv: D_ID, clientSecretFile: /s, lists: ["8d2c7a4e-0000-4000-a000-000000000001"]}`, "    crmToMarketing: true\n"},
+		{"dynamics certificate inverted", `{kind: dynamics, orgURL: "https://contoso.crm.dynamics.com/", tenantId: contoso.onmicrosoft.com, clientIdEnv: D_ID, certificateFile: /c.pem, recordTypes: [contact, lead, account], emailColumns: [emailaddress1, emailaddress2], optOut: {kind: inverted, field: new_emailoptin}, cleanedField: new_bounced}`, "    fieldMap: {firstname: FNAME, lastname: LNAME}\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

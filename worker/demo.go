@@ -11,6 +11,8 @@ import (
 	"github.com/optoutsync/optoutsync/connectors"
 	"github.com/optoutsync/optoutsync/connectors/bullhorn"
 	"github.com/optoutsync/optoutsync/connectors/bullhorn/bullhorntest"
+	"github.com/optoutsync/optoutsync/connectors/dynamics"
+	"github.com/optoutsync/optoutsync/connectors/dynamics/dynamicstest"
 	"github.com/optoutsync/optoutsync/connectors/mailchimp"
 	"github.com/optoutsync/optoutsync/connectors/mailchimp/mailchimptest"
 	"github.com/optoutsync/optoutsync/connectors/netsuite"
@@ -35,6 +37,7 @@ type devEmulator interface {
 // system, beside its line in the connector tables.
 var emulatorKinds = map[string]func() devEmulator{
 	"bullhorn":   func() devEmulator { return bullhorntest.Demo() },
+	"dynamics":   func() devEmulator { return dynamicstest.Demo() },
 	"mailchimp":  func() devEmulator { return mailchimptest.Demo() },
 	"netsuite":   func() devEmulator { return netsuitetest.Demo() },
 	"salesforce": func() devEmulator { return salesforcetest.Demo() },
@@ -44,7 +47,8 @@ var emulatorKinds = map[string]func() devEmulator{
 const demoSchedule = "2m"
 
 // DemoConfig is the built-in demo: NetSuite ⇄ Mailchimp scoped to a saved
-// search and Salesforce ⇄ Mailchimp scoped to a campaign, both with the
+// search, Salesforce ⇄ Mailchimp scoped to a campaign and Dynamics 365 ⇄
+// Mailchimp scoped to a static and a dynamic marketing list, all with the
 // crm-to-marketing step on and a field mapping, all against the
 // emulators ("emulator" base URLs, resolved by Emulators.Resolve).
 func DemoConfig() *Config {
@@ -70,6 +74,18 @@ func DemoConfig() *Config {
 			CRM:            &salesforce.Config{BaseURL: connectors.EmulatorURL, CRMScope: connectors.CRMScope{Lists: []string{salesforcetest.DemoCampaign}}},
 			CRMToMarketing: true,
 			FieldMap:       map[string]string{"FirstName": "FNAME", "LastName": "LNAME"},
+		},
+		{
+			ID:            "demo-dynamics",
+			Schedule:      demoSchedule,
+			MarketingKind: "mailchimp",
+			Marketing:     &mailchimp.Config{AudienceID: dynamicstest.DemoAudience, BaseURL: connectors.EmulatorURL},
+			CRMKind:       "dynamics",
+			CRM: &dynamics.Config{BaseURL: connectors.EmulatorURL, CRMScope: connectors.CRMScope{
+				Lists: []string{dynamicstest.DemoList, dynamicstest.DemoLeadList},
+			}},
+			CRMToMarketing: true,
+			FieldMap:       map[string]string{"firstname": "FNAME", "lastname": "LNAME"},
 		},
 		{
 			ID:            "demo-bullhorn",

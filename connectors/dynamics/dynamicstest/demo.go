@@ -16,6 +16,10 @@ const (
 	DemoLeadList = "demo-lead-list" // dynamic list of leads
 )
 
+// DemoAudience is the Mailchimp audience the demo integration syncs with
+// (the Mailchimp emulator creates it empty when a configuration names it).
+const DemoAudience = "demo-dynamics"
+
 // The variables the dev mode hands the emulator's credentials in.
 const (
 	DemoClientIDEnv     = "OPTOUT_DEV_DYNAMICS_CLIENT_ID"

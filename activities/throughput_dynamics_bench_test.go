@@ -1,0 +1,85 @@
+package activities_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/optoutsync/optoutsync/activities"
+	"github.com/optoutsync/optoutsync/connectors"
+	"github.com/optoutsync/optoutsync/connectors/dynamics"
+	"github.com/optoutsync/optoutsync/connectors/dynamics/dynamicstest"
+)
+
+// benchDynamicsVendor is Dataverse as the benchmark loads it: Mailchimp's
+// latency (150 ms, scaled as benchVendors scales it) and the connector's
+// default of 8 requests in flight, well under the 52 service protection
+// allows per user.
+func benchDynamicsVendor() vendor {
+	mc, _, _ := benchVendors()
+	return vendor{name: "dynamics", latency: mc.latency, inFlight: dynamics.DefaultMaxInFlight}
+}
+
+// benchDynamics starts an environment of n contacts, opted out or not, and
+// a client limited to the vendor's in-flight cap.
+func benchDynamics(b *testing.B, v *vendor, n int, optedOut bool) connectors.CRM {
+	srv := dynamicstest.NewServer(dynamicstest.Options{RequestLimit: -1})
+	b.Cleanup(srv.Close)
+	srv.Seed("contacts", n, func(i int) dynamicstest.Person {
+		return dynamicstest.Person{LastName: "P", Email: fmt.Sprintf("p%d@example.com", i), OptedOut: optedOut}
+	})
+	v.attach(srv.Middleware)
+	crm, err := dynamics.New(dynamics.Options{OrgURL: srv.URL, AuthorityURL: srv.URL, TenantID: srv.TenantID,
+		ClientID: srv.ClientID, ClientSecret: srv.ClientSecret, MaxInFlight: v.inFlight})
+	require.NoError(b, err)
+	return crm
+}
+
+// BenchmarkThroughputDynamics is BenchmarkThroughput's Dynamics 365 part,
+// run by the same command (-bench Throughput).
+func BenchmarkThroughputDynamics(b *testing.B) { benchThroughputDynamics(b) }
+
+func benchThroughputDynamics(b *testing.B) {
+	b.Run("dynamics/marketing-to-crm", func(b *testing.B) {
+		const n = 4_000
+		mcV, _, _ := benchVendors()
+		dV := benchDynamicsVendor()
+		for b.Loop() {
+			mk := benchMailchimp(b, &mcV, n, "unsubscribed")
+			crm := benchDynamics(b, &dV, n, false)
+			s := benchSettings("bench-dyn-m2c", "dynamics", []string{"contact", "lead"})
+			acts := benchActivities(b, s, mk, crm)
+			mcV.mw.ResetCounts()
+			dV.mw.ResetCounts()
+			start := time.Now()
+			c := drain(b, acts, acts.SyncMarketingChanges, activities.PageInput{IntegrationID: s.IntegrationID, Settings: s, Status: connectors.StatusUnsubscribed})
+			elapsed := time.Since(start)
+			require.Equal(b, n, c.CRMOptedOut)
+			// One query per record type per 200 addresses (the connector
+			// splits one that would pass 6,000 URL characters), one $batch
+			// per 200 records.
+			report(b, n, elapsed, need{&mcV, (n + 999) / 1000}, need{&dV, 3 * ((n + 199) / 200)})
+		}
+	})
+	b.Run("dynamics/crm-to-marketing", func(b *testing.B) {
+		const n = 20_000
+		mcV, _, _ := benchVendors()
+		dV := benchDynamicsVendor()
+		for b.Loop() {
+			mk := benchMailchimp(b, &mcV, n, "subscribed")
+			crm := benchDynamics(b, &dV, n, true)
+			s := benchSettings("bench-dyn-c2m", "dynamics", []string{"contact"})
+			acts := benchActivities(b, s, mk, crm)
+			mcV.mw.ResetCounts()
+			dV.mw.ResetCounts()
+			start := time.Now()
+			c := drain(b, acts, acts.SyncCRMOptOuts, activities.PageInput{IntegrationID: s.IntegrationID, Settings: s, Since: time.Now().AddDate(-1, 0, 0)})
+			elapsed := time.Since(start)
+			require.Equal(b, n, c.Unsubscribed)
+			// Query pages of 1,000 records (the page size asked for).
+			report(b, n, elapsed, need{&mcV, (n + 499) / 500}, need{&dV, (n + 999) / 1000})
+		}
+	})
+}
