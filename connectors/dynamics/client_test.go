@@ -2,7 +2,10 @@ package dynamics_test
 
 import (
 	"cmp"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -407,4 +410,82 @@ func TestCursorOfAnotherQueryIsRefused(t *testing.T) {
 	require.NotEmpty(t, page.Next)
 	_, err = c.OptedOut(t.Context(), connectors.OptOutQuery{Types: []string{"lead"}, Field: standard, PageSize: 1, Cursor: page.Next})
 	require.ErrorIs(t, err, connectors.ErrInvalid)
+}
+
+// TestToleratesEitherAnswerWhereTheReferenceIsUnsure reads the same data
+// from emulators that answer each way the reference leaves open:
+// modifiedon with or without milliseconds, the paging cookie with or
+// without istracking.
+func TestToleratesEitherAnswerWhereTheReferenceIsUnsure(t *testing.T) {
+	for _, opts := range []dynamicstest.Options{{}, {FractionalSeconds: true}, {SkipTokenWithoutTracking: true}} {
+		clock := emulator.NewClock(time.Date(2026, 5, 1, 9, 0, 0, 123_000_000, time.UTC))
+		opts.Clock = clock.Now
+		srv := newEnv(t, opts)
+		var want []string
+		for i := range 5 {
+			want = append(want, srv.AddContact(dynamicstest.Person{Email: fmt.Sprintf("p%d@example.com", i), OptedOut: true}))
+			clock.Advance(300 * time.Millisecond)
+		}
+		c := clientFor(t, srv)
+		recs := readAll(t, c, connectors.OptOutQuery{Types: []string{"contact"}, Field: standard, Since: time.Date(2026, 5, 1, 9, 0, 0, 500_000_000, time.UTC), PageSize: 2})
+		var got []string
+		for _, r := range recs {
+			got = append(got, r.Ref.ID)
+		}
+		// The watermark is truncated to the second: widened, never narrowed.
+		require.ElementsMatch(t, want, got, "%+v", opts)
+	}
+}
+
+func TestListMembersOfADynamicListAndWithoutLists(t *testing.T) {
+	clock := emulator.NewClock(time.Date(2026, 5, 1, 9, 0, 0, 0, time.UTC))
+	srv := newEnv(t, dynamicstest.Options{Clock: clock.Now})
+	list := srv.AddDynamicList("Acme", "lead", `<fetch top="50"><entity name="lead"><filter><condition attribute="companyname" operator="eq" value="Acme"/></filter></entity></fetch>`)
+	old := srv.AddLead(dynamicstest.Person{FirstName: "Old", Email: "old@example.com", Company: "Acme"})
+	clock.Advance(time.Hour)
+	since := clock.Now()
+	acme := srv.AddLead(dynamicstest.Person{FirstName: "Ann", Email: "ann@example.com", Company: "Acme"})
+	other := srv.AddLead(dynamicstest.Person{FirstName: "Bob", Email: "bob@example.com", Company: "Other"})
+	srv.AddLead(dynamicstest.Person{FirstName: "NoAddress", Company: "Acme"})
+	c := clientFor(t, srv)
+
+	page, err := c.ListMembers(t.Context(), connectors.ListMembersQuery{Types: []string{"lead"}, Lists: []string{list}, Fields: []string{"firstname"}, Since: since})
+	require.NoError(t, err)
+	require.Empty(t, page.Next)
+	got := byID(page.Records)
+	require.Len(t, got, 1, "modified since, in the list, with an address")
+	require.Equal(t, "Ann", got[acme].Fields["firstname"])
+
+	page, err = c.ListMembers(t.Context(), connectors.ListMembersQuery{Types: []string{"lead"}, Fields: []string{"firstname"}})
+	require.NoError(t, err)
+	got = byID(page.Records)
+	require.Len(t, got, 3)
+	require.Contains(t, got, old)
+	require.Contains(t, got, other)
+}
+
+func TestForgedCursorCannotSendTheTokenElsewhere(t *testing.T) {
+	srv := newEnv(t, dynamicstest.Options{})
+	for i := range 3 {
+		srv.AddContact(dynamicstest.Person{Email: fmt.Sprintf("p%d@example.com", i), OptedOut: true})
+	}
+	c := clientFor(t, srv)
+	q := connectors.OptOutQuery{Types: []string{"contact"}, Field: standard, PageSize: 1}
+	page, err := c.OptedOut(t.Context(), q)
+	require.NoError(t, err)
+	require.NotEmpty(t, page.Next)
+	// The same cursor with its nextLink pointed at another host.
+	raw, err := base64.RawURLEncoding.DecodeString(page.Next)
+	require.NoError(t, err)
+	var st map[string]any
+	require.NoError(t, json.Unmarshal(raw, &st))
+	require.Contains(t, st["n"], srv.URL)
+	st["n"] = strings.Replace(st["n"].(string), srv.URL, "https://evil.example", 1)
+	raw, _ = json.Marshal(st)
+	calls := srv.Middleware.Total()
+	q.Cursor = base64.RawURLEncoding.EncodeToString(raw)
+	_, err = c.OptedOut(t.Context(), q)
+	require.ErrorIs(t, err, connectors.ErrInvalid)
+	require.ErrorContains(t, err, "nextLink points outside")
+	require.Equal(t, calls, srv.Middleware.Total(), "no call made with the forged cursor")
 }
