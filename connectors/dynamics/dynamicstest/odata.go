@@ -1010,6 +1010,7 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, e *entity, id str
 	}
 	s.touch(rec)
 	entityID := s.URL + APIPath + "/" + e.set + "(" + rec.id + ")"
+	w.Header().Set("Location", entityID)
 	w.Header().Set("OData-EntityId", entityID)
 	if parsePrefer(r.Header).representation {
 		b := s.render(e, nil, []*record{rec})[0]
