@@ -57,7 +57,7 @@ func (a *Activities) ApplyEvents(ctx context.Context, in EventsInput) (PageResul
 			m.Status = connectors.StatusCleaned
 			cleaned = append(cleaned, m)
 		case connectors.EventUnsubscribe:
-			if ev.Action == "delete" && ev.Reason != "abuse" {
+			if AccountDeleted(ev) {
 				res.Counts.EventsIgnored++
 				a.log.Debug("event changes no opt-out", "integration", s.IntegrationID, "rule", ruleArchived)
 				continue
@@ -129,6 +129,13 @@ func (a *Activities) notSuperseded(ctx context.Context, integration string, ms [
 		out = append(out, m)
 	}
 	return out, nil
+}
+
+// AccountDeleted reports whether an unsubscribe event is the account
+// deleting (archiving) the member rather than the person's opt-out: action
+// "delete", unless the reason is abuse (a spam complaint).
+func AccountDeleted(ev Event) bool {
+	return ev.Type == connectors.EventUnsubscribe && ev.Action == "delete" && ev.Reason != "abuse"
 }
 
 // withEarlierAddresses adds to members, for each whose person changed

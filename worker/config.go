@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -47,6 +49,54 @@ type Config struct {
 	Integrations []Integration
 	// Ledger is where the consent ledger lives; default a SQLite file.
 	Ledger ledger.Settings
+	// Webhooks is the webhook receiver; off unless Listen is set.
+	Webhooks Webhooks
+}
+
+// Webhooks is the "webhooks:" block: where the receiver of the marketing
+// platforms' pushed events listens, and the public address the platforms
+// reach it at (given, each integration's webhook is registered at start).
+type Webhooks struct {
+	// Listen is the receiver's address, e.g. ":8089"; "" turns it off.
+	Listen string `yaml:"listen"`
+	// PublicURL is the https address the platform reaches the receiver at
+	// (a reverse proxy with TLS in front of Listen), up to the path
+	// /webhooks/; "" registers nothing (the webhooks are then set up by
+	// hand, see the README).
+	PublicURL string `yaml:"publicURL"`
+}
+
+// validate checks the block, naming the field of each problem.
+func (w Webhooks) validate(c *Config, dev bool) []string {
+	var p []string
+	if w.Listen != "" {
+		host, port, err := net.SplitHostPort(w.Listen)
+		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 || strings.ContainsAny(host, "/ ") {
+			p = append(p, fmt.Sprintf("webhooks.listen: %q is not a listen address such as :8089 or 127.0.0.1:8089", w.Listen))
+		}
+	}
+	if w.PublicURL != "" {
+		var q connectors.Problems
+		connectors.CheckBaseURL(&q, "publicURL", w.PublicURL, dev)
+		for _, fe := range connectors.FieldErrors(q.Err()) {
+			p = append(p, "webhooks."+fe.Key+": "+strings.Replace(fe.Msg, "the credentials", "the deliveries", 1))
+		}
+		if w.Listen == "" {
+			p = append(p, "webhooks.publicURL: given without webhooks.listen, which turns the receiver on")
+		}
+	}
+	if w.Listen != "" {
+		any := false
+		for _, in := range c.Integrations {
+			if h, ok := in.Marketing.(connectors.WebhookConfig); ok && h.ReceivesWebhooks() {
+				any = true
+			}
+		}
+		if !any {
+			p = append(p, "webhooks.listen: no integration receives webhooks (give one marketing.webhookTokenEnv or webhookTokenFile)")
+		}
+	}
+	return p
 }
 
 // Integration is one marketing audience kept in sync with one CRM.
@@ -186,9 +236,10 @@ func DecodeConfig(b []byte) (*Config, error) {
 	var top struct {
 		Integrations []yaml.Node     `yaml:"integrations"`
 		Ledger       ledger.Settings `yaml:"ledger"`
+		Webhooks     Webhooks        `yaml:"webhooks"`
 	}
 	p := decodeStrict(doc.Content[0], &top, "")
-	cfg := &Config{Ledger: top.Ledger}
+	cfg := &Config{Ledger: top.Ledger, Webhooks: top.Webhooks}
 	if len(top.Integrations) > maxIntegrations {
 		p = append(p, fmt.Sprintf("integrations: %d integrations; at most %d per worker", len(top.Integrations), maxIntegrations))
 		top.Integrations = top.Integrations[:maxIntegrations]
@@ -280,6 +331,7 @@ func (c *Config) Validate(dev bool) error {
 		p = append(p, "integrations: at least one integration is required")
 	}
 	p = append(p, c.Ledger.Validate()...)
+	p = append(p, c.Webhooks.validate(c, dev)...)
 	seen := map[string]bool{}
 	for i := range c.Integrations {
 		in := &c.Integrations[i]

@@ -52,13 +52,14 @@ const demoSchedule = "2m"
 // crm-to-marketing step on and a field mapping, all against the
 // emulators ("emulator" base URLs, resolved by Emulators.Resolve).
 func DemoConfig() *Config {
-	return &Config{Integrations: []Integration{
+	return &Config{Webhooks: Webhooks{Listen: "127.0.0.1:0"}, Integrations: []Integration{
 		{
 			ID:            "demo",
 			Schedule:      demoSchedule,
 			MarketingKind: "mailchimp",
-			Marketing:     &mailchimp.Config{AudienceID: mailchimptest.DemoNetSuiteAudience, BaseURL: connectors.EmulatorURL},
-			CRMKind:       "netsuite",
+			Marketing: &mailchimp.Config{AudienceID: mailchimptest.DemoNetSuiteAudience, BaseURL: connectors.EmulatorURL,
+				WebhookTokenEnv: mailchimptest.DemoWebhookTokenEnv},
+			CRMKind: "netsuite",
 			CRM: &netsuite.Config{BaseURL: connectors.EmulatorURL, CRMScope: connectors.CRMScope{
 				Lists: []string{netsuitetest.DemoSavedSearch}, CleanedField: netsuitetest.DemoCleanedField,
 			}},
@@ -66,10 +67,11 @@ func DemoConfig() *Config {
 			FieldMap:       map[string]string{"firstName": "FNAME", "lastName": "LNAME"},
 		},
 		{
-			ID:             "demo-salesforce",
-			Schedule:       demoSchedule,
-			MarketingKind:  "mailchimp",
-			Marketing:      &mailchimp.Config{AudienceID: mailchimptest.DemoSalesforceAudience, BaseURL: connectors.EmulatorURL},
+			ID:            "demo-salesforce",
+			Schedule:      demoSchedule,
+			MarketingKind: "mailchimp",
+			Marketing: &mailchimp.Config{AudienceID: mailchimptest.DemoSalesforceAudience, BaseURL: connectors.EmulatorURL,
+				WebhookTokenEnv: mailchimptest.DemoWebhookTokenEnv},
 			CRMKind:        "salesforce",
 			CRM:            &salesforce.Config{BaseURL: connectors.EmulatorURL, CRMScope: connectors.CRMScope{Lists: []string{salesforcetest.DemoCampaign}}},
 			CRMToMarketing: true,

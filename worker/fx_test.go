@@ -27,7 +27,7 @@ func testFlags(t *testing.T) Flags {
 func TestValidateApp(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
 	for _, f := range []Flags{testFlags(t), {Dev: true}} {
-		opts := []fx.Option{fx.NopLogger, fx.Supply(f, log), ConfigModule, TemporalModule, WorkerModule}
+		opts := []fx.Option{fx.NopLogger, fx.Supply(f, log), ConfigModule, TemporalModule, WorkerModule, WebhookModule}
 		if f.Dev {
 			opts = append(opts, DevOptions)
 		}

@@ -138,14 +138,24 @@ func EventsWorkflow(ctx workflow.Context, in EventsRun) error {
 		}
 		st.Keys, st.KeyTimes = st.Keys[cut:], st.KeyTimes[cut:]
 	}
+	// Signals are read only here, in the workflow's own coroutine, so that
+	// none can be taken off the channel and then left behind by a
+	// continue-as-new.
 	ch := workflow.GetSignalChannel(ctx, EventsSignal)
-	workflow.Go(ctx, func(ctx workflow.Context) {
+	drain := func() {
 		for {
 			var evs []activities.Event
-			ch.Receive(ctx, &evs)
+			if !ch.ReceiveAsync(&evs) {
+				return
+			}
 			take(evs)
 		}
-	})
+	}
+	receive := func(c workflow.ReceiveChannel, _ bool) {
+		var evs []activities.Event
+		c.Receive(ctx, &evs)
+		take(evs)
+	}
 
 	loadCtx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		StartToCloseTimeout: time.Minute,
@@ -166,31 +176,33 @@ func EventsWorkflow(ctx workflow.Context, in EventsRun) error {
 		return workflow.Sleep(ctx, wait)
 	}
 	for {
-		if err := workflow.Await(ctx, func() bool {
-			return len(st.Pending) > 0 || workflow.GetInfo(ctx).GetCurrentHistoryLength() >= continueAfter
-		}); err != nil {
-			return err
-		}
+		drain()
 		info := workflow.GetInfo(ctx)
 		if info.GetCurrentHistoryLength() >= continueAfter || info.GetContinueAsNewSuggested() {
-			// Take what is buffered, so that no signal is left behind.
-			for {
-				var evs []activities.Event
-				if !ch.ReceiveAsync(&evs) {
-					break
-				}
-				take(evs)
-			}
 			if err := workflow.Await(ctx, func() bool { return workflow.AllHandlersFinished(ctx) }); err != nil {
 				return err
 			}
+			drain() // nothing is yielded between this and the return
 			st.Continued++
 			return workflow.NewContinueAsNewError(ctx, EventsWorkflow, *st)
 		}
-		// Let a burst gather.
-		if _, err := workflow.AwaitWithTimeout(ctx, window, func() bool { return len(st.Pending) >= maxEventsBatch }); err != nil {
-			return err
+		if len(st.Pending) == 0 {
+			sel := workflow.NewSelector(ctx)
+			sel.AddReceive(ch, receive)
+			sel.Select(ctx)
+			continue
 		}
+		// Let a burst gather: until the window ends or a batch is full.
+		timerCtx, cancelTimer := workflow.WithCancel(ctx)
+		timer := workflow.NewTimer(timerCtx, window)
+		for fired := false; !fired && len(st.Pending) < maxEventsBatch; {
+			sel := workflow.NewSelector(ctx)
+			sel.AddReceive(ch, receive)
+			sel.AddFuture(timer, func(workflow.Future) { fired = true })
+			sel.Select(ctx)
+		}
+		cancelTimer()
+		drain()
 		if settings == nil {
 			var s activities.Settings
 			if err := workflow.ExecuteActivity(loadCtx, a.LoadSettings, st.IntegrationID).Get(ctx, &s); err != nil {
@@ -245,12 +257,15 @@ func EventsWorkflow(ctx workflow.Context, in EventsRun) error {
 // cleaned) of each person, only the latest (an opt-out wins a tie), and
 // every address change and other event; it reports how many it dropped.
 func latestPerPerson(evs []activities.Event) ([]activities.Event, int) {
-	status := func(t connectors.EventType) bool {
-		return t == connectors.EventUnsubscribe || t == connectors.EventSubscribe || t == connectors.EventCleaned
+	status := func(ev activities.Event) bool {
+		// An unsubscribe with action "delete" is the account deleting the
+		// member, not a choice of the person: it never hides one.
+		return ev.Type == connectors.EventUnsubscribe && !activities.AccountDeleted(ev) ||
+			ev.Type == connectors.EventSubscribe || ev.Type == connectors.EventCleaned
 	}
 	latest := map[string]int{}
 	for i, ev := range evs {
-		if !status(ev.Type) {
+		if !status(ev) {
 			continue
 		}
 		j, ok := latest[ev.Person]
@@ -260,7 +275,7 @@ func latestPerPerson(evs []activities.Event) ([]activities.Event, int) {
 	}
 	out := make([]activities.Event, 0, len(evs))
 	for i, ev := range evs {
-		if !status(ev.Type) || latest[ev.Person] == i {
+		if !status(ev) || latest[ev.Person] == i {
 			out = append(out, ev)
 		}
 	}

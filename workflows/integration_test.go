@@ -124,6 +124,7 @@ func newStackWithOptions(t testing.TB, opts mailchimptest.Options, mutate func(*
 	s.reg = &settingsRegistry{in: activities.Integration{Settings: s.settings, Marketing: mk, CRM: crm}}
 	temporalServer.NewWorker(s.id, func(r worker.Registry) {
 		r.RegisterWorkflow(workflows.SyncWorkflow)
+		r.RegisterWorkflow(workflows.EventsWorkflow)
 		r.RegisterActivity(activities.New(s.reg, led, nil))
 	})
 	return s

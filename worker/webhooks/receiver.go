@@ -60,6 +60,8 @@ type Options struct {
 	// SignalTimeout bounds the wait for Temporal to take a delivery; 0
 	// means 10 seconds (the platform's own timeout).
 	SignalTimeout time.Duration
+	// TaskQueue is the workers' task queue; "" means workflows.TaskQueue.
+	TaskQueue string
 	// Run overrides the events workflow's input fields other than the
 	// integration and its state (tests shorten the batch window).
 	Run workflows.EventsRun
@@ -96,6 +98,9 @@ func New(o Options) *Receiver {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.TaskQueue == "" {
+		o.TaskQueue = workflows.TaskQueue
 	}
 	if o.SignalTimeout <= 0 {
 		o.SignalTimeout = 10 * time.Second
@@ -285,7 +290,7 @@ func (r *Receiver) signal(integration string, evs []activities.Event) error {
 	run.IntegrationID = integration
 	_, err := r.o.Client.SignalWithStartWorkflow(ctx, workflows.EventsWorkflowID(integration), workflows.EventsSignal, evs,
 		client.StartWorkflowOptions{
-			TaskQueue:                workflows.TaskQueue,
+			TaskQueue:                r.o.TaskQueue,
 			WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
 			WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
 			TypedSearchAttributes:    temporal.NewSearchAttributes(workflows.IntegrationKey.ValueSet(integration)),
