@@ -1,6 +1,7 @@
 package dynamicstest
 
 import (
+	"encoding/json"
 	"encoding/xml"
 	"fmt"
 	"net/http"
@@ -220,12 +221,28 @@ func (s *Server) fetch(w http.ResponseWriter, r *http.Request, e *entity, o opti
 		writeError(w, http.StatusBadRequest, "0x80041103", "The top attribute can't be specified with paging attribute page or count.")
 		return
 	}
+	sel, body, more, err := s.runFetch(d, e, page, count)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "0x80041103", err.Error())
+		return
+	}
+	var ann map[string]any
+	if a := parsePrefer(r.Header).annotations; a == "*" || strings.Contains(a, "Microsoft.Dynamics.CRM.") {
+		cookie := fmt.Sprintf(`<cookie pagenumber="%d" pagingcookie="%s" istracking="False" />`, page+1, escape(escape(fmt.Sprintf(`<cookie page="%d"></cookie>`, page))))
+		ann = map[string]any{"@Microsoft.Dynamics.CRM.fetchxmlpagingcookie": cookie, "@Microsoft.Dynamics.CRM.morerecords": more}
+	}
+	writeCollection(w, s.URL+APIPath+"/$metadata#"+e.set+selectSuffix(sel), body, "", ann)
+}
+
+// runFetch evaluates a FetchXML query's page under the lock.
+func (s *Server) runFetch(d *fetchDoc, e *entity, page, count int) ([]string, []json.RawMessage, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	var sel []string
 	if d.Entity.All == nil {
 		for _, a := range d.Entity.Attributes {
 			if _, ok := e.cols[a.Name]; !ok {
-				writeError(w, http.StatusBadRequest, "0x80041103", fmt.Sprintf("'%s' entity doesn't contain attribute with Name = '%s'.", e.logical, a.Name))
-				return
+				return nil, nil, false, fmt.Errorf("'%s' entity doesn't contain attribute with Name = '%s'.", e.logical, a.Name)
 			}
 			if !slices.Contains(sel, a.Name) {
 				sel = append(sel, a.Name)
@@ -235,13 +252,11 @@ func (s *Server) fetch(w http.ResponseWriter, r *http.Request, e *entity, o opti
 	var ord []order
 	for _, oe := range d.Entity.Orders {
 		if _, ok := e.cols[oe.Attribute]; !ok {
-			writeError(w, http.StatusBadRequest, "0x80041103", fmt.Sprintf("'%s' entity doesn't contain attribute with Name = '%s'.", e.logical, oe.Attribute))
-			return
+			return nil, nil, false, fmt.Errorf("'%s' entity doesn't contain attribute with Name = '%s'.", e.logical, oe.Attribute)
 		}
 		ord = append(ord, order{col: oe.Attribute, desc: oe.Descending})
 	}
 	ord = append(ord, order{col: e.key})
-	s.mu.Lock()
 	var rows []*record
 	for _, rec := range e.recs {
 		if rec.deleted {
@@ -251,9 +266,7 @@ func (s *Server) fetch(w http.ResponseWriter, r *http.Request, e *entity, o opti
 		for i := range d.Entity.Filters {
 			ok, err := d.Entity.Filters[i].eval(rec, e)
 			if err != nil {
-				s.mu.Unlock()
-				writeError(w, http.StatusBadRequest, "0x80041103", err.Error())
-				return
+				return nil, nil, false, err
 			}
 			keep = keep && ok
 		}
@@ -270,12 +283,5 @@ func (s *Server) fetch(w http.ResponseWriter, r *http.Request, e *entity, o opti
 	start := min((page-1)*count, len(rows))
 	end := min(start+count, len(rows))
 	more := end < len(rows)
-	body := s.render(e, sel, rows[start:end])
-	s.mu.Unlock()
-	var ann map[string]any
-	if a := parsePrefer(r.Header).annotations; a == "*" || strings.Contains(a, "Microsoft.Dynamics.CRM.") {
-		cookie := fmt.Sprintf(`<cookie pagenumber="%d" pagingcookie="%s" istracking="False" />`, page+1, escape(escape(fmt.Sprintf(`<cookie page="%d"></cookie>`, page))))
-		ann = map[string]any{"@Microsoft.Dynamics.CRM.fetchxmlpagingcookie": cookie, "@Microsoft.Dynamics.CRM.morerecords": more}
-	}
-	writeCollection(w, s.URL+APIPath+"/$metadata#"+e.set+selectSuffix(sel), body, "", ann)
+	return sel, s.render(e, sel, rows[start:end]), more, nil
 }

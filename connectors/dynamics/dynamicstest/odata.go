@@ -569,19 +569,7 @@ func checkSelect(sel []string, e *entity) error {
 // query answers a GET on a collection: the entity set, or (with source)
 // the records a list's navigation property holds.
 func (s *Server) query(w http.ResponseWriter, r *http.Request, e *entity, o options, source func(*record) bool) {
-	var f *node
-	if o.filter != "" {
-		var err error
-		if f, err = parseFilter(o.filter, e); err != nil {
-			writeError(w, http.StatusBadRequest, codeProperty, err.Error())
-			return
-		}
-	}
-	if err := checkSelect(o.sel, e); err != nil {
-		writeError(w, http.StatusBadRequest, codeProperty, err.Error())
-		return
-	}
-	ord, err := parseOrderBy(o.orderby, e)
+	f, ord, err := s.parseQuery(e, o)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, codeProperty, err.Error())
 		return
@@ -627,6 +615,25 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request, e *entity, o opti
 	}
 	s.mu.Unlock()
 	writeCollection(w, s.URL+APIPath+"/$metadata#"+e.set+selectSuffix(o.sel), body, next, nil)
+}
+
+// parseQuery checks a query's $filter, $select and $orderby against the
+// table's columns, which seeding may add to, under the lock.
+func (s *Server) parseQuery(e *entity, o options) (*node, []order, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var f *node
+	if o.filter != "" {
+		var err error
+		if f, err = parseFilter(o.filter, e); err != nil {
+			return nil, nil, err
+		}
+	}
+	if err := checkSelect(o.sel, e); err != nil {
+		return nil, nil, err
+	}
+	ord, err := parseOrderBy(o.orderby, e)
+	return f, ord, err
 }
 
 func selectSuffix(sel []string) string {
@@ -840,7 +847,7 @@ func (s *Server) decodeSkipToken(tok string, e *entity, ord []order) ([]any, int
 }
 
 func (s *Server) getRecord(w http.ResponseWriter, e *entity, id string, o options) {
-	if err := checkSelect(o.sel, e); err != nil {
+	if _, _, err := s.parseQuery(e, options{sel: o.sel}); err != nil {
 		writeError(w, http.StatusBadRequest, codeProperty, err.Error())
 		return
 	}
