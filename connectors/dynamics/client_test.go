@@ -489,3 +489,23 @@ func TestForgedCursorCannotSendTheTokenElsewhere(t *testing.T) {
 	require.ErrorContains(t, err, "nextLink points outside")
 	require.Equal(t, calls, srv.Middleware.Total(), "no call made with the forged cursor")
 }
+
+// TestConcurrencyLimitIsAbsorbed: a client allowed more requests in flight
+// than the environment takes meets 0x80072326 answers, slows down (the
+// shared limiter halves on a 429) and every call still succeeds.
+func TestConcurrencyLimitIsAbsorbed(t *testing.T) {
+	srv := newEnv(t, dynamicstest.Options{ConcurrencyLimit: 3})
+	srv.Middleware.SetFaults(emulator.Faults{Latency: 20 * time.Millisecond})
+	c := clientFor(t, srv, func(o *dynamics.Options) {
+		o.MaxInFlight, o.RetryMax, o.RetryWaitMax = 12, 20, 20*time.Millisecond
+	})
+	require.NoError(t, c.Ping(t.Context()))
+	errs := make(chan error, 40)
+	for range 40 {
+		go func() { errs <- c.Ping(t.Context()) }()
+	}
+	for range 40 {
+		require.NoError(t, <-errs)
+	}
+	require.Positive(t, srv.Middleware.Faulted()["over-limit"], "the limit was met")
+}
