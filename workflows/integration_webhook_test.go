@@ -2,10 +2,13 @@ package workflows_test
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -13,7 +16,10 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	enumspb "go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/sdk/client"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/optoutsync/optoutsync/activities"
 	"github.com/optoutsync/optoutsync/activities/ledger"
@@ -96,6 +102,21 @@ func newHookStackWith(t testing.TB, secret string, wrap func(http.Handler) http.
 	return h
 }
 
+// eventsHistory is the events workflow's current run's history as JSON.
+func (h *hookStack) eventsHistory(t *testing.T) []byte {
+	t.Helper()
+	iter := h.c.GetWorkflowHistory(t.Context(), workflows.EventsWorkflowID(h.id), "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	hist := &historypb.History{}
+	for iter.HasNext() {
+		ev, err := iter.Next()
+		require.NoError(t, err)
+		hist.Events = append(hist.Events, ev)
+	}
+	b, err := protojson.MarshalOptions{Indent: "  "}.Marshal(hist)
+	require.NoError(t, err)
+	return b
+}
+
 // eventsStatus queries the events workflow.
 func (h *hookStack) eventsStatus(t testing.TB) workflows.EventsStatus {
 	t.Helper()
@@ -164,6 +185,23 @@ func TestWebhookUnsubscribeThenArchiveBeforeAnyPoll(t *testing.T) {
 	require.Equal(t, 2, st.Counts.CRMOptedOut)
 	require.Equal(t, 3, st.Received)
 	require.Zero(t, st.Duplicates)
+
+	// The events workflow's history holds no address and no token: the
+	// addresses travel sealed.
+	raw := h.eventsHistory(t)
+	var decoded strings.Builder
+	for _, m := range regexp.MustCompile(`"data":\s*"([^"]*)"`).FindAllSubmatch(raw, -1) {
+		b, err := base64.StdEncoding.DecodeString(string(m[1]))
+		require.NoError(t, err)
+		decoded.Write(b)
+	}
+	require.Contains(t, decoded.String(), h.id, "payloads were decoded")
+	for _, secret := range []string{"ann@example.com", "bo@example.com", "example.com", webhookToken, h.mc.APIKey} {
+		require.NotContains(t, string(raw)+decoded.String(), secret)
+	}
+	if os.Getenv("UPDATE_HISTORIES") != "" {
+		require.NoError(t, os.WriteFile("testdata/events-history.json", raw, 0o644))
+	}
 
 	// The poll, run afterwards, finds nothing left to do.
 	res := h.run(t)

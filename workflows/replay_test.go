@@ -11,7 +11,7 @@ import (
 )
 
 // TestReplayRecordedHistories replays every recorded history in testdata
-// against today's SyncWorkflow: a change that would break the runs already
+// against today's SyncWorkflow and EventsWorkflow: a change that would break the runs already
 // in flight on a cluster fails here first. Record a new one with
 // UPDATE_HISTORIES=1 go test -run Integration ./workflows/.
 func TestReplayRecordedHistories(t *testing.T) {
@@ -22,6 +22,7 @@ func TestReplayRecordedHistories(t *testing.T) {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			r := worker.NewWorkflowReplayer()
 			r.RegisterWorkflow(workflows.SyncWorkflow)
+			r.RegisterWorkflow(workflows.EventsWorkflow)
 			require.NoError(t, r.ReplayWorkflowHistoryFromJSONFile(nil, f))
 		})
 	}
