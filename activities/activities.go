@@ -148,7 +148,7 @@ func (a *Activities) SyncMarketingChanges(ctx context.Context, in PageInput) (Pa
 			Audience: s.Audience, Status: in.Status, Since: in.Since, Cursor: cursor, PageSize: s.PageSize,
 		})
 		if err != nil {
-			return page, "", classify(err, "reading "+string(in.Status)+" members of audience "+s.Audience)
+			return page, "", classify(err, integ.Settings.IntegrationID, "reading "+string(in.Status)+" members of audience "+s.Audience)
 		}
 		return page, page.Next, nil
 	}, func(ctx context.Context, page connectors.MemberPage, res *PageResult) error {
@@ -192,7 +192,7 @@ func (a *Activities) optOutInCRM(ctx context.Context, integ *Integration, member
 		}
 		records, err := integ.CRM.FindByEmail(ctx, s.RecordTypes, s.OptOut, emails)
 		if err != nil {
-			return nil, classify(err, "finding CRM records by address")
+			return nil, classify(err, integ.Settings.IntegrationID, "finding CRM records by address")
 		}
 		return records, nil
 	}, func(batch []connectors.Member, records []connectors.Record) error {
@@ -287,13 +287,13 @@ func (a *Activities) setOptOut(ctx context.Context, integ *Integration, field co
 			// A bounce is marked in its own field, never as an opt-out.
 			out, err := integ.CRM.SetFlag(ctx, field.Field, refsOf(batch))
 			if err != nil {
-				return out, classify(err, "recording cleaned addresses in "+field.Field)
+				return out, classify(err, integ.Settings.IntegrationID, "recording cleaned addresses in "+field.Field)
 			}
 			return out, nil
 		}
 		out, err := integ.CRM.SetOptOut(ctx, field, refsOf(batch))
 		if err != nil {
-			return out, classify(err, "setting the CRM opt-out")
+			return out, classify(err, integ.Settings.IntegrationID, "setting the CRM opt-out")
 		}
 		return out, nil
 	}, func(batch []target, out connectors.BatchResult) error {
@@ -353,7 +353,7 @@ func (a *Activities) markCleaned(ctx context.Context, integ *Integration, member
 		}
 		records, err := integ.CRM.FindByEmail(ctx, s.RecordTypes, field, emails)
 		if err != nil {
-			return classify(err, "finding CRM records by address")
+			return classify(err, integ.Settings.IntegrationID, "finding CRM records by address")
 		}
 		var todo []target
 		for _, r := range records {
@@ -430,7 +430,7 @@ func (a *Activities) SyncLateRecords(ctx context.Context, in PageInput) (PageRes
 			Types: s.RecordTypes, Field: s.OptOut, Since: in.Since, Cursor: cursor, PageSize: s.PageSize,
 		})
 		if err != nil {
-			return page, "", classify(err, "reading CRM records changed since the last run")
+			return page, "", classify(err, integ.Settings.IntegrationID, "reading CRM records changed since the last run")
 		}
 		return page, page.Next, nil
 	}, func(ctx context.Context, page connectors.RecordPage, res *PageResult) error {
@@ -523,7 +523,7 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 			ListsAsOf: in.RunStart,
 		})
 		if err != nil {
-			return page, "", classify(err, "reading CRM opt-outs")
+			return page, "", classify(err, integ.Settings.IntegrationID, "reading CRM opt-outs")
 		}
 		return page, page.Next, nil
 	}, func(ctx context.Context, page connectors.RecordPage, res *PageResult) error {
@@ -634,7 +634,7 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 		err = pipelined(ctx, order, integ.Marketing.MaxBatch(), func(ctx context.Context, batch []string) (connectors.BatchResult, error) {
 			out, err := integ.Marketing.Unsubscribe(ctx, s.Audience, batch)
 			if err != nil {
-				return out, classify(err, "unsubscribing from audience "+s.Audience)
+				return out, classify(err, integ.Settings.IntegrationID, "unsubscribing from audience "+s.Audience)
 			}
 			return out, nil
 		}, func(batch []string, out connectors.BatchResult) error {
@@ -681,7 +681,7 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 			Cursor: cursor, PageSize: s.PageSize, ListsAsOf: in.RunStart,
 		})
 		if err != nil {
-			return page, "", classify(err, "reading CRM list members")
+			return page, "", classify(err, integ.Settings.IntegrationID, "reading CRM list members")
 		}
 		return page, page.Next, nil
 	}, func(ctx context.Context, page connectors.RecordPage, res *PageResult) error {
@@ -737,7 +737,7 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 			}
 			found, err := integ.Marketing.Members(ctx, s.Audience, ask)
 			if err != nil {
-				return nil, classify(err, "looking up members in audience "+s.Audience)
+				return nil, classify(err, integ.Settings.IntegrationID, "looking up members in audience "+s.Audience)
 			}
 			maps.Copy(members, found)
 			return members, nil
@@ -820,7 +820,7 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 				}
 				now, err := integ.Marketing.Members(ctx, s.Audience, emails)
 				if err != nil {
-					return classify(err, "looking up members in audience "+s.Audience)
+					return classify(err, integ.Settings.IntegrationID, "looking up members in audience "+s.Audience)
 				}
 				updates = slices.DeleteFunc(updates, func(u connectors.MemberFields) bool {
 					st := now[u.Email].Status
@@ -834,7 +834,7 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 			if len(updates) > 0 {
 				out, err := integ.Marketing.UpdateMembers(ctx, s.Audience, updates)
 				if err != nil {
-					return classify(err, "updating merge fields in audience "+s.Audience)
+					return classify(err, integ.Settings.IntegrationID, "updating merge fields in audience "+s.Audience)
 				}
 				res.Counts.FieldsUpdated += out.Written
 				res.recordFailures(FieldSync, out.Failed, nil)
@@ -844,7 +844,7 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 			}
 			out, err := integ.Marketing.UpsertMembers(ctx, s.Audience, upserts, s.StatusIfNew)
 			if err != nil {
-				return classify(err, "updating merge fields in audience "+s.Audience)
+				return classify(err, integ.Settings.IntegrationID, "updating merge fields in audience "+s.Audience)
 			}
 			res.Counts.MembersAdded += out.Added
 			res.Counts.FieldsUpdated += out.Written - out.Added
@@ -883,7 +883,7 @@ func (a *Activities) SyncAudience(ctx context.Context, in PageInput) (PageResult
 			Audience: s.Audience, Status: audienceStatuses[i], Since: in.Since, Cursor: inner, PageSize: s.PageSize, MergeFields: true,
 		})
 		if err != nil {
-			return page, "", classify(err, "reading "+string(audienceStatuses[i])+" members of audience "+s.Audience)
+			return page, "", classify(err, integ.Settings.IntegrationID, "reading "+string(audienceStatuses[i])+" members of audience "+s.Audience)
 		}
 		switch {
 		case page.Next != "":
@@ -978,7 +978,7 @@ func (a *Activities) optedOutAnywhere(ctx context.Context, integ *Integration, e
 		for _, f := range fields {
 			records, err := integ.CRM.FindByEmail(ctx, s.RecordTypes, f, batch)
 			if err != nil {
-				return classify(err, "checking CRM opt-outs before adding members")
+				return classify(err, integ.Settings.IntegrationID, "checking CRM opt-outs before adding members")
 			}
 			for _, r := range records {
 				if r.OptedOut {
@@ -1212,9 +1212,11 @@ func pipelined[T, R any](ctx context.Context, items []T, size int, call func(con
 // typed non-retryable application errors for what retrying cannot fix, a
 // retryable error with the API's requested delay for a 429, and the error
 // itself (retried by the activity's retry policy) for the rest.
-func classify(err error, doing string) error {
+func classify(err error, integration, doing string) error {
 	var api *connectors.APIError
 	errors.As(err, &api)
+	// Every failure names its integration, whichever connector answered.
+	doing = fmt.Sprintf("integration %q: %s", integration, doing)
 	msg := doing + ": " + err.Error()
 	nonRetryable := func(typ string) error {
 		return temporal.NewNonRetryableApplicationError(msg, typ, err)

@@ -61,12 +61,12 @@ func (a *Activities) CurrentState(ctx context.Context, in CurrentStateInput) (Cu
 		Marketing: s.MarketingKind, Audience: s.Audience, CRM: s.CRMKind}
 	members, err := integ.Marketing.Members(ctx, s.Audience, []string{email})
 	if err != nil {
-		return CurrentState{}, classify(err, "looking the address up in audience "+s.Audience)
+		return CurrentState{}, classify(err, integ.Settings.IntegrationID, "looking the address up in audience "+s.Audience)
 	}
 	out.MemberStatus = members[email].Status
 	records, err := integ.CRM.FindByEmail(ctx, s.RecordTypes, s.OptOut, []string{email})
 	if err != nil {
-		return CurrentState{}, classify(err, "finding CRM records by address")
+		return CurrentState{}, classify(err, integ.Settings.IntegrationID, "finding CRM records by address")
 	}
 	for _, r := range records {
 		out.Records = append(out.Records, RecordState{Record: r.Ref.String(), OptedOut: r.OptedOut})
