@@ -237,7 +237,9 @@ func TestRateLimitStorm(t *testing.T) {
 	for _, id := range ids[:60] {
 		s.AddToTearsheet(s.AddTearsheet("T"+strconv.FormatInt(id, 10)), id)
 	}
-	s.Middleware.SetFaults(emulator.Faults{Rate429: 0.3})
+	// Each answer takes 20 ms, so the client's 8 requests in flight always
+	// overlap past the account's 3, whatever the machine's speed.
+	s.Middleware.SetFaults(emulator.Faults{Rate429: 0.3, Latency: 20 * time.Millisecond})
 	c := newClient(t, s, func(o *bullhorn.Options) { o.MaxInFlight = 8 })
 	recs := readAll(t, func(cur string) (connectors.RecordPage, error) {
 		return c.OptedOut(t.Context(), connectors.OptOutQuery{Types: []string{"Candidate"}, Field: std, Cursor: cur, PageSize: 50})
