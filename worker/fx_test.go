@@ -47,6 +47,9 @@ func TestValidateAppBroken(t *testing.T) {
 // environment variable is missing, and says which.
 func TestMissingCredentialStopsTheWorker(t *testing.T) {
 	t.Setenv("MC_KEY", "0123456789abcdef-us6")
+	// The ledger opens first (it keeps refresh tokens for the connectors).
+	t.Setenv("OPTOUT_LEDGER_KEY", "a test ledger key of 32 bytes!!!")
+	t.Chdir(t.TempDir())
 	app := NewApp(testFlags(t), slog.New(slog.DiscardHandler))
 	require.Error(t, app.Err())
 	require.Contains(t, app.Err().Error(), `integration "acme": crm.consumerKeyEnv: environment variable NS_CK is not set`)
