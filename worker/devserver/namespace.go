@@ -19,8 +19,9 @@ import (
 )
 
 // readyTimeout caps the wait for a fresh server to answer when the caller's ctx has no
-// deadline: a server that is not ready in this long will not become ready.
-const readyTimeout = time.Minute
+// deadline: a server that is not ready in this long will not become ready. Two minutes,
+// because a 2-core machine building and testing in parallel was seen to need more than one.
+const readyTimeout = 2 * time.Minute
 
 // configureNamespace waits for the frontend to answer and then makes the namespace match
 // opts: search attributes present (registering the missing ones, as
