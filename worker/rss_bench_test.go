@@ -176,7 +176,8 @@ func startRSSEmulators(b *testing.B, members, changes int) *rssEmulators {
 	email := func(i int) string { return fmt.Sprintf("m%d@example.com", i) }
 	now := time.Now()
 	year := 365 * 24 * time.Hour
-	changedAt := func(i int) time.Time { return now.Add(-year + time.Duration(i)*year/time.Duration(members)) }
+	step := year / time.Duration(members) // members*year would overflow
+	changedAt := func(i int) time.Time { return now.Add(-year + time.Duration(i)*step) }
 	start := time.Now()
 	require.NoError(b, e.mc.Generate(rssAudience, members, func(i int) mailchimptest.MemberSeed {
 		s := mailchimptest.MemberSeed{Email: email(i), Status: "subscribed", LastChanged: changedAt(i)}
