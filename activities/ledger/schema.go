@@ -116,6 +116,12 @@ var migrations = []string{
 		sealed      TEXT   NOT NULL,
 		updated_at  BIGINT NOT NULL
 	);`,
+
+	// 5: the audience mirror looks a page's contacts up by contact id
+	// without the system: without this index each page scanned every
+	// contact of the integration, and a first mirror grew with the square
+	// of the audience.
+	`CREATE INDEX contacts_contact ON contacts (integration, contact);`,
 }
 
 // migrate brings the schema up to date. Two processes starting at once
