@@ -259,7 +259,13 @@ func (s *stack) saveHistory(t *testing.T, path string) {
 // history returns the last run's history as JSON, payloads decoded.
 func (s *stack) history(t *testing.T) []byte {
 	t.Helper()
-	iter := s.c.GetWorkflowHistory(t.Context(), workflows.WorkflowID(s.id), "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	return s.historyOf(t, workflows.WorkflowID(s.id))
+}
+
+// historyOf returns the current run of a workflow's history as JSON.
+func (s *stack) historyOf(t *testing.T, workflowID string) []byte {
+	t.Helper()
+	iter := s.c.GetWorkflowHistory(t.Context(), workflowID, "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
 	hist := &historypb.History{}
 	for iter.HasNext() {
 		ev, err := iter.Next()

@@ -16,10 +16,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	enumspb "go.temporal.io/api/enums/v1"
-	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/sdk/client"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/optoutsync/optoutsync/activities"
 	"github.com/optoutsync/optoutsync/activities/ledger"
@@ -102,21 +99,6 @@ func newHookStackWith(t testing.TB, secret string, wrap func(http.Handler) http.
 	return h
 }
 
-// eventsHistory is the events workflow's current run's history as JSON.
-func (h *hookStack) eventsHistory(t *testing.T) []byte {
-	t.Helper()
-	iter := h.c.GetWorkflowHistory(t.Context(), workflows.EventsWorkflowID(h.id), "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
-	hist := &historypb.History{}
-	for iter.HasNext() {
-		ev, err := iter.Next()
-		require.NoError(t, err)
-		hist.Events = append(hist.Events, ev)
-	}
-	b, err := protojson.MarshalOptions{Indent: "  "}.Marshal(hist)
-	require.NoError(t, err)
-	return b
-}
-
 // eventsStatus queries the events workflow.
 func (h *hookStack) eventsStatus(t testing.TB) workflows.EventsStatus {
 	t.Helper()
@@ -188,7 +170,7 @@ func TestWebhookUnsubscribeThenArchiveBeforeAnyPoll(t *testing.T) {
 
 	// The events workflow's history holds no address and no token: the
 	// addresses travel sealed.
-	raw := h.eventsHistory(t)
+	raw := h.historyOf(t, workflows.EventsWorkflowID(h.id))
 	var decoded strings.Builder
 	for _, m := range regexp.MustCompile(`"data":\s*"([^"]*)"`).FindAllSubmatch(raw, -1) {
 		b, err := base64.StdEncoding.DecodeString(string(m[1]))

@@ -3,9 +3,6 @@ package mailchimptest
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -14,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/optoutsync/optoutsync/connectors/mailchimp"
 )
 
 // Webhooks (api-wire-facts §1.9): POST /lists/{list_id}/webhooks creates
@@ -369,10 +368,7 @@ func (h *hooks) deliver(u, secret string, ev event, attempt int) {
 		req.Header.Set("User-Agent", "MailChimp.com")
 		if secret != "" {
 			t := h.now().Unix()
-			m := hmac.New(sha256.New, []byte(secret))
-			m.Write([]byte(strconv.FormatInt(t, 10) + "."))
-			m.Write(body)
-			req.Header.Set("X-Mailchimp-Signature", "t="+strconv.FormatInt(t, 10)+",v1="+hex.EncodeToString(m.Sum(nil)))
+			req.Header.Set(mailchimp.SignatureHeader, "t="+strconv.FormatInt(t, 10)+",v1="+mailchimp.Sign(secret, t, body))
 		}
 		var resp *http.Response
 		if resp, err = h.client.Do(req); err == nil {
