@@ -48,6 +48,10 @@ func (a *Activities) ApplyEvents(ctx context.Context, in EventsInput) (PageResul
 				res.Counts.InvalidEmails++
 				continue
 			}
+			if a.ledger.Person(old) == a.ledger.Person(email) {
+				res.Counts.EventsIgnored++ // the same address in other letter case
+				continue
+			}
 			res.Counts.AddressChanges++
 			aliases = append(aliases, ledger.Alias{Person: a.ledger.Person(email), Alias: a.ledger.Person(old), Sealed: ev.OldSealed, Changed: ev.FiredAt})
 			// The earlier address left the audience with the person: field
@@ -56,6 +60,10 @@ func (a *Activities) ApplyEvents(ctx context.Context, in EventsInput) (PageResul
 		case connectors.EventCleaned:
 			m.Status = connectors.StatusCleaned
 			cleaned = append(cleaned, m)
+			if ev.Reason == "abuse" {
+				// A spam complaint: a bounce and an opt-out.
+				unsubbed = append(unsubbed, connectors.Member{Email: email, Status: connectors.StatusUnsubscribed, LastChanged: ev.FiredAt})
+			}
 		case connectors.EventUnsubscribe:
 			if AccountDeleted(ev) {
 				res.Counts.EventsIgnored++
@@ -98,6 +106,20 @@ func (a *Activities) ApplyEvents(ctx context.Context, in EventsInput) (PageResul
 	}
 	if len(subbed) > 0 {
 		if err := a.noteResubscribes(ctx, integ, subbed, &res); err != nil {
+			return PageResult{}, err
+		}
+		// Every subscribe is remembered as the person's latest choice, even
+		// of one the ledger never knew blocked: an unsubscribe delivered
+		// late (a retry) and older than it must not be applied after it.
+		wf, rid := run(ctx)
+		obs := make([]ledger.Observation, 0, len(subbed))
+		for _, m := range subbed {
+			if p := a.ledger.Person(m.Email); p != "" {
+				obs = append(obs, ledger.Observation{Integration: s.IntegrationID, System: s.MarketingKind, Subject: memberSubject(m),
+					Person: p, Kind: ledger.KindResubscribe, OccurredAt: m.LastChanged, WorkflowID: wf, RunID: rid})
+			}
+		}
+		if _, err := a.ledger.Observe(ctx, obs); err != nil {
 			return PageResult{}, err
 		}
 	}
@@ -166,17 +188,48 @@ func (a *Activities) withEarlierAddresses(ctx context.Context, integ *Integratio
 	if err != nil {
 		return nil, err
 	}
-	out := slices.Clone(members)
+	type candidate struct {
+		email string
+		of    connectors.Member
+	}
+	var cands []candidate
 	for _, m := range members {
 		for _, al := range aliases[a.ledger.Person(m.Email)] {
 			if ms, ok := mirrored[al.Alias]; ok && ms.Status != ledger.StatusMoved && ms.Changed.After(al.Changed) {
 				continue
 			}
-			old, err := a.ledger.Unseal(al.Sealed)
-			if err != nil {
-				continue
+			if old, err := a.ledger.Unseal(al.Sealed); err == nil {
+				cands = append(cands, candidate{old, m})
 			}
-			out = append(out, connectors.Member{Email: old, Status: m.Status, LastChanged: m.LastChanged, ContactID: m.ContactID})
+		}
+	}
+	// An earlier address that is a member of the audience again belongs
+	// to someone now (the platform answers 404 for an address its member
+	// left): asked live, since the mirror may be older than the change.
+	taken := map[string]bool{}
+	err = chunks(ctx, cands, integ.Marketing.MaxBatch(), func(batch []candidate) error {
+		emails := make([]string, len(batch))
+		for i, c := range batch {
+			emails[i] = c.email
+		}
+		found, err := integ.Marketing.Members(ctx, s.Audience, emails)
+		if err != nil {
+			return classify(err, s.IntegrationID, "looking up earlier addresses in audience "+s.Audience)
+		}
+		for e, m := range found {
+			if m.Status != connectors.StatusNotFound && m.Status != connectors.StatusArchived {
+				taken[e] = true
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := slices.Clone(members)
+	for _, c := range cands {
+		if !taken[c.email] {
+			out = append(out, connectors.Member{Email: c.email, Status: c.of.Status, LastChanged: c.of.LastChanged, ContactID: c.of.ContactID})
 		}
 	}
 	return out, nil

@@ -1,7 +1,6 @@
 package workflows
 
 import (
-	"errors"
 	"slices"
 	"time"
 
@@ -206,11 +205,9 @@ func EventsWorkflow(ctx workflow.Context, in EventsRun) error {
 		if settings == nil {
 			var s activities.Settings
 			if err := workflow.ExecuteActivity(loadCtx, a.LoadSettings, st.IntegrationID).Get(ctx, &s); err != nil {
-				var ae *temporal.ApplicationError
-				if errors.As(err, &ae) && ae.Type() == activities.ErrTypeConfig && ae.NonRetryable() {
-					// The integration is gone from the configuration.
-					return err
-				}
+				// Even when this worker does not know the integration (a
+				// configuration rollout, a removed integration) the events
+				// taken stay pending: the run never ends with them.
 				if err := backoff(err); err != nil {
 					return err
 				}
@@ -253,31 +250,41 @@ func EventsWorkflow(ctx workflow.Context, in EventsRun) error {
 	}
 }
 
-// latestPerPerson keeps, of the status changes (unsubscribe, subscribe,
-// cleaned) of each person, only the latest (an opt-out wins a tie), and
-// every address change and other event; it reports how many it dropped.
+// latestPerPerson keeps, of each person's opt-outs (unsubscribes and
+// spam complaints) and subscribes, only those of the latest choice: the
+// subscribes when the latest subscribe is newer than every opt-out, the
+// opt-outs otherwise (an opt-out wins a tie). Everything else (a clean, an
+// address change, a deletion by the account) is kept. It reports how many
+// it dropped.
 func latestPerPerson(evs []activities.Event) ([]activities.Event, int) {
-	status := func(ev activities.Event) bool {
-		// An unsubscribe with action "delete" is the account deleting the
-		// member, not a choice of the person: it never hides one.
+	optOut := func(ev activities.Event) bool {
 		return ev.Type == connectors.EventUnsubscribe && !activities.AccountDeleted(ev) ||
-			ev.Type == connectors.EventSubscribe || ev.Type == connectors.EventCleaned
+			ev.Type == connectors.EventCleaned && ev.Reason == "abuse"
 	}
-	latest := map[string]int{}
-	for i, ev := range evs {
-		if !status(ev) {
-			continue
-		}
-		j, ok := latest[ev.Person]
-		if !ok || ev.FiredAt.After(evs[j].FiredAt) || ev.FiredAt.Equal(evs[j].FiredAt) && ev.Type != connectors.EventSubscribe {
-			latest[ev.Person] = i
+	lastOut, lastIn := map[string]time.Time{}, map[string]time.Time{}
+	for _, ev := range evs {
+		switch {
+		case optOut(ev):
+			if t, ok := lastOut[ev.Person]; !ok || ev.FiredAt.After(t) {
+				lastOut[ev.Person] = ev.FiredAt
+			}
+		case ev.Type == connectors.EventSubscribe:
+			if t, ok := lastIn[ev.Person]; !ok || ev.FiredAt.After(t) {
+				lastIn[ev.Person] = ev.FiredAt
+			}
 		}
 	}
 	out := make([]activities.Event, 0, len(evs))
-	for i, ev := range evs {
-		if !status(ev) || latest[ev.Person] == i {
-			out = append(out, ev)
+	for _, ev := range evs {
+		in, hasIn := lastIn[ev.Person]
+		outAt, hasOut := lastOut[ev.Person]
+		switch {
+		case ev.Type == connectors.EventUnsubscribe && !activities.AccountDeleted(ev) && hasIn && in.After(outAt):
+			continue // a later subscribe is the person's choice
+		case ev.Type == connectors.EventSubscribe && hasOut && !in.After(outAt):
+			continue // an opt-out as late or later stands
 		}
+		out = append(out, ev)
 	}
 	return out, len(evs) - len(out)
 }

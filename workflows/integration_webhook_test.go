@@ -1,9 +1,11 @@
 package workflows_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -348,4 +350,67 @@ func TestWebhookKeepsThePersonsLatestChoice(t *testing.T) {
 	require.Equal(t, 2, st.Received)
 	require.Equal(t, 1, st.Superseded+st.Counts.LaterConsent, "the older unsubscribe is dropped or found superseded")
 	require.Equal(t, connectors.StatusSubscribed, h.status(t, "ann@example.com"))
+}
+
+// failFirstUnsubscribe answers the first unsubscribe delivery 503 without
+// taking it, so that Mailchimp re-delivers it after what came next.
+func failFirstUnsubscribe(next http.Handler) http.Handler {
+	var once atomic.Bool
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			b, _ := io.ReadAll(r.Body)
+			r.Body = io.NopCloser(bytes.NewReader(b))
+			if strings.Contains(string(b), "type=unsubscribe") && once.CompareAndSwap(false, true) {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// An unsubscribe whose delivery fails, re-delivered after the person's
+// later re-subscribe was applied, is not applied: the re-subscribe is the
+// person's latest choice.
+func TestWebhookLateUnsubscribeDoesNotOverrideALaterResubscribe(t *testing.T) {
+	h := newHookStack(t, "", failFirstUnsubscribe)
+	h.member(t, "ann@example.com")
+	h.customer("ann", "ann@example.com")
+	require.NoError(t, h.mc.Act(audience, "ann@example.com", "unsubscribe", mailchimptest.SourceUser))
+	h.clk.Advance(time.Second)
+	require.NoError(t, h.mc.Act(audience, "ann@example.com", "resubscribe", mailchimptest.SourceUser))
+	st := h.settle(t, 1)
+	require.Eventually(t, func() bool { st = h.eventsStatus(t); return st.Received == 2 && st.Pending == 0 }, time.Minute, 20*time.Millisecond)
+	require.Equal(t, "1", h.subscription(t, "ann"), "the later re-subscribe stands")
+	require.Equal(t, connectors.StatusSubscribed, h.status(t, "ann@example.com"))
+}
+
+// An address a person left and someone else then joined with is not
+// opted out by the first person's later unsubscribe.
+func TestWebhookAnAddressTakenAgainIsLeftAlone(t *testing.T) {
+	h := newHookStack(t, "", nil)
+	h.member(t, "a@example.com")
+	h.customer("x-old", "a@example.com")
+	h.contact("x-new", "b@example.com")
+	require.NoError(t, h.mc.ChangeEmailAs(audience, "a@example.com", "b@example.com", mailchimptest.SourceUser))
+	h.settle(t, 1)
+	// Someone else joins with a@ (the API: not delivered to the webhook).
+	h.member(t, "a@example.com")
+	require.NoError(t, h.mc.Act(audience, "b@example.com", "unsubscribe", mailchimptest.SourceUser))
+	h.settle(t, 2)
+	require.Equal(t, "2", h.subscription(t, "x-new"))
+	require.Equal(t, "1", h.subscription(t, "x-old"), "a@ belongs to a subscribed member again")
+}
+
+// A spam complaint (Mailchimp cleans the address with reason abuse) is an
+// opt-out as well as a bounce.
+func TestWebhookASpamComplaintIsAnOptOut(t *testing.T) {
+	h := newHookStack(t, "", nil)
+	h.member(t, "ann@example.com")
+	h.customer("ann", "ann@example.com")
+	require.NoError(t, h.mc.Act(audience, "ann@example.com", "complain", mailchimptest.SourceUser))
+	st := h.settle(t, 1)
+	require.Equal(t, "2", h.subscription(t, "ann"))
+	require.Equal(t, 1, st.Counts.Cleaned)
+	require.Equal(t, 1, st.Counts.CRMOptedOut)
 }

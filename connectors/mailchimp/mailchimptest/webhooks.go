@@ -318,9 +318,13 @@ func (s *Server) emit(l *list, typ string, i int32, old string) {
 		data("action", "unsub")
 		data("reason", "manual")
 		data("ip_opt", "127.0.0.1")
-	case "cleaned":
+	case "cleaned", "complaint":
+		typ = "cleaned"
 		data("email", m.Email)
 		data("reason", "hard")
+		if old == "abuse" {
+			data("reason", "abuse")
+		}
 	default:
 		data("email", m.Email)
 		data("ip_opt", "127.0.0.1")
@@ -402,8 +406,9 @@ func (h *hooks) close() {
 
 // Act makes a change as the person (SourceUser) or an account user in the
 // web app (SourceAdmin) would, so that webhooks registered for that
-// source are delivered: action is "unsubscribe", "resubscribe", "clean"
-// or "archive"; ChangeEmailAs changes an address.
+// source are delivered: action is "unsubscribe", "resubscribe", "clean",
+// "complain" (a spam complaint) or "archive"; ChangeEmailAs changes an
+// address.
 func (s *Server) Act(listID, email, action, source string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -433,6 +438,12 @@ func (s *Server) Act(listID, email, action, source string) error {
 	case "clean":
 		l.members[i].status = stSubscribed
 		changed, p = l.transition(i, stCleaned, now)
+	case "complain":
+		// A spam complaint: Mailchimp cleans the address with reason
+		// "abuse" (api-wire-facts §1.9).
+		l.members[i].status = stCleaned
+		changed = true
+		s.emit(l, "complaint", i, "abuse")
 	case "archive":
 		if l.members[i].status == stArchived {
 			return nil
