@@ -7,6 +7,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/optoutsync/optoutsync/connectors"
+	"github.com/optoutsync/optoutsync/connectors/bullhorn/bullhorntest"
+	"github.com/optoutsync/optoutsync/connectors/dynamics/dynamicstest"
+	"github.com/optoutsync/optoutsync/connectors/mailchimp/mailchimptest"
 )
 
 // The webhooks block and the integrations' webhook keys are checked like
@@ -64,5 +67,16 @@ func TestDemoIntegrationsReceiveWebhooks(t *testing.T) {
 		h, ok := reg[id].Marketing.(connectors.Webhooks)
 		require.True(t, ok, id)
 		require.Len(t, h.WebhookToken(), 32, id)
+	}
+}
+
+// The Mailchimp demo seeds the audiences the other emulators' demos pair with.
+func TestDemoAudiencesPair(t *testing.T) {
+	require.Equal(t, dynamicstest.DemoAudience, mailchimptest.DemoDynamicsAudience)
+	require.Equal(t, bullhorntest.DemoAudience, mailchimptest.DemoBullhornAudience)
+	mc := mailchimptest.Demo()
+	defer mc.Close()
+	for _, aud := range []string{mailchimptest.DemoDynamicsAudience, mailchimptest.DemoBullhornAudience} {
+		require.NotEmpty(t, mc.Members(aud), aud)
 	}
 }

@@ -11,6 +11,10 @@ import (
 const (
 	DemoNetSuiteAudience   = "demo-netsuite"
 	DemoSalesforceAudience = "demo-salesforce"
+	// DemoDynamicsAudience and DemoBullhornAudience pair with the
+	// Dynamics and Bullhorn emulators' demo seeds (their DemoAudience).
+	DemoDynamicsAudience = "demo-dynamics"
+	DemoBullhornAudience = "demo-bullhorn"
 	// DemoAPIKeyEnv is the variable the dev mode hands the emulator's key in.
 	DemoAPIKeyEnv = "OPTOUT_DEV_MAILCHIMP_API_KEY"
 	// DemoWebhookTokenEnv is the variable that, named by a demo
@@ -24,6 +28,8 @@ func Demo() *Server {
 	s := NewServer(Options{})
 	s.AddList(DemoNetSuiteAudience, "Demo audience (NetSuite)")
 	s.AddList(DemoSalesforceAudience, "Demo audience (Salesforce)")
+	s.AddList(DemoDynamicsAudience, "Demo audience (Dynamics 365)")
+	s.AddList(DemoBullhornAudience, "Demo audience (Bullhorn)")
 	must := func(list, email, status string) {
 		seed := MemberSeed{Email: email, Status: status}
 		if status == "unsubscribed" {
@@ -47,6 +53,16 @@ func Demo() *Server {
 	must(DemoSalesforceAudience, "leo@example.com", "subscribed")     // opted out in Salesforce, outside the campaign → left alone
 	must(DemoSalesforceAudience, "mallory@example.com", "subscribed") // campaign member opted out in Salesforce → unsubscribed
 	must(DemoSalesforceAudience, "niaj@example.com", "subscribed")    // campaign member → merge fields updated
+	// Dynamics 365 audience.
+	must(DemoDynamicsAudience, "quinn@example.com", "unsubscribed") // a contact and a lead share the address → both opted out
+	must(DemoDynamicsAudience, "sven@example.com", "subscribed")    // opted out in the static list → unsubscribed
+	must(DemoDynamicsAudience, "rita@example.com", "subscribed")    // opted out outside every list → left alone
+	must(DemoDynamicsAudience, "tara@example.com", "subscribed")    // in the list → merge fields updated
+	// Bullhorn audience.
+	must(DemoBullhornAudience, "quinn@example.com", "unsubscribed") // → Candidate opted out
+	must(DemoBullhornAudience, "rosa@example.com", "subscribed")    // opted out in the tearsheet → unsubscribed
+	must(DemoBullhornAudience, "sven@example.com", "subscribed")    // opted out outside the tearsheet → left alone
+	must(DemoBullhornAudience, "tara@example.com", "subscribed")    // in the tearsheet → merge fields updated
 	return s
 }
 
