@@ -43,7 +43,6 @@ type hookStack struct {
 	hs     *httptest.Server
 	hooks  *mailchimp.Client
 	tc     *switchClient
-	wrap   func(http.Handler) http.Handler
 	signed string
 	clk    *emulator.Clock
 }

@@ -1,3 +1,5 @@
+//lint:file-ignore ST1005 the emulator answers with Bullhorn's own error texts, capitals and full stops included
+
 package bullhorntest
 
 import (

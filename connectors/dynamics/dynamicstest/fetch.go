@@ -1,3 +1,5 @@
+//lint:file-ignore ST1005 the emulator answers with the Dataverse error texts themselves, capitals and full stops included
+
 package dynamicstest
 
 import (

@@ -1,3 +1,5 @@
+//lint:file-ignore ST1005 the emulator answers with the Dataverse error texts themselves, capitals and full stops included
+
 package dynamicstest
 
 import (
@@ -166,12 +168,11 @@ func parsePrefer(h http.Header) prefer {
 // ---- $filter ----
 
 type node struct {
-	op       string // and, or, not, eq, ne, gt, ge, lt, le, contains, startswith, endswith
-	l, r     *node
-	col      string
-	typ      colType
-	lit      any
-	hasValue bool
+	op   string // and, or, not, eq, ne, gt, ge, lt, le, contains, startswith, endswith
+	l, r *node
+	col  string
+	typ  colType
+	lit  any
 }
 
 type filterParser struct {

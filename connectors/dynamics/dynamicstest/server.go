@@ -118,7 +118,6 @@ type Server struct {
 	version  int64
 	window   []time.Time // API requests in the last 300 s
 	forced   []forced
-	seq      int64
 }
 
 // forced is a service-protection answer Throttle queued.
