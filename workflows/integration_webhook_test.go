@@ -45,6 +45,8 @@ type hookStack struct {
 	tc     *switchClient
 	signed string
 	clk    *emulator.Clock
+	// patience bounds settle's wait; 0 means 2 minutes.
+	patience time.Duration
 }
 
 // switchClient is the Temporal client with an outage switch: while down,
@@ -72,7 +74,8 @@ func newHookStackWith(t testing.TB, secret string, wrap func(http.Handler) http.
 	t.Helper()
 	clk := emulator.NewClock(time.Now())
 	s := newStackWithOptions(t, mailchimptest.Options{Now: clk.Now, ContactIDFollowsAddress: contactFollows, WebhookRetries: []time.Duration{
-		50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond, time.Second, time.Second, time.Second,
+		50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond,
+		time.Second, 2 * time.Second, 5 * time.Second, 10 * time.Second, 20 * time.Second, 30 * time.Second, time.Minute,
 	}}, nil, ledgertest.Open(t, ledger.SQLite))
 	h := &hookStack{stack: s, tc: &switchClient{Client: s.c}, signed: secret, clk: clk}
 	var err error
@@ -115,9 +118,15 @@ func (h *hookStack) eventsStatus(t testing.TB) workflows.EventsStatus {
 // events.
 func (h *hookStack) settle(t testing.TB, applied int) workflows.EventsStatus {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	wait := h.patience
+	if wait == 0 {
+		wait = 2 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), wait)
 	defer cancel()
-	require.NoError(t, h.mc.WaitDeliveries(ctx))
+	if err := h.mc.WaitDeliveries(ctx); err != nil {
+		t.Fatalf("deliveries not done: %v; %+v", err, h.mc.WebhookStats())
+	}
 	var st workflows.EventsStatus
 	for st = h.eventsStatus(t); st.Pending > 0 || st.Counts.Events < applied; st = h.eventsStatus(t) {
 		if ctx.Err() != nil {
