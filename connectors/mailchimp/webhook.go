@@ -26,8 +26,9 @@ import (
 // fields is a few kilobytes.
 const MaxWebhookBody = 64 << 10
 
-// maxWebhookKeys bounds the form keys of one delivery.
-const maxWebhookKeys = 200
+// maxWebhookKeys bounds the form keys of one delivery: far more than an
+// audience's merge fields and groups, well under what 64 KiB could carry.
+const maxWebhookKeys = 2000
 
 // SignatureTolerance is how far a signed delivery's timestamp may be from
 // the receiver's clock.
@@ -170,7 +171,7 @@ func ParseWebhookBody(body []byte) (connectors.Event, error) {
 	case "":
 		return connectors.Event{}, rejected("no type")
 	default:
-		return connectors.Event{}, rejected("type %q is not a member event", ev.Type)
+		return connectors.Event{}, rejected("type %q is not a member event", truncate(string(ev.Type), 40))
 	}
 	if _, ok := connectors.NormalizeEmail(ev.Email); !ok {
 		return connectors.Event{}, rejected("%s without a valid address", ev.Type)

@@ -165,6 +165,9 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	e := r.endpoints[id]
 	// A wrong integration and a wrong token answer alike.
 	if !ok || !ok2 || e == nil || subtle.ConstantTimeCompare([]byte(token), []byte(e.token)) != 1 {
+		if e == nil && len(id) > 64 { // unauthenticated text: bounded in the log
+			id = id[:64] + "…"
+		}
 		r.log.Warn("webhook delivery refused", "integration", id, "reason", "unknown endpoint or wrong token", "remote", req.RemoteAddr)
 		http.NotFound(w, req)
 		return
