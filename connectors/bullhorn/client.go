@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -119,7 +118,7 @@ func New(cfg Options) (*Client, error) {
 		cfg.LoginInfoURL = DefaultLoginInfoURL
 	}
 	u, err := url.Parse(strings.TrimRight(cfg.LoginInfoURL, "/"))
-	if err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname()))) {
+	if err != nil || u.Host == "" || !httpx.Secure(u) {
 		return nil, fmt.Errorf("bullhorn: Options.LoginInfoURL %q must be an https URL", cfg.LoginInfoURL)
 	}
 	for name, v := range map[string]string{"ClientID": cfg.ClientID, "ClientSecret": cfg.ClientSecret, "Username": cfg.Username, "Password": cfg.Password} {
@@ -202,14 +201,6 @@ func New(cfg Options) (*Client, error) {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	c.lists = newListCache(cfg.ListTTL, cfg.Now)
 	return c, nil
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 func (c *Client) logger() *slog.Logger {
@@ -521,7 +512,7 @@ func (c *Client) login(ctx context.Context, stale *session) (*session, error) {
 		_ = json.Unmarshal(body, &ans)
 		if status == http.StatusOK && ans.BhRestToken != "" {
 			ru, err := url.Parse(ans.RestURL)
-			if err != nil || ru.Host == "" || (ru.Scheme != "https" && !(ru.Scheme == "http" && isLoopback(ru.Hostname()))) {
+			if err != nil || ru.Host == "" || !httpx.Secure(ru) {
 				return nil, fmt.Errorf("bullhorn: login answered an unusable restUrl")
 			}
 			s := &session{token: ans.BhRestToken, rest: strings.TrimRight(ans.RestURL, "/") + "/"}

@@ -22,7 +22,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -122,14 +121,14 @@ var _ connectors.CRM = (*Client)(nil)
 // New validates o and returns a client. It does not call Dataverse; Ping
 // checks the credentials.
 func New(o Options) (*Client, error) {
-	org, err := baseURL(o.OrgURL)
+	org, err := httpx.BaseURL(o.OrgURL)
 	if err != nil {
 		return nil, fmt.Errorf("dynamics: Options.OrgURL: %w", err)
 	}
 	if o.AuthorityURL == "" {
 		o.AuthorityURL = DefaultAuthorityURL
 	}
-	auth, err := baseURL(o.AuthorityURL)
+	auth, err := httpx.BaseURL(o.AuthorityURL)
 	if err != nil {
 		return nil, fmt.Errorf("dynamics: Options.AuthorityURL: %w", err)
 	}
@@ -234,27 +233,6 @@ func parseCertificate(bundle []byte) (*rsa.PrivateKey, string, error) {
 
 // baseURL accepts an https URL, or plain http on a loopback host (an
 // emulator), and keeps its scheme and host.
-func baseURL(raw string) (*url.URL, error) {
-	if raw == "" {
-		return nil, errors.New("is required")
-	}
-	u, err := url.Parse(strings.TrimRight(raw, "/"))
-	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("%q is not an absolute URL", raw)
-	}
-	if u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname())) {
-		return nil, fmt.Errorf("%q must use https", raw)
-	}
-	return &url.URL{Scheme: u.Scheme, Host: u.Host}, nil
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
 
 func (c *Client) logger() *slog.Logger {
 	if c.cfg.Logger == nil {

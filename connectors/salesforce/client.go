@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -112,7 +111,7 @@ func New(cfg Options) (*Client, error) {
 	if !versionPattern.MatchString(cfg.APIVersion) {
 		return nil, fmt.Errorf("salesforce: Options.APIVersion %q is not of the form v62.0", cfg.APIVersion)
 	}
-	login, err := baseURL(cfg.LoginURL)
+	login, err := httpx.BaseURL(cfg.LoginURL)
 	if err != nil {
 		return nil, fmt.Errorf("salesforce: Options.LoginURL: %w", err)
 	}
@@ -167,27 +166,6 @@ func New(cfg Options) (*Client, error) {
 
 // baseURL accepts an https URL, or plain http on a loopback host (an
 // emulator), and drops any path.
-func baseURL(raw string) (*url.URL, error) {
-	if raw == "" {
-		return nil, errors.New("is required")
-	}
-	u, err := url.Parse(strings.TrimRight(raw, "/"))
-	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("%q is not an absolute URL", raw)
-	}
-	if u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname())) {
-		return nil, fmt.Errorf("%q must use https", raw)
-	}
-	return &url.URL{Scheme: u.Scheme, Host: u.Host}, nil
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
 
 // MaxBatch is the sObject Collections limit: 200 records a call. Lookups
 // share it so that a batch found is a batch written.
@@ -303,7 +281,7 @@ func (c *Client) loginOnce(ctx context.Context) (*session, error) {
 		return nil, &connectors.APIError{System: system, Status: resp.StatusCode, Kind: kind, Code: code,
 			Detail: "token request refused: " + httpx.Redact(ans.ErrorDescription)}
 	}
-	inst, err := baseURL(ans.InstanceURL)
+	inst, err := httpx.BaseURL(ans.InstanceURL)
 	if err != nil {
 		return nil, fmt.Errorf("salesforce: token answer instance_url: %w", err)
 	}
