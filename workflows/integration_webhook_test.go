@@ -106,11 +106,18 @@ func newHookStackWith(t testing.TB, secret string, wrap func(http.Handler) http.
 // eventsStatus queries the events workflow.
 func (h *hookStack) eventsStatus(t testing.TB) workflows.EventsStatus {
 	t.Helper()
-	v, err := h.c.QueryWorkflow(t.Context(), workflows.EventsWorkflowID(h.id), "", workflows.StatusQuery)
+	st, err := h.queryStatus(t.Context())
 	require.NoError(t, err)
-	var st workflows.EventsStatus
-	require.NoError(t, v.Get(&st))
 	return st
+}
+
+func (h *hookStack) queryStatus(ctx context.Context) (workflows.EventsStatus, error) {
+	var st workflows.EventsStatus
+	v, err := h.c.QueryWorkflow(ctx, workflows.EventsWorkflowID(h.id), "", workflows.StatusQuery)
+	if err == nil {
+		err = v.Get(&st)
+	}
+	return st, err
 }
 
 // settle waits for the emulator's deliveries, then for the events
@@ -127,14 +134,18 @@ func (h *hookStack) settle(t testing.TB, applied int) workflows.EventsStatus {
 	if err := h.mc.WaitDeliveries(ctx); err != nil {
 		t.Fatalf("deliveries not done: %v; %+v", err, h.mc.WebhookStats())
 	}
-	var st workflows.EventsStatus
-	for st = h.eventsStatus(t); st.Pending > 0 || st.Counts.Events < applied; st = h.eventsStatus(t) {
+	for {
+		// A query can time out while the worker is busy (-race, a large
+		// batch): asked again until settle's own deadline.
+		st, err := h.queryStatus(ctx)
+		if err == nil && st.Pending == 0 && st.Counts.Events >= applied {
+			return st
+		}
 		if ctx.Err() != nil {
-			t.Fatalf("events not applied: %+v; deliveries %+v", st, h.mc.WebhookStats())
+			t.Fatalf("events not applied: %+v (%v); deliveries %+v", st, err, h.mc.WebhookStats())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return st
 }
 
 func (h *hookStack) member(t *testing.T, email string) {
@@ -334,8 +345,9 @@ func TestWebhookForgedAndMalformedDeliveriesChangeNothing(t *testing.T) {
 	require.Equal(t, 200, post(base+webhookToken, good, form, sig(good, now.Add(time.Second), secret)))
 	var st workflows.EventsStatus
 	require.Eventually(t, func() bool {
-		st = h.eventsStatus(t)
-		return st.Received == 2 && st.Pending == 0 && st.Batches > 0
+		var err error
+		st, err = h.queryStatus(t.Context())
+		return err == nil && st.Received == 2 && st.Pending == 0 && st.Batches > 0
 	}, time.Minute, 20*time.Millisecond)
 	require.Equal(t, 1, st.Duplicates)
 	require.Equal(t, 1, st.Counts.Events)
@@ -388,7 +400,11 @@ func TestWebhookLateUnsubscribeDoesNotOverrideALaterResubscribe(t *testing.T) {
 	h.clk.Advance(time.Second)
 	require.NoError(t, h.mc.Act(audience, "ann@example.com", "resubscribe", mailchimptest.SourceUser))
 	st := h.settle(t, 1)
-	require.Eventually(t, func() bool { st = h.eventsStatus(t); return st.Received == 2 && st.Pending == 0 }, time.Minute, 20*time.Millisecond)
+	require.Eventually(t, func() bool {
+		var err error
+		st, err = h.queryStatus(t.Context())
+		return err == nil && st.Received == 2 && st.Pending == 0
+	}, time.Minute, 20*time.Millisecond)
 	require.Equal(t, "1", h.subscription(t, "ann"), "the later re-subscribe stands")
 	require.Equal(t, connectors.StatusSubscribed, h.status(t, "ann@example.com"))
 }
