@@ -18,16 +18,13 @@ package dynamicstest
 
 import (
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/sha1"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -126,35 +123,6 @@ type forced struct {
 	retryAfter time.Duration
 }
 
-var (
-	keyOnce    sync.Once
-	sharedKey  *rsa.PrivateKey
-	sharedCert []byte
-)
-
-// signingKey is generated once per process: RSA key generation is slow
-// under -race, and every emulator can share one app certificate.
-func signingKey() (*rsa.PrivateKey, []byte) {
-	keyOnce.Do(func() {
-		k, err := rsa.GenerateKey(rand.Reader, 2048)
-		if err != nil {
-			panic(err)
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(1),
-			Subject:      pkix.Name{CommonName: "optoutsync-dynamicstest"},
-			NotBefore:    time.Now().Add(-time.Hour),
-			NotAfter:     time.Now().Add(10 * 365 * 24 * time.Hour),
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-		if err != nil {
-			panic(err)
-		}
-		sharedKey, sharedCert = k, der
-	})
-	return sharedKey, sharedCert
-}
-
 func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
@@ -194,7 +162,7 @@ func NewServer(opts Options) *Server {
 	if opts.ClientSecret == "" {
 		opts.ClientSecret = "dyn~" + randomHex(18)
 	}
-	key, der := signingKey()
+	key, der := emulator.SigningKey()
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
 		panic(err)

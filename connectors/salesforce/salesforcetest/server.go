@@ -14,12 +14,10 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -119,35 +117,6 @@ type Person struct {
 	Custom map[string]any
 }
 
-var (
-	keyOnce    sync.Once
-	sharedKey  *rsa.PrivateKey
-	sharedCert []byte
-)
-
-// signingKey is generated once per process: RSA key generation is slow
-// under -race, and every emulator can share one connected-app key.
-func signingKey() (*rsa.PrivateKey, []byte) {
-	keyOnce.Do(func() {
-		k, err := rsa.GenerateKey(rand.Reader, 2048)
-		if err != nil {
-			panic(err)
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(1),
-			Subject:      pkix.Name{CommonName: "optoutsync-salesforcetest"},
-			NotBefore:    time.Now().Add(-time.Hour),
-			NotAfter:     time.Now().Add(10 * 365 * 24 * time.Hour),
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-		if err != nil {
-			panic(err)
-		}
-		sharedKey, sharedCert = k, der
-	})
-	return sharedKey, sharedCert
-}
-
 func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
@@ -181,7 +150,7 @@ func NewServer(opts Options) *Server {
 	if opts.ClientSecret == "" {
 		opts.ClientSecret = strings.ToUpper(randomHex(32))
 	}
-	key, certDER := signingKey()
+	key, certDER := emulator.SigningKey()
 	s := &Server{
 		ClientID:       opts.ClientID,
 		ClientSecret:   opts.ClientSecret,
