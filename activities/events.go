@@ -2,6 +2,7 @@ package activities
 
 import (
 	"context"
+	"maps"
 	"slices"
 
 	"github.com/optoutsync/optoutsync/activities/ledger"
@@ -11,7 +12,14 @@ import (
 // ruleArchived is why an archive by the account changes no opt-out.
 const ruleArchived = "a member deleted by the account (not by the person) is not an opt-out"
 
-// ApplyEvents applies pushed marketing events through the same rules as
+// ApplyEvents applies the pushed events it is given, as the events
+// workflow did before it kept them in the ledger's inbox (TakeEvents); it
+// stays for the runs of that workflow started before.
+func (a *Activities) ApplyEvents(ctx context.Context, in EventsInput) (PageResult, error) {
+	return a.applyEvents(ctx, in)
+}
+
+// applyEvents applies pushed marketing events through the same rules as
 // the scheduled sync: an address change is recorded first (so that an
 // unsubscribe of the new address in the same batch reaches the earlier
 // one), then cleans, unsubscribes and re-subscribes, each as the
@@ -19,7 +27,7 @@ const ruleArchived = "a member deleted by the account (not by the person) is not
 // changes no opt-out (field sync reads fields itself); an unsubscribe with
 // action "delete" is the account deleting a member, not the person's
 // choice, unless the reason is abuse (a spam complaint).
-func (a *Activities) ApplyEvents(ctx context.Context, in EventsInput) (PageResult, error) {
+func (a *Activities) applyEvents(ctx context.Context, in EventsInput) (PageResult, error) {
 	integ, err := a.integration(PageInput{IntegrationID: in.IntegrationID, Settings: in.Settings})
 	if err != nil {
 		return PageResult{}, err
@@ -82,6 +90,12 @@ func (a *Activities) ApplyEvents(ctx context.Context, in EventsInput) (PageResul
 	if err := a.ledger.AddAliases(ctx, s.IntegrationID, aliases); err != nil {
 		return PageResult{}, err
 	}
+	// A new address that had already opted out (its unsubscribe came
+	// first, pushed or polled): the opt-out now reaches the earlier one.
+	unsubbed, err = a.optedOutBefore(ctx, s.IntegrationID, evs, unsubbed)
+	if err != nil {
+		return PageResult{}, err
+	}
 	if err := a.ledger.SaveMembers(ctx, s.IntegrationID, s.Audience, moved); err != nil {
 		return PageResult{}, err
 	}
@@ -129,6 +143,39 @@ func (a *Activities) ApplyEvents(ctx context.Context, in EventsInput) (PageResul
 		res.OldestPending = &at
 	}
 	return res, nil
+}
+
+// optedOutBefore adds to unsubbed the new address of each address change
+// among evs whose person's marketing opt-out stands in the ledger, unless
+// unsubbed already has it, so that the opt-out is written to the records
+// of the earlier addresses (see withEarlierAddresses).
+func (a *Activities) optedOutBefore(ctx context.Context, integration string, evs []Event, unsubbed []connectors.Member) ([]connectors.Member, error) {
+	have := map[string]bool{}
+	for _, m := range unsubbed {
+		have[a.ledger.Person(m.Email)] = true
+	}
+	changed := map[string]string{}
+	for _, ev := range evs {
+		if ev.Type != connectors.EventAddressChange || have[ev.Person] {
+			continue
+		}
+		if email, err := a.ledger.Unseal(ev.Sealed); err == nil && a.ledger.Person(email) == ev.Person {
+			changed[ev.Person] = email
+		}
+	}
+	if len(changed) == 0 {
+		return unsubbed, nil
+	}
+	people, err := a.ledger.People(ctx, integration, slices.Sorted(maps.Keys(changed)))
+	if err != nil {
+		return nil, err
+	}
+	for _, person := range slices.Sorted(maps.Keys(changed)) {
+		if p, ok := people[person]; ok && p.SuppressedByMarketing() {
+			unsubbed = append(unsubbed, connectors.Member{Email: changed[person], Status: connectors.StatusUnsubscribed, LastChanged: p.MarketingOptOutAt})
+		}
+	}
+	return unsubbed, nil
 }
 
 // notSuperseded drops the unsubscribes older than the person's latest

@@ -8,7 +8,6 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/optoutsync/optoutsync/activities"
-	"github.com/optoutsync/optoutsync/connectors"
 )
 
 // EventsSignal carries a []activities.Event to an integration's
@@ -21,29 +20,33 @@ func EventsWorkflowID(integration string) string { return IDPrefix + integration
 // Bounds of the events workflow.
 const (
 	// defaultBatchWindow is how long the first event of a batch waits for
-	// others, so that a burst is applied in a few activities.
+	// others, so that a burst is taken in a few activities.
 	defaultBatchWindow = 200 * time.Millisecond
-	// maxEventsBatch bounds the events one activity applies.
-	maxEventsBatch = 500
-	// dedupeFor is how long a delivery's key is remembered: Mailchimp
-	// retries a failed delivery for about 75 minutes.
-	dedupeFor = 2 * time.Hour
-	// maxDedupeKeys bounds the keys carried across continue-as-new (a
-	// duplicate past it is applied again, which writes nothing new).
-	maxDedupeKeys = 20000
 	// defaultContinueAfter is the history length after which the workflow
 	// continues as new, well under Temporal's 10,240-event warning.
 	defaultContinueAfter = 4000
+	// maxCarried bounds the events not yet in the inbox that a continue-
+	// as-new carries (about 300 bytes each, under the 2 MB payload limit):
+	// with more, the run goes on until they are kept or its history
+	// reaches mustContinueAfter.
+	maxCarried        = 3000
+	mustContinueAfter = 40000
+	// inboxChange is the GetVersion change id of the inbox: runs begun
+	// before it finish with eventsWorkflowV0.
+	inboxChange = "events-inbox"
 )
 
 // EventsRun is the events workflow's input, and all its state across
 // continue-as-new.
 type EventsRun struct {
 	IntegrationID string `json:"integrationId"`
-	// Pending are events received and not yet applied.
+	// Pending are events received and not yet in the ledger's inbox.
 	Pending []activities.Event `json:"pending,omitempty"`
-	// Keys and KeyTimes remember recent deliveries (oldest first), so that
-	// a retried delivery is applied once.
+	// Waiting is how many events the inbox held, not yet applied, at the
+	// last look.
+	Waiting int `json:"waiting,omitempty"`
+	// Keys and KeyTimes are the recent deliveries a run of
+	// eventsWorkflowV0 remembered; the inbox remembers them now.
 	Keys     []string `json:"keys,omitempty"`
 	KeyTimes []int64  `json:"keyTimes,omitempty"`
 	// Counts add up across batches and runs.
@@ -77,17 +80,24 @@ type EventsStatus struct {
 }
 
 // EventsWorkflow applies an integration's pushed marketing events as they
-// arrive: it takes them from EventsSignal, drops the platform's retries of
-// a delivery already taken, keeps only the latest status change per
-// person in a batch, applies the batch with ApplyEvents, and continues as
-// new before its history grows long. It never ends on its own: a failed
-// batch stays pending and is tried again after a backoff, with settings
-// reloaded. The scheduled SyncWorkflow remains the safety net.
+// arrive. It takes them from EventsSignal, gathers a burst, and hands it
+// to TakeEvents, which keeps each delivery once in the ledger's inbox and
+// applies the oldest waiting there (of each person only the latest
+// choice) through the rules of the scheduled sync. Its own state holds
+// only the events not yet in the inbox, so a long CRM outage under heavy
+// traffic grows the inbox, not the workflow. It never ends on its own:
+// events that could not be kept or applied are tried again after a
+// backoff, and it continues as new before its history grows long. The
+// scheduled SyncWorkflow remains the safety net.
 func EventsWorkflow(ctx workflow.Context, in EventsRun) error {
 	if in.IntegrationID == "" {
 		return temporal.NewNonRetryableApplicationError("integrationId is required", activities.ErrTypeConfig, nil)
 	}
+	if workflow.GetVersion(ctx, inboxChange, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		return eventsWorkflowV0(ctx, in)
+	}
 	st := &in
+	st.Keys, st.KeyTimes = nil, nil // the inbox recognises a retried delivery
 	window := st.BatchWindow
 	if window <= 0 {
 		window = defaultBatchWindow
@@ -96,18 +106,20 @@ func EventsWorkflow(ctx workflow.Context, in EventsRun) error {
 	if continueAfter <= 0 {
 		continueAfter = defaultContinueAfter
 	}
-	seen := make(map[string]bool, len(st.Keys))
-	for _, k := range st.Keys {
-		seen[k] = true
-	}
 	var (
 		lastErr       string
 		lastApplied   *time.Time
 		oldestPending *time.Time
+		// retryAt is when the inbox is next applied after a failure.
+		retryAt  time.Time
+		failures int
+		// stashFailing: the last events offered to the inbox could not be
+		// kept.
+		stashFailing bool
 	)
 	if err := workflow.SetQueryHandler(ctx, StatusQuery, func() (EventsStatus, error) {
 		return EventsStatus{
-			IntegrationID: st.IntegrationID, Pending: len(st.Pending), Received: st.Received, Duplicates: st.Duplicates,
+			IntegrationID: st.IntegrationID, Pending: len(st.Pending) + st.Waiting, Received: st.Received, Duplicates: st.Duplicates,
 			Superseded: st.Superseded, Batches: st.Batches, Counts: st.Counts, Continued: st.Continued,
 			LastApplied: lastApplied, LastError: lastErr, OldestPending: oldestPending,
 			PropagationAgeSeconds: ageSeconds(oldestPending, workflow.Now(ctx)),
@@ -115,32 +127,14 @@ func EventsWorkflow(ctx workflow.Context, in EventsRun) error {
 	}); err != nil {
 		return err
 	}
-
-	take := func(evs []activities.Event) {
-		now := workflow.Now(ctx).Unix()
-		for _, ev := range evs {
-			st.Received++
-			if seen[ev.Key] {
-				st.Duplicates++
-				continue
-			}
-			seen[ev.Key] = true
-			st.Keys, st.KeyTimes = append(st.Keys, ev.Key), append(st.KeyTimes, now)
-			st.Pending = append(st.Pending, ev)
-		}
-		// Forget the keys past the platform's retry period, and the oldest
-		// beyond the bound.
-		cut := 0
-		for cut < len(st.Keys) && (now-st.KeyTimes[cut] > int64(dedupeFor/time.Second) || len(st.Keys)-cut > maxDedupeKeys) {
-			delete(seen, st.Keys[cut])
-			cut++
-		}
-		st.Keys, st.KeyTimes = st.Keys[cut:], st.KeyTimes[cut:]
-	}
 	// Signals are read only here, in the workflow's own coroutine, so that
 	// none can be taken off the channel and then left behind by a
 	// continue-as-new.
 	ch := workflow.GetSignalChannel(ctx, EventsSignal)
+	take := func(evs []activities.Event) {
+		st.Received += len(evs)
+		st.Pending = append(st.Pending, evs...)
+	}
 	drain := func() {
 		for {
 			var evs []activities.Event
@@ -155,29 +149,26 @@ func EventsWorkflow(ctx workflow.Context, in EventsRun) error {
 		c.Receive(ctx, &evs)
 		take(evs)
 	}
-
-	loadCtx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		StartToCloseTimeout: time.Minute,
-		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: time.Minute, MaximumAttempts: 5},
-	})
-	applyCtx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+	takeCtx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		StartToCloseTimeout: 5 * time.Minute,
 		RetryPolicy: &temporal.RetryPolicy{
 			InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second, MaximumAttempts: 5,
 		},
 	})
-	var settings *activities.Settings
-	failures := 0
-	backoff := func(err error) error {
-		lastErr = err.Error()
+	backoff := func(reason string) time.Duration {
+		lastErr = reason
 		failures++
-		wait := min(time.Duration(1<<min(failures, 8))*time.Second, 5*time.Minute)
-		return workflow.Sleep(ctx, wait)
+		return min(time.Duration(1<<min(failures, 8))*time.Second, 5*time.Minute)
 	}
 	for {
 		drain()
+		// Time to continue as new: first the events taken are kept in the
+		// inbox, so that the next run starts with next to none of them;
+		// while they cannot be kept, up to maxCarried are carried.
 		info := workflow.GetInfo(ctx)
-		if info.GetCurrentHistoryLength() >= continueAfter || info.GetContinueAsNewSuggested() {
+		long := info.GetCurrentHistoryLength() >= continueAfter || info.GetContinueAsNewSuggested()
+		if long && (len(st.Pending) == 0 || stashFailing && len(st.Pending) <= maxCarried) ||
+			info.GetCurrentHistoryLength() >= mustContinueAfter {
 			if err := workflow.Await(ctx, func() bool { return workflow.AllHandlersFinished(ctx) }); err != nil {
 				return err
 			}
@@ -185,106 +176,70 @@ func EventsWorkflow(ctx workflow.Context, in EventsRun) error {
 			st.Continued++
 			return workflow.NewContinueAsNewError(ctx, EventsWorkflow, *st)
 		}
-		if len(st.Pending) == 0 {
+		now := workflow.Now(ctx)
+		due := st.Waiting > 0 && !now.Before(retryAt)
+		if len(st.Pending) == 0 && !due {
+			// Nothing to keep, nothing to apply yet: wait for events, or
+			// for the time to try the inbox again.
+			timerCtx, cancelTimer := workflow.WithCancel(ctx)
 			sel := workflow.NewSelector(ctx)
 			sel.AddReceive(ch, receive)
+			if st.Waiting > 0 {
+				sel.AddFuture(workflow.NewTimer(timerCtx, retryAt.Sub(now)), func(workflow.Future) {})
+			}
 			sel.Select(ctx)
+			cancelTimer()
 			continue
 		}
-		// Let a burst gather: until the window ends or a batch is full.
-		timerCtx, cancelTimer := workflow.WithCancel(ctx)
-		timer := workflow.NewTimer(timerCtx, window)
-		for fired := false; !fired && len(st.Pending) < maxEventsBatch; {
-			sel := workflow.NewSelector(ctx)
-			sel.AddReceive(ch, receive)
-			sel.AddFuture(timer, func(workflow.Future) { fired = true })
-			sel.Select(ctx)
-		}
-		cancelTimer()
-		drain()
-		if settings == nil {
-			var s activities.Settings
-			if err := workflow.ExecuteActivity(loadCtx, a.LoadSettings, st.IntegrationID).Get(ctx, &s); err != nil {
-				// Even when this worker does not know the integration (a
-				// configuration rollout, a removed integration) the events
-				// taken stay pending: the run never ends with them.
-				if err := backoff(err); err != nil {
-					return err
-				}
-				continue
+		if len(st.Pending) > 0 && !long {
+			// Let a burst gather: until the window ends or a batch is full.
+			timerCtx, cancelTimer := workflow.WithCancel(ctx)
+			timer := workflow.NewTimer(timerCtx, window)
+			for fired := false; !fired && len(st.Pending) < activities.MaxEventsBatch; {
+				sel := workflow.NewSelector(ctx)
+				sel.AddReceive(ch, receive)
+				sel.AddFuture(timer, func(workflow.Future) { fired = true })
+				sel.Select(ctx)
 			}
-			settings = &s
+			cancelTimer()
+			drain()
 		}
-		n := min(len(st.Pending), maxEventsBatch)
-		batch, superseded := latestPerPerson(st.Pending[:n])
-		var res activities.PageResult
-		err := workflow.ExecuteActivity(applyCtx, a.ApplyEvents, activities.EventsInput{
-			IntegrationID: st.IntegrationID, Settings: settings, Events: batch,
+		n := min(len(st.Pending), activities.MaxEventsBatch)
+		apply := !long && !workflow.Now(ctx).Before(retryAt)
+		var res activities.TakeEventsResult
+		err := workflow.ExecuteActivity(takeCtx, a.TakeEvents, activities.TakeEventsInput{
+			IntegrationID: st.IntegrationID, Events: st.Pending[:n], Apply: apply,
 		}).Get(ctx, &res)
 		if err != nil {
-			// The batch stays pending; the settings are read again, in
-			// case a configuration change is what it waits for.
-			settings = nil
-			if err := backoff(err); err != nil {
+			// Not kept (the ledger's database is unreachable): the events
+			// stay here, and are offered again after a backoff.
+			stashFailing = true
+			if err := workflow.Sleep(ctx, backoff(err.Error())); err != nil {
 				return err
 			}
 			continue
 		}
+		stashFailing = false
 		st.Pending = slices.Delete(st.Pending, 0, n)
-		st.Superseded += superseded
-		st.Batches++
-		st.Counts.Add(res.Counts)
-		oldestPending = res.OldestPending
-		now := workflow.Now(ctx)
-		lastApplied = &now
-		if res.HoldWatermark {
-			// A write failed for a transient reason: the batch's opt-outs
-			// are applied again later (writes already made are found done).
-			st.Pending = append(st.Pending, batch...)
-			if err := backoff(temporal.NewApplicationError("some writes failed transiently; retrying the batch", "TransientWrites")); err != nil {
-				return err
-			}
+		st.Duplicates += res.Duplicates
+		st.Waiting = res.Waiting
+		if !apply {
 			continue
 		}
-		failures, lastErr = 0, ""
-	}
-}
-
-// latestPerPerson keeps, of each person's opt-outs (unsubscribes and
-// spam complaints) and subscribes, only those of the latest choice: the
-// subscribes when the latest subscribe is newer than every opt-out, the
-// opt-outs otherwise (an opt-out wins a tie). Everything else (a clean, an
-// address change, a deletion by the account) is kept. It reports how many
-// it dropped.
-func latestPerPerson(evs []activities.Event) ([]activities.Event, int) {
-	optOut := func(ev activities.Event) bool {
-		return ev.Type == connectors.EventUnsubscribe && !activities.AccountDeleted(ev) ||
-			ev.Type == connectors.EventCleaned && ev.Reason == "abuse"
-	}
-	lastOut, lastIn := map[string]time.Time{}, map[string]time.Time{}
-	for _, ev := range evs {
-		switch {
-		case optOut(ev):
-			if t, ok := lastOut[ev.Person]; !ok || ev.FiredAt.After(t) {
-				lastOut[ev.Person] = ev.FiredAt
-			}
-		case ev.Type == connectors.EventSubscribe:
-			if t, ok := lastIn[ev.Person]; !ok || ev.FiredAt.After(t) {
-				lastIn[ev.Person] = ev.FiredAt
-			}
+		st.Counts.Add(res.Counts)
+		st.Superseded += res.Superseded
+		if res.OldestPending != nil || res.Deferred == "" {
+			oldestPending = res.OldestPending
 		}
-	}
-	out := make([]activities.Event, 0, len(evs))
-	for _, ev := range evs {
-		in, hasIn := lastIn[ev.Person]
-		outAt, hasOut := lastOut[ev.Person]
-		switch {
-		case ev.Type == connectors.EventUnsubscribe && !activities.AccountDeleted(ev) && hasIn && in.After(outAt):
-			continue // a later subscribe is the person's choice
-		case ev.Type == connectors.EventSubscribe && hasOut && !in.After(outAt):
-			continue // an opt-out as late or later stands
+		if res.Deferred != "" {
+			// The inbox keeps the events; applied again after a backoff,
+			// while new ones are still taken in.
+			retryAt = workflow.Now(ctx).Add(backoff(res.Deferred))
+			continue
 		}
-		out = append(out, ev)
+		st.Batches++
+		failures, lastErr, retryAt = 0, "", time.Time{}
+		at := workflow.Now(ctx)
+		lastApplied = &at
 	}
-	return out, len(evs) - len(out)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -65,13 +66,26 @@ func (c *switchClient) SignalWithStartWorkflow(ctx context.Context, id, signal s
 
 func newHookStack(t testing.TB, secret string, wrap func(http.Handler) http.Handler) *hookStack {
 	t.Helper()
-	return newHookStackWith(t, secret, wrap, false)
+	return newHookStackWith(t, hookOptions{secret: secret, wrap: wrap})
 }
 
-// newHookStackWith chooses the emulator's ContactIDFollowsAddress: true is
-// the answer under which a poll cannot link an address to the next.
-func newHookStackWith(t testing.TB, secret string, wrap func(http.Handler) http.Handler, contactFollows bool) *hookStack {
+// hookOptions vary a hookStack: the signing secret, a wrapper around the
+// receiver, the emulator's ContactIDFollowsAddress (true is the answer
+// under which a poll cannot link an address to the next) and the events
+// workflow's first input.
+type hookOptions struct {
+	secret         string
+	wrap           func(http.Handler) http.Handler
+	contactFollows bool
+	run            workflows.EventsRun
+}
+
+func newHookStackWith(t testing.TB, o hookOptions) *hookStack {
 	t.Helper()
+	secret, wrap, contactFollows := o.secret, o.wrap, o.contactFollows
+	if o.run.BatchWindow == 0 {
+		o.run.BatchWindow = 50 * time.Millisecond
+	}
 	clk := emulator.NewClock(time.Now())
 	s := newStackWithOptions(t, mailchimptest.Options{Now: clk.Now, ContactIDFollowsAddress: contactFollows, WebhookRetries: []time.Duration{
 		50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond,
@@ -85,7 +99,7 @@ func newHookStackWith(t testing.TB, secret string, wrap func(http.Handler) http.
 	h.rcv = webhooks.New(webhooks.Options{
 		Client: h.tc, Ledger: s.ledger, TaskQueue: s.id, SignalTimeout: 5 * time.Second,
 		Endpoints: []webhooks.Endpoint{{Integration: s.id, Hooks: h.hooks}},
-		Run:       workflows.EventsRun{BatchWindow: 50 * time.Millisecond},
+		Run:       o.run,
 		Now:       clk.Now,
 	})
 	var handler http.Handler = h.rcv
@@ -203,7 +217,7 @@ func TestWebhookUnsubscribeThenArchiveBeforeAnyPoll(t *testing.T) {
 		require.NotContains(t, string(raw)+decoded.String(), secret)
 	}
 	if os.Getenv("UPDATE_HISTORIES") != "" {
-		require.NoError(t, os.WriteFile("testdata/events-history.json", raw, 0o644))
+		require.NoError(t, os.WriteFile("testdata/events-inbox-history.json", raw, 0o644))
 	}
 
 	// The poll, run afterwards, finds nothing left to do.
@@ -217,7 +231,7 @@ func TestWebhookUnsubscribeThenArchiveBeforeAnyPoll(t *testing.T) {
 // adds the old address back. The emulator gives the new address a new
 // contact_id, so nothing but the upemail links the two.
 func TestWebhookAddressChangeThenUnsubscribe(t *testing.T) {
-	h := newHookStackWith(t, "", nil, true)
+	h := newHookStackWith(t, hookOptions{contactFollows: true})
 	h.member(t, "old@example.com")
 	h.customer("old", "old@example.com")
 	h.contact("new", "new@example.com")
@@ -437,4 +451,100 @@ func TestWebhookASpamComplaintIsAnOptOut(t *testing.T) {
 	require.Equal(t, "2", h.subscription(t, "ann"))
 	require.Equal(t, 1, st.Counts.Cleaned)
 	require.Equal(t, 1, st.Counts.CRMOptedOut)
+}
+
+// holdDeliveries answers 503, without taking it, every delivery whose body
+// contains match while hold is set, so that the platform re-delivers it
+// after what came next.
+func holdDeliveries(match string, hold *atomic.Bool) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPost && hold.Load() {
+				b, _ := io.ReadAll(r.Body)
+				r.Body = io.NopCloser(bytes.NewReader(b))
+				if strings.Contains(string(b), match) {
+					w.WriteHeader(http.StatusServiceUnavailable)
+					return
+				}
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// An address change delivered only after the new address's unsubscribe
+// was applied (its first delivery failed): the opt-out reaches the old
+// address's record as soon as the change arrives, not at a later poll.
+func TestWebhookAddressChangeDeliveredAfterTheUnsubscribe(t *testing.T) {
+	var hold atomic.Bool
+	hold.Store(true)
+	h := newHookStackWith(t, hookOptions{contactFollows: true, wrap: holdDeliveries("type=upemail", &hold)})
+	h.member(t, "old@example.com")
+	h.customer("old", "old@example.com")
+	h.contact("new", "new@example.com")
+
+	require.NoError(t, h.mc.ChangeEmailAs(audience, "old@example.com", "new@example.com", mailchimptest.SourceUser))
+	h.clk.Advance(time.Second)
+	require.NoError(t, h.mc.Act(audience, "new@example.com", "unsubscribe", mailchimptest.SourceUser))
+	require.Eventually(t, func() bool { return h.subscription(t, "new") == "2" }, 2*time.Minute, 20*time.Millisecond)
+	require.Equal(t, "1", h.subscription(t, "old"), "nothing links the old address yet")
+
+	hold.Store(false)
+	st := h.settle(t, 2)
+	require.Equal(t, 1, st.Counts.AddressChanges)
+	require.Equal(t, "2", h.subscription(t, "old"), "the late address change carries the standing opt-out back")
+	require.Equal(t, "2", h.subscription(t, "new"))
+}
+
+// A CRM outage under heavy traffic: the events wait in the ledger's
+// inbox, not in the workflow, whose continue-as-new input stays small
+// however many wait; once the CRM is back every one is applied once.
+func TestWebhookCRMOutageKeepsEventsInTheInboxNotInTheWorkflow(t *testing.T) {
+	const n = 1500
+	h := newHookStackWith(t, hookOptions{run: workflows.EventsRun{ContinueAfter: 200}})
+	h.patience = 10 * time.Minute
+	emails, ids := seedPeople(t, h, n)
+	h.ns.Middleware.SetFaults(emulator.Faults{Rate5xx: 1})
+
+	for _, e := range emails {
+		require.NoError(t, h.mc.Act(audience, e, "unsubscribe", mailchimptest.SourceUser))
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
+	defer cancel()
+	require.NoError(t, h.mc.WaitDeliveries(ctx))
+	var st workflows.EventsStatus
+	require.Eventually(t, func() bool {
+		var err error
+		st, err = h.queryStatus(t.Context())
+		return err == nil && st.Received == n && st.Continued > 0 && st.LastError != ""
+	}, 5*time.Minute, 50*time.Millisecond)
+	require.Equal(t, n, st.Pending, "nothing applied during the outage")
+	_, waiting, err := h.ledger.Inbox(t.Context(), h.id, 0)
+	require.NoError(t, err)
+	require.Equal(t, n, waiting, "every event waits in the ledger")
+
+	// The run's input (what continue-as-new carried) holds counts, not
+	// the events: a fraction of one event's size per waiting event.
+	desc, err := h.c.DescribeWorkflowExecution(t.Context(), workflows.EventsWorkflowID(h.id), "")
+	require.NoError(t, err)
+	iter := h.c.GetWorkflowHistory(t.Context(), workflows.EventsWorkflowID(h.id), desc.GetWorkflowExecutionInfo().GetExecution().GetRunId(), false, 0)
+	first, err := iter.Next()
+	require.NoError(t, err)
+	input := first.GetWorkflowExecutionStartedEventAttributes().GetInput()
+	require.NotNil(t, input)
+	var carried workflows.EventsRun
+	require.NoError(t, json.Unmarshal(input.GetPayloads()[0].GetData(), &carried))
+	require.Positive(t, carried.Continued, "a continued run")
+	require.Less(t, len(carried.Pending), 50, "the events are in the inbox, not carried")
+	require.Less(t, input.Size(), 32<<10, "the carried state does not grow with the events waiting")
+
+	h.ns.Middleware.SetFaults(emulator.Faults{})
+	st = h.settle(t, n)
+	require.Equal(t, n, st.Counts.CRMOptedOut)
+	require.Equal(t, n, h.ns.Middleware.Counts()["PATCH /services/rest/record/v1/{type}/{id}"], "each record written once")
+	for i, id := range ids {
+		e, ok := h.ns.Entity("customer", id)
+		require.True(t, ok)
+		require.Equal(t, "2", e.SubscriptionStatus, emails[i])
+	}
 }

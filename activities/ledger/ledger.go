@@ -239,6 +239,15 @@ type Alias struct {
 	Changed               time.Time
 }
 
+// InboxEntry is one pushed event waiting in the ledger: Delivery is its
+// key (the same delivery retried has the same key), Data the event as the
+// activities encode it (addresses sealed), ID its place in the queue.
+type InboxEntry struct {
+	ID       int64
+	Delivery string
+	Data     string
+}
+
 // StatusMoved is the mirrored status of an address whose contact now has
 // another address in the audience.
 const StatusMoved = "moved"
@@ -286,6 +295,16 @@ type Ledger interface {
 	// OldestPending is the first-seen time of the oldest opt-out not yet
 	// written to its other side; ok is false when none is pending.
 	OldestPending(ctx context.Context, integration string) (at time.Time, ok bool, err error)
+	// Stash keeps pushed events until they are applied, each once by its
+	// delivery key, and forgets applied ones applied before forgetBefore.
+	// It returns how many were new: the others were taken before.
+	Stash(ctx context.Context, integration string, es []InboxEntry, forgetBefore time.Time) (added int, err error)
+	// Inbox returns up to limit events not yet applied, oldest first, and
+	// how many are waiting in all.
+	Inbox(ctx context.Context, integration string, limit int) ([]InboxEntry, int, error)
+	// MarkApplied marks events applied; they are kept only to recognise a
+	// retried delivery.
+	MarkApplied(ctx context.Context, integration string, ids []int64, at time.Time) error
 	// History is everything the ledger holds about a person, oldest first,
 	// across integrations.
 	History(ctx context.Context, person string) ([]Entry, error)

@@ -122,6 +122,21 @@ var migrations = []string{
 	// contact of the integration, and a first mirror grew with the square
 	// of the audience.
 	`CREATE INDEX contacts_contact ON contacts (integration, contact);`,
+
+	// 6: pushed events (webhooks) taken and not yet applied, and those
+	// applied lately, so that the platform's retries of a delivery are
+	// applied once. The events workflow keeps none of them in its own
+	// state, which would outgrow a payload in a long CRM outage.
+	`CREATE TABLE inbox (
+		id          {{id}},
+		integration TEXT   NOT NULL,
+		delivery    TEXT   NOT NULL,
+		data        TEXT   NOT NULL,
+		received_at BIGINT NOT NULL,
+		applied_at  BIGINT NOT NULL DEFAULT 0,
+		UNIQUE (integration, delivery)
+	);
+	CREATE INDEX inbox_pending ON inbox (integration, applied_at, id);`,
 }
 
 // migrate brings the schema up to date. Two processes starting at once

@@ -1050,6 +1050,17 @@ func (s *SQL) AddAliases(ctx context.Context, integration string, as []Alias) er
 				a.Person, integration, a.Alias, a.Person); err != nil {
 				return err
 			}
+			// And every later address of the person inherits them too: a
+			// change recorded after a later one (a late delivery) still
+			// extends the chain from the newest address.
+			if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO aliases (integration, person, alias, sealed, changed_at)
+				SELECT later.integration, later.person, mine.alias, mine.sealed, mine.changed_at
+				  FROM aliases later JOIN aliases mine ON mine.integration = later.integration AND mine.person = ?
+				 WHERE later.integration = ? AND later.alias = ? AND mine.alias <> later.person
+				ON CONFLICT (integration, person, alias) DO NOTHING`),
+				a.Person, integration, a.Person); err != nil {
+				return err
+			}
 		}
 		return nil
 	})

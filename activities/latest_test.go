@@ -1,4 +1,4 @@
-package workflows
+package activities_test
 
 import (
 	"testing"
@@ -31,7 +31,7 @@ func TestLatestPerPersonKeepsTheLatestChoice(t *testing.T) {
 		"complaint beats resub":  {[]activities.Event{ev(sub, 0, "", ""), ev(clean, 1, "", "abuse")}, []int{1}},
 		"deletion hides nothing": {[]activities.Event{ev(unsub, 0, "unsub", ""), ev(unsub, 1, "delete", "manual")}, []int{0, 1}},
 	} {
-		got, dropped := latestPerPerson(tc.in)
+		got, dropped := activities.LatestPerPerson(tc.in)
 		var want []activities.Event
 		for _, i := range tc.kept {
 			want = append(want, tc.in[i])
