@@ -61,8 +61,23 @@ type Webhooks interface {
 	ParseWebhook(header http.Header, body []byte, now time.Time) ([]Event, error)
 	// RegisterWebhook makes the audience's webhook for url exist, with the
 	// events and sources the product needs (idempotent); it reports whether
-	// it created or changed one.
-	RegisterWebhook(ctx context.Context, url string) (changed bool, err error)
+	// it created or changed one, and the signing secret the platform gave
+	// a webhook it created.
+	RegisterWebhook(ctx context.Context, url string) (WebhookRegistration, error)
+	// UseSigningSecret gives the secret the platform gave the webhook
+	// when it was created (kept by the worker): deliveries that carry a
+	// signature must match it. A secret in the configuration takes
+	// precedence and is required on every delivery.
+	UseSigningSecret(secret string)
+}
+
+// WebhookRegistration is what RegisterWebhook did.
+type WebhookRegistration struct {
+	// Changed: a webhook was created, updated or removed.
+	Changed bool
+	// SigningSecret is the secret a created webhook signs deliveries
+	// with, where the platform answers one (only on creation); "" otherwise.
+	SigningSecret string
 }
 
 // WebhookConfig is a marketing configuration that can turn on the

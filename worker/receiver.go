@@ -39,10 +39,14 @@ func registerReceiver(lc fx.Lifecycle, f Flags, cfg *Config, reg activities.MapR
 			}
 		}
 	}
-	r := webhooks.New(webhooks.Options{Client: c, Ledger: led, Endpoints: eps, Logger: log.With("component", "webhooks")})
+	secrets, _ := led.(webhooks.SecretStore)
+	r := webhooks.New(webhooks.Options{Client: c, Ledger: led, Secrets: secrets, Endpoints: eps, Logger: log.With("component", "webhooks")})
 	srv := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
 	lc.Append(fx.Hook{
-		OnStart: func(context.Context) error {
+		OnStart: func(ctx context.Context) error {
+			if err := r.LoadSecrets(ctx); err != nil {
+				return err
+			}
 			ln, err := net.Listen("tcp", w.Listen)
 			if err != nil {
 				return err

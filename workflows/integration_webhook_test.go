@@ -97,7 +97,7 @@ func newHookStackWith(t testing.TB, o hookOptions) *hookStack {
 		Webhook: &mailchimp.WebhookOptions{Audience: audience, Token: webhookToken, SigningSecret: secret}})
 	require.NoError(t, err)
 	h.rcv = webhooks.New(webhooks.Options{
-		Client: h.tc, Ledger: s.ledger, TaskQueue: s.id, SignalTimeout: 5 * time.Second,
+		Client: h.tc, Ledger: s.ledger, Secrets: s.ledger, TaskQueue: s.id, SignalTimeout: 5 * time.Second,
 		Endpoints: []webhooks.Endpoint{{Integration: s.id, Hooks: h.hooks}},
 		Run:       o.run,
 		Now:       clk.Now,

@@ -62,3 +62,26 @@ func TestRefreshTokensAreKeptSealedPerIntegration(t *testing.T) {
 		require.ErrorContains(t, err, "does not open with this ledger's key")
 	})
 }
+
+// The webhook signing secret is kept like a refresh token, under a key no
+// integration id can take: the two never meet.
+func TestWebhookSigningSecretsAreKeptApartFromRefreshTokens(t *testing.T) {
+	dialects(t, func(t *testing.T, d ledger.Dialect) {
+		l := ledgertest.Open(t, d)
+		ctx := t.Context()
+		got, err := l.WebhookSecret(ctx, "mc")
+		require.NoError(t, err)
+		require.Empty(t, got)
+		require.NoError(t, l.SaveRefreshToken(ctx, "mc", "token"))
+		require.NoError(t, l.SaveWebhookSecret(ctx, "mc", "whsec"))
+		got, err = l.WebhookSecret(ctx, "mc")
+		require.NoError(t, err)
+		require.Equal(t, "whsec", got)
+		tok, err := l.RefreshToken(ctx, "mc")
+		require.NoError(t, err)
+		require.Equal(t, "token", tok)
+		_, err = l.RefreshToken(ctx, "mc#webhook")
+		require.ErrorContains(t, err, "does not open", "sealed for another use")
+		require.Error(t, l.SaveWebhookSecret(ctx, "mc", ""))
+	})
+}

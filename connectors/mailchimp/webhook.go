@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/optoutsync/optoutsync/connectors"
@@ -41,9 +42,23 @@ const SignatureHeader = "X-Mailchimp-Signature"
 // 128 bits as base64url or hex) and fits a URL path segment unescaped.
 var tokenPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{32,128}$`)
 
-// webhook is what a Client needs to receive its integration's deliveries.
+// webhook is what a Client needs to receive its integration's deliveries:
+// secret is the configured signing secret, learned the one the platform
+// gave the webhook on creation.
 type webhook struct {
 	audience, token, secret string
+	learned                 atomic.Pointer[string]
+}
+
+// UseSigningSecret sets the signing secret learned when the webhook was
+// created. Unlike a configured one, which every delivery must match, it is
+// checked on the deliveries that carry a signature: whether the platform
+// signs every delivery is not documented (api-wire-facts §1.9), and the
+// path token authenticates a delivery without one.
+func (c *Client) UseSigningSecret(secret string) {
+	if c.hook != nil && secret != "" {
+		c.hook.learned.Store(&secret)
+	}
 }
 
 var _ connectors.Webhooks = (*Client)(nil)
@@ -69,7 +84,11 @@ func (c *Client) ParseWebhook(h http.Header, body []byte, now time.Time) ([]conn
 	if c.hook == nil {
 		return nil, rejected("this integration receives no webhooks")
 	}
-	if err := CheckSignature(h.Get(SignatureHeader), body, c.hook.secret, now); err != nil {
+	secret, sig := c.hook.secret, h.Get(SignatureHeader)
+	if l := c.hook.learned.Load(); secret == "" && l != nil && sig != "" {
+		secret = *l
+	}
+	if err := CheckSignature(sig, body, secret, now); err != nil {
 		return nil, err
 	}
 	if mt, _, err := mime.ParseMediaType(h.Get("Content-Type")); err != nil || mt != "application/x-www-form-urlencoded" {
@@ -204,6 +223,8 @@ type webhookDoc struct {
 	Events  map[string]bool `json:"events"`
 	Sources map[string]bool `json:"sources"`
 	ListID  string          `json:"list_id,omitempty"`
+	// SigningSecret is answered once, when the webhook is created.
+	SigningSecret string `json:"signing_secret,omitempty"`
 }
 
 // The events and sources the product registers: member events only, and
@@ -222,17 +243,19 @@ var (
 // its last segment (the token) is the integration's: it is updated in
 // place (a new host or token), further ones are deleted; with none, one is
 // created (Mailchimp then validates u with a GET).
-func (c *Client) RegisterWebhook(ctx context.Context, u string) (bool, error) {
+func (c *Client) RegisterWebhook(ctx context.Context, u string) (connectors.WebhookRegistration, error) {
+	var reg connectors.WebhookRegistration
 	if c.hook == nil {
-		return false, fmt.Errorf("mailchimp: this integration receives no webhooks")
+		return reg, fmt.Errorf("mailchimp: this integration receives no webhooks")
 	}
 	base := "/lists/" + url.PathEscape(c.hook.audience) + "/webhooks"
 	var list struct {
 		Webhooks []webhookDoc `json:"webhooks"`
 	}
 	if _, err := c.do(ctx, http.MethodGet, base, nil, nil, &list); err != nil {
-		return false, err
+		return reg, err
 	}
+	// Matched by path, not host: a new public address moves the webhook.
 	mine := endpointOf(u)
 	var ours []webhookDoc
 	for _, w := range list.Webhooks {
@@ -242,20 +265,27 @@ func (c *Client) RegisterWebhook(ctx context.Context, u string) (bool, error) {
 	}
 	want := webhookDoc{URL: u, Events: hookEvents, Sources: hookSources}
 	if len(ours) == 0 {
-		_, err := c.do(ctx, http.MethodPost, base, nil, want, nil)
-		return err == nil, err
+		var created webhookDoc
+		if _, err := c.do(ctx, http.MethodPost, base, nil, want, &created); err != nil {
+			return reg, err
+		}
+		return connectors.WebhookRegistration{Changed: true, SigningSecret: created.SigningSecret}, nil
 	}
 	for _, extra := range ours[1:] {
 		if _, err := c.do(ctx, http.MethodDelete, base+"/"+url.PathEscape(extra.ID), nil, nil, nil); err != nil {
-			return false, err
+			return reg, err
 		}
 	}
 	w := ours[0]
+	reg.Changed = len(ours) > 1
 	if w.URL == u && same(w.Events, hookEvents) && same(w.Sources, hookSources) {
-		return len(ours) > 1, nil
+		return reg, nil
 	}
-	_, err := c.do(ctx, http.MethodPatch, base+"/"+url.PathEscape(w.ID), nil, want, nil)
-	return err == nil, err
+	if _, err := c.do(ctx, http.MethodPatch, base+"/"+url.PathEscape(w.ID), nil, want, nil); err != nil {
+		return reg, err
+	}
+	reg.Changed = true
+	return reg, nil
 }
 
 // endpointOf is a webhook URL's path without its last segment (the token).

@@ -167,18 +167,22 @@ func TestRegisterWebhookIsIdempotentAndDeliversUserChangesOnly(t *testing.T) {
 	}
 
 	u := hs.URL + "/webhooks/acme/" + hookToken
-	changed, err := c.RegisterWebhook(t.Context(), u)
+	reg, err := c.RegisterWebhook(t.Context(), u)
 	require.NoError(t, err)
-	require.True(t, changed)
-	changed, err = c.RegisterWebhook(t.Context(), u)
+	require.True(t, reg.Changed)
+	hooks := s.Webhooks("L1")
+	require.Len(t, hooks, 1)
+	require.Equal(t, s.WebhookSecret("L1", hooks[0].ID), reg.SigningSecret, "the secret answered on creation")
+	reg, err = c.RegisterWebhook(t.Context(), u)
 	require.NoError(t, err)
-	require.False(t, changed, "a second registration changes nothing")
+	require.Equal(t, connectors.WebhookRegistration{}, reg, "a second registration changes nothing")
 	// A new token (or host) updates the same webhook.
 	u2 := hs.URL + "/webhooks/acme/" + strings.Repeat("b", 32)
-	changed, err = c.RegisterWebhook(t.Context(), u2)
+	reg, err = c.RegisterWebhook(t.Context(), u2)
 	require.NoError(t, err)
-	require.True(t, changed)
-	hooks := s.Webhooks("L1")
+	require.True(t, reg.Changed)
+	require.Empty(t, reg.SigningSecret, "answered only on creation")
+	hooks = s.Webhooks("L1")
 	require.Len(t, hooks, 1)
 	require.Equal(t, u2, hooks[0].URL)
 	require.False(t, hooks[0].Sources["api"], "the product's own API writes are not delivered back")
@@ -243,4 +247,42 @@ func TestEmulatorSignsDeliveriesAndRefusesUnreachableURLs(t *testing.T) {
 	require.Equal(t, "a@x.com", evs[0].Email)
 	_, err = hookClient(t, s, "not-"+secret).ParseWebhook(h, body, clk.Now())
 	require.ErrorIs(t, err, connectors.ErrWebhookRejected)
+}
+
+// A secret learned at the webhook's creation is checked on the deliveries
+// that carry a signature; one from the configuration on every delivery.
+func TestLearnedSigningSecretChecksSignedDeliveries(t *testing.T) {
+	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	body := []byte(url.Values{"type": {"unsubscribe"}, "fired_at": {"2026-12-01 10:00:00"},
+		"data[list_id]": {"L1"}, "data[email]": {"a@x.com"}, "data[action]": {"unsub"}}.Encode())
+	header := func(sig string) http.Header {
+		h := http.Header{"Content-Type": {"application/x-www-form-urlencoded"}}
+		if sig != "" {
+			h.Set(mailchimp.SignatureHeader, sig)
+		}
+		return h
+	}
+	signed := func(secret string) string {
+		return "t=" + strconv.FormatInt(now.Unix(), 10) + ",v1=" + mailchimp.Sign(secret, now.Unix(), body)
+	}
+	s, _, _ := newEnv(t, mailchimptest.Options{})
+	learned := hookClient(t, s, "")
+	_, err := learned.ParseWebhook(header(signed("anything")), body, now)
+	require.NoError(t, err, "no secret yet: the token authenticates")
+	learned.UseSigningSecret("learned-secret")
+	_, err = learned.ParseWebhook(header(signed("learned-secret")), body, now)
+	require.NoError(t, err)
+	_, err = learned.ParseWebhook(header(signed("forged")), body, now)
+	require.ErrorIs(t, err, connectors.ErrWebhookRejected)
+	_, err = learned.ParseWebhook(header(""), body, now)
+	require.NoError(t, err, "an unsigned delivery: signing every delivery is not documented")
+
+	configured := hookClient(t, s, "configured-secret")
+	configured.UseSigningSecret("learned-secret")
+	_, err = configured.ParseWebhook(header(signed("learned-secret")), body, now)
+	require.ErrorIs(t, err, connectors.ErrWebhookRejected, "the configured secret takes precedence")
+	_, err = configured.ParseWebhook(header(""), body, now)
+	require.ErrorIs(t, err, connectors.ErrWebhookRejected, "a configured secret is required")
+	_, err = configured.ParseWebhook(header(signed("configured-secret")), body, now)
+	require.NoError(t, err)
 }

@@ -43,6 +43,13 @@ type Sealer interface {
 	Seal(email string) (string, error)
 }
 
+// SecretStore keeps each integration's webhook signing secret, sealed
+// (the ledger implements it).
+type SecretStore interface {
+	WebhookSecret(ctx context.Context, integration string) (string, error)
+	SaveWebhookSecret(ctx context.Context, integration, secret string) error
+}
+
 // Endpoint is one integration's webhook endpoint.
 type Endpoint struct {
 	Integration string
@@ -53,6 +60,9 @@ type Endpoint struct {
 type Options struct {
 	Client    client.Client
 	Ledger    Sealer
+	// Secrets keeps the signing secrets the platform gives webhooks the
+	// receiver creates; nil keeps none.
+	Secrets SecretStore
 	Endpoints []Endpoint
 	Logger    *slog.Logger
 	// Now is the clock signatures are checked against; nil means time.Now.
@@ -145,15 +155,43 @@ func (r *Receiver) Register(ctx context.Context, publicURL string) error {
 		p, _ := r.Path(id)
 		u := strings.TrimSuffix(publicURL, "/") + p
 		shown := strings.TrimSuffix(publicURL, "/") + PathPrefix + id + "/…"
-		changed, err := r.endpoints[id].Hooks.RegisterWebhook(ctx, u)
+		hooks := r.endpoints[id].Hooks
+		reg, err := hooks.RegisterWebhook(ctx, u)
 		if err != nil {
 			r.log.Error("webhook not registered; the scheduled sync still polls", "integration", id, "url", shown, "error", err)
 			errs = append(errs, fmt.Errorf("integration %q: registering its webhook: %w", id, err))
 			continue
 		}
-		r.log.Info("webhook registered", "integration", id, "url", shown, "changed", changed)
+		if reg.SigningSecret != "" {
+			// Answered once: kept, so that a restarted worker checks the
+			// signatures too.
+			hooks.UseSigningSecret(reg.SigningSecret)
+			if r.o.Secrets != nil {
+				if err := r.o.Secrets.SaveWebhookSecret(ctx, id, reg.SigningSecret); err != nil {
+					r.log.Error("webhook signing secret not kept; signatures are checked until the worker restarts", "integration", id, "error", err)
+					errs = append(errs, fmt.Errorf("integration %q: keeping its webhook signing secret: %w", id, err))
+				}
+			}
+		}
+		r.log.Info("webhook registered", "integration", id, "url", shown, "changed", reg.Changed, "signed", reg.SigningSecret != "")
 	}
 	return errors.Join(errs...)
+}
+
+// LoadSecrets gives each endpoint the signing secret kept from its
+// webhook's creation, if any.
+func (r *Receiver) LoadSecrets(ctx context.Context) error {
+	if r.o.Secrets == nil {
+		return nil
+	}
+	for _, id := range r.Integrations() {
+		secret, err := r.o.Secrets.WebhookSecret(ctx, id)
+		if err != nil {
+			return fmt.Errorf("integration %q: reading its webhook signing secret: %w", id, err)
+		}
+		r.endpoints[id].Hooks.UseSigningSecret(secret)
+	}
+	return nil
 }
 
 // ServeHTTP answers the platform's validating GET with 200 and takes a
