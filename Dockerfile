@@ -6,7 +6,9 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/worker ./worker \
+# -tags nodev: the production worker, without the dev mode's embedded
+# Temporal server and emulators (a third of the size and of the memory).
+RUN CGO_ENABLED=0 go build -tags nodev -trimpath -ldflags="-s -w" -o /out/worker ./worker \
  && CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/starter ./starter
 
 # Static binaries: no shell, no package manager, a non-root user.

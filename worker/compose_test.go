@@ -175,8 +175,11 @@ func TestComposeChecksAreNotVacuous(t *testing.T) {
 			files["Dockerfile"] = edit(t, "Dockerfile", "COPY --from=build /out/worker /out/starter", "COPY --from=build /out/starter")
 		}, "does not run the worker"},
 		{"cgo binary on a static image", func(t *testing.T, c *dcModel, files map[string]*string) {
-			files["Dockerfile"] = edit(t, "Dockerfile", "CGO_ENABLED=0 go build -trimpath -ldflags=\"-s -w\" -o /out/worker", "go build -o /out/worker")
+			files["Dockerfile"] = edit(t, "Dockerfile", "CGO_ENABLED=0 go build -tags nodev -trimpath -ldflags=\"-s -w\" -o /out/worker", "go build -tags nodev -o /out/worker")
 		}, "CGO_ENABLED=0"},
+		{"worker built with the dev mode", func(t *testing.T, c *dcModel, files map[string]*string) {
+			files["Dockerfile"] = edit(t, "Dockerfile", "go build -tags nodev -trimpath", "go build -trimpath")
+		}, "not the production build"},
 		{"Go image older than go.mod", func(t *testing.T, c *dcModel, files map[string]*string) {
 			files["Dockerfile"] = edit(t, "Dockerfile", "FROM golang:1.26 AS build", "FROM golang:1.22 AS build")
 		}, "golang:1.22"},
@@ -998,6 +1001,7 @@ type dcGoBuild struct {
 	Out   string // absolute path of the binary
 	Pkgs  []string
 	CGO   string // CGO_ENABLED in effect, "" if unset
+	Tags  string // -tags, "" if none
 }
 
 var dcGoValueFlags = map[string]bool{
@@ -1039,8 +1043,11 @@ func dcGoBuilds(stages []*dcStage) []dcGoBuild {
 					if !hasVal && dcGoValueFlags[name] && len(rest) > 0 {
 						val, rest = rest[0], rest[1:]
 					}
-					if name == "-o" {
+					switch name {
+					case "-o":
 						b.Out = val
+					case "-tags":
+						b.Tags = val
 					}
 				}
 				if len(b.Pkgs) == 0 {
@@ -1163,6 +1170,9 @@ func dcBuildImage(fsys fs.FS, name string, s *dcService) (*dcImage, []string) {
 	base, _ := dcImageName(img.Final.Base)
 	if (base == "scratch" || strings.Contains(base, "distroless/static")) && img.Worker.CGO != "0" {
 		p = append(p, fmt.Sprintf("build: %s: the final image %s has no C library, but the worker is built without CGO_ENABLED=0", df, img.Final.Base))
+	}
+	if !slices.Contains(strings.FieldsFunc(img.Worker.Tags, func(r rune) bool { return r == ',' || r == ' ' }), "nodev") {
+		p = append(p, fmt.Sprintf("build: %s: the worker is not the production build (go build -tags nodev): it links the dev mode's Temporal server and emulators", df))
 	}
 	return img, p
 }

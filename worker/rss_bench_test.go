@@ -126,14 +126,16 @@ func benchEnvInt(b *testing.B, name string, def int) int {
 	return n
 }
 
-// buildWorker builds this package's binary, as a deployment would.
-func buildWorker(b *testing.B) string {
+// buildWorker builds this package's binary as a deployment would: the
+// production build, without the dev mode (-tags nodev).
+func buildWorker(t testing.TB) string {
+	t.Helper()
 	goCmd, err := exec.LookPath("go")
-	require.NoError(b, err, "the go command must be on PATH to build the worker")
-	bin := filepath.Join(b.TempDir(), "worker")
-	cmd := exec.Command(goCmd, "build", "-o", bin, ".")
+	require.NoError(t, err, "the go command must be on PATH to build the worker")
+	bin := filepath.Join(t.TempDir(), "worker")
+	cmd := exec.Command(goCmd, "build", "-tags", "nodev", "-o", bin, ".")
 	out, err := cmd.CombinedOutput()
-	require.NoError(b, err, "go build of the worker: %s", out)
+	require.NoError(t, err, "go build -tags nodev of the worker: %s", out)
 	return bin
 }
 
