@@ -58,11 +58,11 @@ type Endpoint struct {
 
 // Options configures a Receiver.
 type Options struct {
-	Client    client.Client
-	Ledger    Sealer
+	Client client.Client
+	Ledger Sealer
 	// Secrets keeps the signing secrets the platform gives webhooks the
 	// receiver creates; nil keeps none.
-	Secrets SecretStore
+	Secrets   SecretStore
 	Endpoints []Endpoint
 	Logger    *slog.Logger
 	// Now is the clock signatures are checked against; nil means time.Now.
