@@ -33,7 +33,7 @@ import (
 )
 
 // testCodecKey is a fresh "id:base64key" entry.
-func testCodecKey(t *testing.T, id string) string {
+func testCodecKey(t testing.TB, id string) string {
 	t.Helper()
 	b := make([]byte, codec.KeySize)
 	_, err := rand.Read(b)
