@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -188,15 +187,4 @@ func provideCodecServer(lc fx.Lifecycle, s CodecSetup, log *slog.Logger) *CodecS
 		OnStop: srv.Shutdown,
 	})
 	return cs
-}
-
-// printCodecBanner says, in the dev mode's banner, whether payloads are
-// encrypted and where the codec server is.
-func printCodecBanner(w io.Writer, s CodecSetup, cs *CodecServer) {
-	if !s.Codec.Encrypts() {
-		fmt.Fprintf(w, "Payload encryption is off (set %s to turn it on; see the README's Operations section).\n\n", codec.KeysEnv)
-		return
-	}
-	fmt.Fprintf(w, "Payloads are encrypted (key %s); the Web UI decodes them through the codec server %s:\n", s.Codec.KeyIDs()[0], cs.URL())
-	fmt.Fprintf(w, "  temporal workflow show --workflow-id <id> --codec-endpoint %s\n\n", cs.URL())
 }

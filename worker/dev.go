@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 
 	enumspb "go.temporal.io/api/enums/v1"
@@ -145,26 +144,6 @@ func devClientOptions(opts client.Options, d *DevServer) client.Options {
 	opts.HostPort, opts.Namespace = d.Address, devserver.DefaultNamespace
 	opts.ConnectionOptions, opts.Credentials, opts.HeadersProvider = client.ConnectionOptions{}, nil, nil
 	return opts
-}
-
-// devCodecSetup serves the codec, when there is a key, for the embedded
-// Web UI: on 127.0.0.1:-codec-port unless codec.listen is set, with the
-// UI's origins allowed.
-func devCodecSetup(s CodecSetup, f Flags) CodecSetup {
-	if len(s.Codec.KeyIDs()) == 0 {
-		return s
-	}
-	if s.Listen == "" {
-		s.Listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(f.CodecPort))
-	}
-	if f.UIPort != -1 {
-		for _, host := range []string{"127.0.0.1", "localhost"} {
-			if o := "http://" + net.JoinHostPort(host, strconv.Itoa(f.UIPort)); !slices.Contains(s.Origins, o) {
-				s.Origins = append(s.Origins, o)
-			}
-		}
-	}
-	return s
 }
 
 func registerBanner(lc fx.Lifecycle, d *DevServer, cfg *Config, s CodecSetup, cs *CodecServer) {
