@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	commonpb "go.temporal.io/api/common/v1"
+	"go.temporal.io/sdk/converter"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -160,4 +161,31 @@ func TestHandlerWithoutToken(t *testing.T) {
 	resp, dec := postPayloads(t, srv.URL+"/decode", map[string]string{"X-Namespace": "default"}, enc)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.True(t, proto.Equal(in[0], dec[0]))
+}
+
+// TestHandlerAsRemoteCodec: the SDK's remote codec, which the temporal
+// CLI's --codec-endpoint and --codec-auth and a temporal.toml codec profile
+// use, decodes through the server, and is refused without the token.
+func TestHandlerAsRemoteCodec(t *testing.T) {
+	c := newCodec(t, true, newKey(t, "k1"))
+	srv := httptest.NewServer(codec.Handler(c, codec.HandlerOptions{Token: token}))
+	t.Cleanup(srv.Close)
+	remote := func(auth string) converter.PayloadCodec {
+		return converter.NewRemotePayloadCodec(converter.RemotePayloadCodecOptions{
+			Endpoint: srv.URL,
+			ModifyRequest: func(r *http.Request) error {
+				r.Header.Set("X-Namespace", "default")
+				r.Header.Set("Authorization", auth)
+				return nil
+			},
+		})
+	}
+	in := []*commonpb.Payload{plain(t, syncInput{IntegrationID: "acme", Note: secretText})}
+	enc, err := c.Encode(in)
+	require.NoError(t, err)
+	dec, err := remote("Bearer " + token).Decode(enc)
+	require.NoError(t, err)
+	require.True(t, proto.Equal(in[0], dec[0]))
+	_, err = remote("Bearer wrong").Decode(enc)
+	require.ErrorContains(t, err, "Unauthorized")
 }
