@@ -9,7 +9,8 @@
 //
 // It reads the Temporal connection like the temporal CLI does
 // (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_TLS_*, TEMPORAL_API_KEY,
-// TEMPORAL_PROFILE). The same can be done with the temporal CLI:
+// TEMPORAL_PROFILE), and the payload keys like the worker does
+// (OPTOUT_CODEC_KEYS). The same can be done with the temporal CLI:
 //
 //	temporal schedule trigger --schedule-id optout-sync-<integration>
 //	temporal workflow list --query 'OptOutIntegration="<integration>"'
@@ -29,8 +30,9 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/client"
-	"go.temporal.io/sdk/contrib/envconfig"
 
+	"github.com/optoutsync/optoutsync/worker/codec"
+	"github.com/optoutsync/optoutsync/worker/temporalclient"
 	"github.com/optoutsync/optoutsync/workflows"
 )
 
@@ -51,7 +53,9 @@ const usage = `usage:
                                           the demo's ledger in -data)
 
 The Temporal connection comes from TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
-TEMPORAL_TLS_*, TEMPORAL_API_KEY and TEMPORAL_PROFILE, as for the temporal CLI.
+TEMPORAL_TLS_*, TEMPORAL_API_KEY and TEMPORAL_PROFILE, as for the temporal CLI;
+the payload encryption keys from OPTOUT_CODEC_KEYS (or OPTOUT_CODEC_KEYS_FILE),
+as for the worker.
 `
 
 func main() {
@@ -61,13 +65,17 @@ func main() {
 	os.Exit(code)
 }
 
-// dial connects to Temporal as the temporal CLI would.
+// dial connects to Temporal as the worker does: the temporal CLI's
+// connection settings, and the payload codec of $OPTOUT_CODEC_KEYS.
 func dial(ctx context.Context) (client.Client, error) {
-	opts, err := envconfig.LoadDefaultClientOptions()
+	c, err := codec.FromEnv(os.LookupEnv)
 	if err != nil {
-		return nil, err
+		return nil, &exitError{code: ExitUsage, err: err}
 	}
-	opts.Logger = slog.New(slog.DiscardHandler)
+	opts, err := temporalclient.Options(slog.New(slog.DiscardHandler), c)
+	if err != nil {
+		return nil, &exitError{code: ExitUsage, err: err}
+	}
 	return client.DialContext(ctx, opts)
 }
 
@@ -127,6 +135,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, dial func
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	c, err := dial(dctx)
 	cancel()
+	var ee *exitError
+	if errors.As(err, &ee) {
+		// The settings are wrong (a bad codec key): no use going on.
+		fmt.Fprintf(stderr, "starter: %v\n", err)
+		return ee.code
+	}
 	if cmd == "explain" {
 		// The ledger answers even while Temporal is down.
 		if err != nil {
@@ -154,7 +168,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, dial func
 		return ExitOK
 	}
 	fmt.Fprintf(stderr, "starter %s: %v\n", cmd, err)
-	var ee *exitError
 	if errors.As(err, &ee) {
 		return ee.code
 	}

@@ -19,6 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/optoutsync/optoutsync/activities/ledger"
+	"github.com/optoutsync/optoutsync/worker/codec"
 )
 
 // The checks below read docker-compose.yml, the Dockerfile it builds, the
@@ -85,6 +86,9 @@ func TestComposeChecksAreNotVacuous(t *testing.T) {
 			files["config.example.yaml"] = edit(t, "config.example.yaml", "keyEnv: OPTOUT_LEDGER_KEY", "")
 			files[".env.example"] = edit(t, ".env.example", "\nOPTOUT_LEDGER_KEY=", "\n#")
 		}, `needs "OPTOUT_LEDGER_KEY"`},
+		{"codec keys missing from the env file", func(t *testing.T, c *dcModel, files map[string]*string) {
+			files[".env.example"] = edit(t, ".env.example", "\nOPTOUT_CODEC_KEYS=", "\n# OPTOUT_CODEC_KEYS=")
+		}, `needs "OPTOUT_CODEC_KEYS"`},
 		{"TEMPORAL_ADDRESS dropped", func(t *testing.T, c *dcModel, _ map[string]*string) {
 			delete(worker(c).Environment, "TEMPORAL_ADDRESS")
 		}, `needs "TEMPORAL_ADDRESS"`},
@@ -1675,6 +1679,9 @@ func dcCheckWorker(fsys fs.FS, c *dcModel, name string, img *dcImage) []string {
 	need := map[string]string{"TEMPORAL_ADDRESS": "the Temporal frontend (unset: localhost, the container itself)"}
 	if cfg.Ledger.KeyEnv == "" && cfg.Ledger.KeyFile == "" {
 		need[ledger.DefaultKeyEnv] = "ledger key (the default variable)"
+	}
+	if _, file := env[codec.KeysFileEnv]; cfg.Codec.Encryption != encryptionOff && !file {
+		need[codec.KeysEnv] = "payload encryption keys (codec.encryption is on)"
 	}
 	var files []string
 	dcWalk(&doc, "", func(key, keyPath, value string) {

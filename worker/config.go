@@ -51,6 +51,8 @@ type Config struct {
 	Ledger ledger.Settings
 	// Webhooks is the webhook receiver; off unless Listen is set.
 	Webhooks Webhooks
+	// Codec is the payload encryption and its codec server.
+	Codec CodecSettings
 }
 
 // Webhooks is the "webhooks:" block: where the receiver of the marketing
@@ -69,12 +71,7 @@ type Webhooks struct {
 // validate checks the block, naming the field of each problem.
 func (w Webhooks) validate(c *Config, dev bool) []string {
 	var p []string
-	if w.Listen != "" {
-		host, port, err := net.SplitHostPort(w.Listen)
-		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 || strings.ContainsAny(host, "/ ") {
-			p = append(p, fmt.Sprintf("webhooks.listen: %q is not a listen address such as :8089 or 127.0.0.1:8089", w.Listen))
-		}
-	}
+	p = append(p, checkListen("webhooks.listen", w.Listen, "8089")...)
 	if w.PublicURL != "" {
 		var q connectors.Problems
 		connectors.CheckBaseURL(&q, "publicURL", w.PublicURL, dev)
@@ -97,6 +94,19 @@ func (w Webhooks) validate(c *Config, dev bool) []string {
 		}
 	}
 	return p
+}
+
+// checkListen checks a listen address setting ("" is off); example is a
+// port for the message.
+func checkListen(key, v, example string) []string {
+	if v == "" {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(v)
+	if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 || strings.ContainsAny(host, "/ ") {
+		return []string{fmt.Sprintf("%s: %q is not a listen address such as :%s or 127.0.0.1:%s", key, v, example, example)}
+	}
+	return nil
 }
 
 // Integration is one marketing audience kept in sync with one CRM.
@@ -237,9 +247,10 @@ func DecodeConfig(b []byte) (*Config, error) {
 		Integrations []yaml.Node     `yaml:"integrations"`
 		Ledger       ledger.Settings `yaml:"ledger"`
 		Webhooks     Webhooks        `yaml:"webhooks"`
+		Codec        CodecSettings   `yaml:"codec"`
 	}
 	p := decodeStrict(doc.Content[0], &top, "")
-	cfg := &Config{Ledger: top.Ledger, Webhooks: top.Webhooks}
+	cfg := &Config{Ledger: top.Ledger, Webhooks: top.Webhooks, Codec: top.Codec}
 	if len(top.Integrations) > maxIntegrations {
 		p = append(p, fmt.Sprintf("integrations: %d integrations; at most %d per worker", len(top.Integrations), maxIntegrations))
 		top.Integrations = top.Integrations[:maxIntegrations]
@@ -332,6 +343,7 @@ func (c *Config) Validate(dev bool) error {
 	}
 	p = append(p, c.Ledger.Validate()...)
 	p = append(p, c.Webhooks.validate(c, dev)...)
+	p = append(p, c.Codec.validate()...)
 	seen := map[string]bool{}
 	for i := range c.Integrations {
 		in := &c.Integrations[i]

@@ -54,7 +54,7 @@ const demoSchedule = "2m"
 // crm-to-marketing step on and a field mapping, all against the
 // emulators ("emulator" base URLs, resolved by Emulators.Resolve).
 func DemoConfig() *Config {
-	return &Config{Webhooks: Webhooks{Listen: "127.0.0.1:0"}, Integrations: []Integration{
+	return &Config{Webhooks: Webhooks{Listen: "127.0.0.1:0"}, Codec: CodecSettings{keysOptional: true}, Integrations: []Integration{
 		{
 			ID:            "demo",
 			Schedule:      demoSchedule,

@@ -29,12 +29,30 @@ import (
 var DevOptions = fx.Options(
 	fx.Provide(provideEmulators, provideDevServer),
 	fx.Decorate(
+		devPorts,
 		decorateConfigSource,
 		func(env LookupEnv, e *Emulators) LookupEnv { return e.Lookup(env) },
-		func(_ client.Options, d *DevServer, log *slog.Logger) client.Options { return devClientOptions(d, log) },
+		devClientOptions,
+		devCodecSetup,
 	),
 	fx.Invoke(registerBanner),
 )
+
+// devPorts picks a free loopback port for each port flag given as 0, so
+// that the Web UI's origin and the codec server's address are known before
+// either starts.
+func devPorts(f Flags) (Flags, error) {
+	for _, p := range []*int{&f.FrontendPort, &f.UIPort, &f.CodecPort} {
+		if *p == 0 {
+			free, err := freePort()
+			if err != nil {
+				return f, err
+			}
+			*p = free
+		}
+	}
+	return f, nil
+}
 
 // DevServer is the embedded Temporal server, started by an OnStart hook
 // that runs before anything dials it.
@@ -77,15 +95,11 @@ func decorateConfigSource(f Flags, e *Emulators) ConfigSource {
 	}
 }
 
-func provideDevServer(lc fx.Lifecycle, f Flags, log *slog.Logger) (*DevServer, error) {
+// provideDevServer starts the server after the codec server (its
+// constructor runs first, so its start hook does), whose address the Web
+// UI is given.
+func provideDevServer(lc fx.Lifecycle, f Flags, cs *CodecServer, log *slog.Logger) (*DevServer, error) {
 	port := f.FrontendPort
-	if port == 0 {
-		p, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		port = p
-	}
 	d := &DevServer{Address: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
 	lc.Append(fx.Hook{
 		OnStart: func(ctx context.Context) error {
@@ -97,6 +111,7 @@ func provideDevServer(lc fx.Lifecycle, f Flags, log *slog.Logger) (*DevServer, e
 			srv, err := devserver.Start(ctx, devserver.Options{
 				SearchAttributes: map[string]enumspb.IndexedValueType{workflows.IntegrationKey.GetName(): enumspb.INDEXED_VALUE_TYPE_KEYWORD},
 				DataDir:          f.DataDir, FrontendPort: port, UIPort: f.UIPort, Logger: log.With("component", "temporal-dev-server"),
+				CodecEndpoint: cs.URL(),
 			})
 			if err != nil {
 				return fmt.Errorf("starting the embedded Temporal server: %w", err)
@@ -122,15 +137,19 @@ func (d *DevServer) UIURL() string {
 	return d.srv.UIURL()
 }
 
-// devClientOptions points the client at the embedded server. Environment
-// settings (TLS, API key) are for real clusters and are left out.
-func devClientOptions(d *DevServer, log *slog.Logger) client.Options {
-	return client.Options{HostPort: d.Address, Namespace: devserver.DefaultNamespace, Logger: log}
+// devClientOptions points the client at the embedded server. The
+// environment's connection settings (TLS, API key, headers) are for real
+// clusters and are left out; the rest (logger, payload codec) is kept.
+func devClientOptions(opts client.Options, d *DevServer) client.Options {
+	opts.HostPort, opts.Namespace = d.Address, devserver.DefaultNamespace
+	opts.ConnectionOptions, opts.Credentials, opts.HeadersProvider = client.ConnectionOptions{}, nil, nil
+	return opts
 }
 
-func registerBanner(lc fx.Lifecycle, d *DevServer, cfg *Config) {
+func registerBanner(lc fx.Lifecycle, d *DevServer, cfg *Config, s CodecSetup, cs *CodecServer) {
 	lc.Append(fx.StartHook(func() {
 		printBanner(os.Stdout, d.Address, d.UIURL(), cfg)
+		printCodecBanner(os.Stdout, s, cs)
 	}))
 }
 

@@ -14,6 +14,8 @@ import (
 	"github.com/optoutsync/optoutsync/activities"
 	"github.com/optoutsync/optoutsync/activities/ledger"
 	"github.com/optoutsync/optoutsync/connectors/bullhorn"
+	"github.com/optoutsync/optoutsync/worker/codec"
+	"github.com/optoutsync/optoutsync/worker/temporalclient"
 	"github.com/optoutsync/optoutsync/workflows"
 )
 
@@ -26,8 +28,9 @@ type Flags struct {
 	Dev bool
 	// DataDir holds the dev server's SQLite file.
 	DataDir string
-	// FrontendPort and UIPort are the dev server's ports.
-	FrontendPort, UIPort int
+	// FrontendPort and UIPort are the dev server's ports; CodecPort is the
+	// codec server's when payloads are encrypted and codec.listen is not set.
+	FrontendPort, UIPort, CodecPort int
 	// SkipCredentialCheck turns off the start-up ping of each connector.
 	SkipCredentialCheck bool
 }
@@ -82,8 +85,10 @@ func provideConfig(src ConfigSource) (*Config, error) { return src() }
 
 func provideEnv() LookupEnv { return os.LookupEnv }
 
-func provideClientOptions(log *slog.Logger) (client.Options, error) {
-	return ClientOptions("", log)
+// provideClientOptions are the worker's client options: the connection the
+// temporal CLI's settings name, and the payload codec.
+func provideClientOptions(log *slog.Logger, c *codec.Codec) (client.Options, error) {
+	return temporalclient.Options(log, c)
 }
 
 // provideRegistry builds the connectors; the ledger keeps the refresh
@@ -188,6 +193,7 @@ func NewApp(f Flags, log *slog.Logger, extra ...fx.Option) *fx.App {
 		TemporalModule,
 		WorkerModule,
 		WebhookModule,
+		CodecModule,
 	}
 	if f.Dev {
 		opts = append(opts, DevOptions)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/optoutsync/optoutsync/connectors/mailchimp/mailchimptest"
 	"github.com/optoutsync/optoutsync/connectors/salesforce/salesforcetest"
+	"github.com/optoutsync/optoutsync/worker/codec"
 )
 
 func testFlags(t *testing.T) Flags {
@@ -27,7 +28,7 @@ func testFlags(t *testing.T) Flags {
 func TestValidateApp(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
 	for _, f := range []Flags{testFlags(t), {Dev: true}} {
-		opts := []fx.Option{fx.NopLogger, fx.Supply(f, log), ConfigModule, TemporalModule, WorkerModule, WebhookModule}
+		opts := []fx.Option{fx.NopLogger, fx.Supply(f, log), ConfigModule, TemporalModule, WorkerModule, WebhookModule, CodecModule}
 		if f.Dev {
 			opts = append(opts, DevOptions)
 		}
@@ -49,6 +50,7 @@ func TestMissingCredentialStopsTheWorker(t *testing.T) {
 	t.Setenv("MC_KEY", "0123456789abcdef-us6")
 	// The ledger opens first (it keeps refresh tokens for the connectors).
 	t.Setenv("OPTOUT_LEDGER_KEY", "a test ledger key of 32 bytes!!!")
+	t.Setenv(codec.KeysEnv, testCodecKey(t, "k1"))
 	t.Chdir(t.TempDir())
 	app := NewApp(testFlags(t), slog.New(slog.DiscardHandler))
 	require.Error(t, app.Err())
@@ -91,6 +93,7 @@ func TestMissingLedgerKeyStopsTheWorker(t *testing.T) {
 		t.Setenv(v, "0123456789abcdef-us6")
 	}
 	t.Setenv("OPTOUT_LEDGER_KEY", "")
+	t.Setenv(codec.KeysEnv, testCodecKey(t, "k1"))
 	t.Chdir(t.TempDir())
 	app := NewApp(testFlags(t), slog.New(slog.DiscardHandler))
 	require.Error(t, app.Err())

@@ -33,6 +33,7 @@ func run(args []string) int {
 	fs.StringVar(&f.DataDir, "data", "data", "dev mode: directory of the embedded server's SQLite database")
 	fs.IntVar(&f.FrontendPort, "port", 7233, "dev mode: Temporal frontend port on 127.0.0.1")
 	fs.IntVar(&f.UIPort, "ui-port", 8233, "dev mode: Temporal Web UI port on 127.0.0.1 (-1: no UI)")
+	fs.IntVar(&f.CodecPort, "codec-port", 8234, "dev mode: codec server port on 127.0.0.1 when payloads are encrypted and the configuration sets no codec.listen")
 	fs.BoolVar(&f.SkipCredentialCheck, "skip-credential-check", false, "do not ping each integration's systems at start")
 	fs.BoolVar(&verbose, "v", false, "debug logging")
 	emulators := fs.Bool("emulators", false, "serve only the Mailchimp, NetSuite and Salesforce emulators, seeded with the demo data, and print their URLs and credentials")

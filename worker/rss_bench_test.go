@@ -29,6 +29,7 @@ import (
 	"github.com/optoutsync/optoutsync/connectors"
 	"github.com/optoutsync/optoutsync/connectors/mailchimp/mailchimptest"
 	"github.com/optoutsync/optoutsync/connectors/netsuite/netsuitetest"
+	"github.com/optoutsync/optoutsync/worker/codec"
 	"github.com/optoutsync/optoutsync/worker/devserver"
 	"github.com/optoutsync/optoutsync/workflows"
 )
@@ -310,6 +311,8 @@ func runWorkerRSS(b *testing.B, bin string, members, changes int) rssResult {
 		"TEMPORAL_ADDRESS="+srv.FrontendAddress(),
 		"TEMPORAL_NAMESPACE="+srv.Namespace(),
 		ledger.DefaultKeyEnv+"=rss bench ledger key, not a secret",
+		// Payloads encrypted, as the worker requires outside the demo.
+		codec.KeysEnv+"="+testCodecKey(b, "bench"),
 	)
 	cmd.Env = append(cmd.Env, em.env()...)
 	require.NoError(b, cmd.Start())

@@ -12,36 +12,10 @@ import (
 	"go.temporal.io/api/operatorservice/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
-	"go.temporal.io/sdk/contrib/envconfig"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/optoutsync/optoutsync/workflows"
 )
-
-// ClientOptions loads the Temporal client settings the way the temporal
-// CLI does (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_TLS_*,
-// TEMPORAL_API_KEY, TEMPORAL_PROFILE and the temporal.toml profile), so
-// one worker binary runs against a dev server, a self-hosted cluster or
-// Temporal Cloud unchanged. address, when set, overrides the host (dev mode).
-func ClientOptions(address string, log *slog.Logger) (client.Options, error) {
-	opts, err := envconfig.LoadDefaultClientOptions()
-	if err != nil {
-		return client.Options{}, fmt.Errorf("temporal client configuration: %w", err)
-	}
-	if address != "" {
-		opts.HostPort = address
-	}
-	if opts.HostPort == "" {
-		opts.HostPort = client.DefaultHostPort
-	}
-	if opts.Namespace == "" {
-		opts.Namespace = client.DefaultNamespace
-	}
-	if log != nil {
-		opts.Logger = log
-	}
-	return opts, nil
-}
 
 // EnsureSearchAttribute registers OptOutIntegration in the namespace. It
 // is already there after the first start; where the operator API is not

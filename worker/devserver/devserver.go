@@ -66,6 +66,9 @@ type Options struct {
 	// UIPort is the Web UI's HTTP port. 0 picks a free port, -1 runs no UI; the demo uses
 	// 8233, the port `temporal server start-dev` uses.
 	UIPort int
+	// CodecEndpoint, when set, is the codec server the Web UI decodes payloads through
+	// (its "codec.endpoint" setting); the server must allow the UI's origin.
+	CodecEndpoint string
 	// Namespace is registered before the server starts. Default "default".
 	Namespace string
 	// SearchAttributes are custom search attributes to register in Namespace (the

@@ -72,6 +72,7 @@ func serveUI(ln net.Listener, opts Options, frontend, host string) (*uiServer, e
 		// The machine may have no internet; the UI's news and release checks would only fail.
 		DisableNewsFetch:   true,
 		NotifyOnNewVersion: false,
+		Codec:              uiconfig.Codec{Endpoint: opts.CodecEndpoint},
 	}
 	if err := cfg.Validate(); err != nil {
 		_ = ln.Close()
