@@ -143,7 +143,7 @@ func (a *Activities) SyncMarketingChanges(ctx context.Context, in PageInput) (Pa
 		return PageResult{}, err
 	}
 	s := integ.Settings
-	return pages(ctx, a, integ, in.Cursor, func(ctx context.Context, cursor string) (connectors.MemberPage, string, error) {
+	return pages(ctx, a, integ, MarketingToCRM, in.Cursor, func(ctx context.Context, cursor string) (connectors.MemberPage, string, error) {
 		page, err := integ.Marketing.ChangedMembers(ctx, connectors.ChangesRequest{
 			Audience: s.Audience, Status: in.Status, Since: in.Since, Cursor: cursor, PageSize: s.PageSize,
 		})
@@ -425,7 +425,7 @@ func (a *Activities) SyncLateRecords(ctx context.Context, in PageInput) (PageRes
 		return PageResult{}, err
 	}
 	s := integ.Settings
-	return pages(ctx, a, integ, in.Cursor, func(ctx context.Context, cursor string) (connectors.RecordPage, string, error) {
+	return pages(ctx, a, integ, MarketingToCRM, in.Cursor, func(ctx context.Context, cursor string) (connectors.RecordPage, string, error) {
 		page, err := integ.CRM.ListMembers(ctx, connectors.ListMembersQuery{
 			Types: s.RecordTypes, Field: s.OptOut, Since: in.Since, Cursor: cursor, PageSize: s.PageSize,
 		})
@@ -517,7 +517,7 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 	}
 	s := integ.Settings
 	wf, rid := run(ctx)
-	return pages(ctx, a, integ, in.Cursor, func(ctx context.Context, cursor string) (connectors.RecordPage, string, error) {
+	return pages(ctx, a, integ, CRMToMarketing, in.Cursor, func(ctx context.Context, cursor string) (connectors.RecordPage, string, error) {
 		page, err := integ.CRM.OptedOut(ctx, connectors.OptOutQuery{
 			Types: s.RecordTypes, Field: s.OptOut, Since: in.Since, Lists: s.Lists, Cursor: cursor, PageSize: s.PageSize,
 			ListsAsOf: in.RunStart,
@@ -675,7 +675,7 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 	}
 	s := integ.Settings
 	fields := slices.Sorted(maps.Keys(s.FieldMap))
-	return pages(ctx, a, integ, in.Cursor, func(ctx context.Context, cursor string) (connectors.RecordPage, string, error) {
+	return pages(ctx, a, integ, FieldSync, in.Cursor, func(ctx context.Context, cursor string) (connectors.RecordPage, string, error) {
 		page, err := integ.CRM.ListMembers(ctx, connectors.ListMembersQuery{
 			Types: s.RecordTypes, Lists: s.Lists, Fields: fields, Field: s.OptOut, Since: in.Since,
 			Cursor: cursor, PageSize: s.PageSize, ListsAsOf: in.RunStart,
@@ -874,7 +874,7 @@ func (a *Activities) SyncAudience(ctx context.Context, in PageInput) (PageResult
 	}
 	s := integ.Settings
 	tags := slices.Sorted(maps.Values(s.FieldMap))
-	return pages(ctx, a, integ, in.Cursor, func(ctx context.Context, cursor string) (connectors.MemberPage, string, error) {
+	return pages(ctx, a, integ, FieldSync, in.Cursor, func(ctx context.Context, cursor string) (connectors.MemberPage, string, error) {
 		i, inner, err := splitAudienceCursor(cursor)
 		if err != nil {
 			return connectors.MemberPage{}, "", temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeInvalid, nil)
@@ -997,7 +997,7 @@ func (a *Activities) optedOutAnywhere(ctx context.Context, integ *Integration, e
 // PagesPerActivity pages were handled. The next page is read while one is
 // handled, so the vendor's latency overlaps the work; a page read ahead
 // and not handled is read again by the next call.
-func pages[P any](ctx context.Context, a *Activities, integ *Integration, cursor string,
+func pages[P any](ctx context.Context, a *Activities, integ *Integration, step Step, cursor string,
 	read func(context.Context, string) (P, string, error), handle func(context.Context, P, *PageResult) error) (PageResult, error) {
 	var res PageResult
 	last := &heartbeat{Cursor: cursor}
@@ -1029,6 +1029,10 @@ func pages[P any](ctx context.Context, a *Activities, integ *Integration, cursor
 	}
 	// A heartbeat is recorded after each finished page, so a resumed
 	// attempt whose last page was the step's last has nothing left to do.
+	// When the worker is told to stop, the page under way is finished and
+	// its cursor returned: the workflow hands the next page to a worker
+	// that goes on, instead of this attempt being cut off mid-page.
+	stop := workerStop(ctx)
 	for i := 0; i < limit && !last.Done; i++ {
 		got := <-pending
 		if got.err != nil {
@@ -1043,6 +1047,9 @@ func pages[P any](ctx context.Context, a *Activities, integ *Integration, cursor
 		cursor = got.next
 		*last = heartbeat{Cursor: cursor, Partial: res, Done: cursor == ""}
 		activity.RecordHeartbeat(ctx, *last)
+		if stopping(stop) {
+			break
+		}
 	}
 	res.Next = cursor
 	a.log.Debug("pages synced", "integration", integ.Settings.IntegrationID, "pages", res.Counts.Pages,
@@ -1057,6 +1064,7 @@ func pages[P any](ctx context.Context, a *Activities, integ *Integration, cursor
 			res.CRMAPIUsage = &APIUsage{Used: used, Max: limit}
 		}
 	}
+	observe(integ.Settings.IntegrationID, step, res.Counts)
 	return res, nil
 }
 
@@ -1211,8 +1219,15 @@ func pipelined[T, R any](ctx context.Context, items []T, size int, call func(con
 // classify turns a connector error into the error Temporal should see:
 // typed non-retryable application errors for what retrying cannot fix, a
 // retryable error with the API's requested delay for a 429, and the error
-// itself (retried by the activity's retry policy) for the rest.
+// itself (retried by the activity's retry policy) for the rest. Each is
+// counted by kind in the activity failure series.
 func classify(err error, integration, doing string) error {
+	out := classified(err, integration, doing)
+	activityFailed(integration, err, out)
+	return out
+}
+
+func classified(err error, integration, doing string) error {
 	var api *connectors.APIError
 	errors.As(err, &api)
 	// Every failure names its integration, whichever connector answered.

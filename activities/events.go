@@ -142,6 +142,8 @@ func (a *Activities) applyEvents(ctx context.Context, in EventsInput) (PageResul
 	} else if ok {
 		res.OldestPending = &at
 	}
+	// Pushed events go through the marketing-to-crm code, and count there.
+	observe(s.IntegrationID, MarketingToCRM, res.Counts)
 	return res, nil
 }
 

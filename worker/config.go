@@ -53,6 +53,8 @@ type Config struct {
 	Webhooks Webhooks
 	// Codec is the payload encryption and its codec server.
 	Codec CodecSettings
+	// Ops is the operations listener (metrics, health); off unless Listen is set.
+	Ops Ops
 }
 
 // Webhooks is the "webhooks:" block: where the receiver of the marketing
@@ -248,9 +250,10 @@ func DecodeConfig(b []byte) (*Config, error) {
 		Ledger       ledger.Settings `yaml:"ledger"`
 		Webhooks     Webhooks        `yaml:"webhooks"`
 		Codec        CodecSettings   `yaml:"codec"`
+		Ops          Ops             `yaml:"ops"`
 	}
 	p := decodeStrict(doc.Content[0], &top, "")
-	cfg := &Config{Ledger: top.Ledger, Webhooks: top.Webhooks, Codec: top.Codec}
+	cfg := &Config{Ledger: top.Ledger, Webhooks: top.Webhooks, Codec: top.Codec, Ops: top.Ops}
 	if len(top.Integrations) > maxIntegrations {
 		p = append(p, fmt.Sprintf("integrations: %d integrations; at most %d per worker", len(top.Integrations), maxIntegrations))
 		top.Integrations = top.Integrations[:maxIntegrations]
@@ -344,6 +347,7 @@ func (c *Config) Validate(dev bool) error {
 	p = append(p, c.Ledger.Validate()...)
 	p = append(p, c.Webhooks.validate(c, dev)...)
 	p = append(p, c.Codec.validate()...)
+	p = append(p, c.Ops.validate()...)
 	seen := map[string]bool{}
 	for i := range c.Integrations {
 		in := &c.Integrations[i]

@@ -184,11 +184,14 @@ func (e *Emulators) Lookup(env LookupEnv) LookupEnv {
 }
 
 // printBanner tells the person running -dev where everything is.
-func printBanner(w io.Writer, frontend, ui string, cfg *Config) {
+func printBanner(w io.Writer, frontend, ui, ops string, cfg *Config) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\noptout-sync dev mode\n")
 	fmt.Fprintf(&b, "  Temporal frontend  %s\n", frontend)
 	fmt.Fprintf(&b, "  Temporal Web UI    %s\n", ui)
+	if ops != "" {
+		fmt.Fprintf(&b, "  Metrics            http://%s/metrics  (health: /livez, /readyz)\n", ops)
+	}
 	fmt.Fprintf(&b, "  Integrations:\n")
 	for _, in := range cfg.Integrations {
 		fmt.Fprintf(&b, "    %-18s %s ⇄ %s every %s (schedule %s)\n", in.ID, in.CRMKind, in.MarketingKind, in.Interval(), workflows.ScheduleID(in.ID))

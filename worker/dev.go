@@ -85,6 +85,9 @@ func decorateConfigSource(f Flags, e *Emulators) ConfigSource {
 		if cfg.Ledger.Driver != ledger.Postgres && cfg.Ledger.Path == "" {
 			cfg.Ledger.Path = filepath.Join(f.DataDir, "ledger.db")
 		}
+		if cfg.Ops.Listen == "" && f.OpsPort >= 0 {
+			cfg.Ops.Listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(f.OpsPort))
+		}
 		if err := e.Resolve(cfg); err != nil {
 			return nil, err
 		}
@@ -146,9 +149,9 @@ func devClientOptions(opts client.Options, d *DevServer) client.Options {
 	return opts
 }
 
-func registerBanner(lc fx.Lifecycle, d *DevServer, cfg *Config, s CodecSetup, cs *CodecServer) {
+func registerBanner(lc fx.Lifecycle, d *DevServer, ops *OpsServer, cfg *Config, s CodecSetup, cs *CodecServer) {
 	lc.Append(fx.StartHook(func() {
-		printBanner(os.Stdout, d.Address, d.UIURL(), cfg)
+		printBanner(os.Stdout, d.Address, d.UIURL(), ops.Addr(), cfg)
 		printCodecBanner(os.Stdout, s, cs)
 	}))
 }

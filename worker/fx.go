@@ -33,6 +33,13 @@ type Flags struct {
 	FrontendPort, UIPort, CodecPort int
 	// SkipCredentialCheck turns off the start-up ping of each connector.
 	SkipCredentialCheck bool
+	// OpsPort is the dev mode's operations listener port on 127.0.0.1
+	// when the configuration sets no ops.listen: 0 picks a free one, -1
+	// turns it off.
+	OpsPort int
+	// StopTimeout is how long running activities get to finish when the
+	// worker stops; 0 means workerStopTimeout.
+	StopTimeout time.Duration
 }
 
 // ConfigModule reads the configuration and the credentials it names and
@@ -117,7 +124,11 @@ func provideLedger(lc fx.Lifecycle, cfg *Config, env LookupEnv) (ledger.Ledger, 
 
 // provideClient returns a lazy client: it dials on first use, which is in
 // an OnStart hook, after the dev server (when there is one) has started.
-func provideClient(lc fx.Lifecycle, opts client.Options) (client.Client, error) {
+// With the operations listener on, the SDK reports its own metrics there.
+func provideClient(lc fx.Lifecycle, opts client.Options, cfg *Config, log *slog.Logger) (client.Client, error) {
+	if cfg.Ops.Listen != "" && opts.MetricsHandler == nil {
+		opts.MetricsHandler = temporalMetrics(log)
+	}
 	c, err := client.NewLazyClient(opts)
 	if err != nil {
 		return nil, err
@@ -127,16 +138,25 @@ func provideClient(lc fx.Lifecycle, opts client.Options) (client.Client, error) 
 }
 
 // workerStopTimeout is how long the worker waits for running activities
-// on shutdown; fx's stop timeout is longer (see NewApp).
+// on shutdown unless -stop-timeout says otherwise; fx's stop timeout is
+// longer (see NewApp).
 const workerStopTimeout = 20 * time.Second
 
-func provideWorker(c client.Client, acts *activities.Activities, sd fx.Shutdowner, log *slog.Logger) worker.Worker {
+func (f Flags) stopTimeout() time.Duration {
+	if f.StopTimeout > 0 {
+		return f.StopTimeout
+	}
+	return workerStopTimeout
+}
+
+func provideWorker(c client.Client, acts *activities.Activities, sd fx.Shutdowner, h *Health, f Flags, log *slog.Logger) worker.Worker {
 	w := worker.New(c, workflows.TaskQueue, worker.Options{
-		WorkerStopTimeout: workerStopTimeout,
+		WorkerStopTimeout: f.stopTimeout(),
 		// A fatal worker error (the namespace is gone, the server refuses
 		// the worker) ends the process with a non-zero exit, so that a
 		// supervisor restarts or reports it.
 		OnFatalError: func(err error) {
+			h.WorkerFailed(err)
 			log.Error("worker stopped on a fatal error", "error", err)
 			if serr := sd.Shutdown(fx.ExitCode(1)); serr != nil {
 				log.Error("shutdown failed", "error", serr)
@@ -150,9 +170,19 @@ func provideWorker(c client.Client, acts *activities.Activities, sd fx.Shutdowne
 	return w
 }
 
-func registerWorker(lc fx.Lifecycle, w worker.Worker) {
-	// worker.Start returns once the pollers run; it does not block.
-	lc.Append(fx.StartStopHook(w.Start, w.Stop))
+func registerWorker(lc fx.Lifecycle, w worker.Worker, h *Health) {
+	// worker.Start returns once the pollers run; it does not block. Stop
+	// stops polling and waits up to the stop timeout for running activities.
+	lc.Append(fx.StartStopHook(func() error {
+		if err := w.Start(); err != nil {
+			return err
+		}
+		h.WorkerStarted()
+		return nil
+	}, func() {
+		h.WorkerStopping()
+		w.Stop()
+	}))
 }
 
 // registerSetup adds the search attribute and the schedules at start, and
@@ -188,9 +218,11 @@ func NewApp(f Flags, log *slog.Logger, extra ...fx.Option) *fx.App {
 			return l
 		}),
 		fx.StartTimeout(2 * time.Minute),
-		fx.StopTimeout(workerStopTimeout + 10*time.Second),
+		fx.StopTimeout(f.stopTimeout() + 10*time.Second),
 		ConfigModule,
 		TemporalModule,
+		// Before the worker: it starts first and stops last.
+		OpsModule,
 		WorkerModule,
 		WebhookModule,
 		CodecModule,

@@ -28,7 +28,7 @@ func testFlags(t *testing.T) Flags {
 func TestValidateApp(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
 	for _, f := range []Flags{testFlags(t), {Dev: true}} {
-		opts := []fx.Option{fx.NopLogger, fx.Supply(f, log), ConfigModule, TemporalModule, WorkerModule, WebhookModule, CodecModule}
+		opts := []fx.Option{fx.NopLogger, fx.Supply(f, log), ConfigModule, TemporalModule, OpsModule, WorkerModule, WebhookModule, CodecModule}
 		if f.Dev {
 			opts = append(opts, DevOptions)
 		}
@@ -70,8 +70,9 @@ func TestDemoConfigResolves(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, reg, len(cfg.Integrations))
 	var out bytes.Buffer
-	printBanner(&out, "127.0.0.1:7233", "http://127.0.0.1:8233", cfg)
+	printBanner(&out, "127.0.0.1:7233", "http://127.0.0.1:8233", "127.0.0.1:9464", cfg)
 	require.Contains(t, out.String(), "temporal schedule trigger --schedule-id optout-sync-demo")
+	require.Contains(t, out.String(), "http://127.0.0.1:9464/metrics")
 	require.NotContains(t, out.String(), e.Get("mailchimp").(*mailchimptest.Server).APIKey)
 }
 

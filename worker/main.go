@@ -34,8 +34,11 @@ func run(args []string) int {
 	fs.IntVar(&f.FrontendPort, "port", 7233, "dev mode: Temporal frontend port on 127.0.0.1")
 	fs.IntVar(&f.UIPort, "ui-port", 8233, "dev mode: Temporal Web UI port on 127.0.0.1 (-1: no UI)")
 	fs.IntVar(&f.CodecPort, "codec-port", 8234, "dev mode: codec server port on 127.0.0.1 when payloads are encrypted and the configuration sets no codec.listen")
+	fs.IntVar(&f.OpsPort, "ops-port", 9464, "dev mode: metrics and health port on 127.0.0.1 when the configuration sets no ops.listen (0: a free port, -1: none)")
 	fs.BoolVar(&f.SkipCredentialCheck, "skip-credential-check", false, "do not ping each integration's systems at start")
+	fs.DurationVar(&f.StopTimeout, "stop-timeout", workerStopTimeout, "on SIGTERM, how long running activities get to finish before they are cancelled")
 	fs.BoolVar(&verbose, "v", false, "debug logging")
+	logFormat := fs.String("log-format", envOr("OPTOUT_LOG_FORMAT", "text"), "log format: text or json; default $OPTOUT_LOG_FORMAT or text")
 	emulators := fs.Bool("emulators", false, "serve only the Mailchimp, NetSuite and Salesforce emulators, seeded with the demo data, and print their URLs and credentials")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -56,7 +59,11 @@ func run(args []string) int {
 	if verbose {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log, err := NewLogger(os.Stderr, *logFormat, level)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "worker:", err)
+		return 2
+	}
 
 	app := NewApp(f, log)
 	if err := app.Err(); err != nil {

@@ -161,3 +161,7 @@ func (nopLedger) Aliases(context.Context, string, []string) (map[string][]ledger
 func (nopLedger) OldestPending(context.Context, string) (time.Time, bool, error) {
 	return time.Time{}, false, nil
 }
+func (nopLedger) RecordRun(context.Context, ledger.Run) error { return nil }
+func (nopLedger) LastRuns(context.Context) (map[string]ledger.Run, error) {
+	return nil, nil
+}

@@ -202,6 +202,13 @@ const (
 	mirrorVersion = workflow.Version(1)
 )
 
+// runRecordVersion marks the runs that end by recording their success in
+// the ledger (FinishRun), where every worker's metrics read it.
+const (
+	runRecordChange  = "run-record"
+	runRecordVersion = workflow.Version(1)
+)
+
 // MaxFailuresKept bounds the failures a run's state and result carry.
 const MaxFailuresKept = 100
 
@@ -265,6 +272,7 @@ func SyncWorkflow(ctx workflow.Context, in SyncInput) (SyncResult, error) {
 	})
 	fail := func(err error) (SyncResult, error) {
 		lastErr = err.Error()
+		logRun(logger, in.IntegrationID, st, workflow.Now(ctx), err)
 		st.Phase = PhaseFailed
 		return SyncResult{}, err
 	}
@@ -333,10 +341,15 @@ func SyncWorkflow(ctx workflow.Context, in SyncInput) (SyncResult, error) {
 			st.Phase = nextPhase(st.Phase)
 		}
 	}
-	if st.Version < ledgerVersion {
-		return summarize(ctx, in.IntegrationID, st), nil
+	res := summarize(ctx, in.IntegrationID, st)
+	if workflow.GetVersion(ctx, runRecordChange, workflow.DefaultVersion, runRecordVersion) >= runRecordVersion {
+		rec := activities.RunRecord{IntegrationID: in.IntegrationID, FinishedAt: res.FinishedAt}
+		if err := workflow.ExecuteActivity(ctx, a.FinishRun, rec).Get(ctx, nil); err != nil {
+			return fail(err)
+		}
 	}
-	return summarize(ctx, in.IntegrationID, st), nil
+	logRun(logger, in.IntegrationID, st, res.FinishedAt, nil)
+	return res, nil
 }
 
 // stepOf returns the activity, its input and the counts to add into for

@@ -248,6 +248,13 @@ type InboxEntry struct {
 	Data     string
 }
 
+// Run is a successful sync run: when it finished, and which it was.
+type Run struct {
+	Integration       string
+	FinishedAt        time.Time
+	WorkflowID, RunID string
+}
+
 // StatusMoved is the mirrored status of an address whose contact now has
 // another address in the audience.
 const StatusMoved = "moved"
@@ -305,6 +312,11 @@ type Ledger interface {
 	// MarkApplied marks events applied; they are kept only to recognise a
 	// retried delivery.
 	MarkApplied(ctx context.Context, integration string, ids []int64, at time.Time) error
+	// RecordRun records a successful run of an integration; an older
+	// run recorded after a newer one leaves the newer.
+	RecordRun(ctx context.Context, r Run) error
+	// LastRuns is the last successful run of each integration that had one.
+	LastRuns(ctx context.Context) (map[string]Run, error)
 	// History is everything the ledger holds about a person, oldest first,
 	// across integrations.
 	History(ctx context.Context, person string) ([]Entry, error)

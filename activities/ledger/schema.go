@@ -137,6 +137,15 @@ var migrations = []string{
 		UNIQUE (integration, delivery)
 	);
 	CREATE INDEX inbox_pending ON inbox (integration, applied_at, id);`,
+
+	// 7: the last successful run of each integration, whichever worker ran
+	// it, so that every worker's metrics say how long ago it was.
+	`CREATE TABLE last_runs (
+		integration TEXT   NOT NULL PRIMARY KEY,
+		finished_at BIGINT NOT NULL,
+		workflow_id TEXT   NOT NULL,
+		run_id      TEXT   NOT NULL
+	);`,
 }
 
 // migrate brings the schema up to date. Two processes starting at once

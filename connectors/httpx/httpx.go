@@ -20,6 +20,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/optoutsync/optoutsync/metrics"
 )
 
 // Options configures a client.
@@ -58,8 +61,19 @@ func New(o Options) *http.Client {
 		t.MaxIdleConnsPerHost = 32
 		base = t
 	}
+	vendor := o.Name
+	if vendor == "" {
+		vendor = "unknown"
+	}
 	rc := retryablehttp.NewClient()
-	rc.HTTPClient = &http.Client{Transport: &transport{base: base, sign: o.Sign, limiter: o.Limiter}}
+	rc.HTTPClient = &http.Client{Transport: &transport{base: base, sign: o.Sign, limiter: o.Limiter, vendor: vendor,
+		inFlight: metrics.VendorInFlight.WithLabelValues(vendor), limited: metrics.VendorLimited.WithLabelValues(vendor)}}
+	retries := metrics.VendorRetries.WithLabelValues(vendor)
+	rc.RequestLogHook = func(_ retryablehttp.Logger, _ *http.Request, attempt int) {
+		if attempt > 0 {
+			retries.Inc()
+		}
+	}
 	rc.RetryMax = o.RetryMax
 	switch {
 	case o.RetryMax == 0:
@@ -120,13 +134,17 @@ func RetryAfter(h http.Header) (time.Duration, bool) {
 	return 0, false
 }
 
-// transport signs each attempt and holds a limiter slot from sending the
-// request until its response body is closed or read to the end, which is
-// how long the vendor counts the request as in flight.
+// transport signs each attempt, holds a limiter slot from sending the
+// request until its response body is closed or read to the end (which is
+// how long the vendor counts the request as in flight), and counts each
+// attempt in the vendor series: one place for every connector.
 type transport struct {
-	base    http.RoundTripper
-	sign    func(*http.Request) error
-	limiter *Limiter
+	base     http.RoundTripper
+	sign     func(*http.Request) error
+	limiter  *Limiter
+	vendor   string
+	inFlight prometheus.Gauge
+	limited  prometheus.Counter
 }
 
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -137,23 +155,35 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 	}
-	if t.limiter == nil {
-		return t.base.RoundTrip(req)
+	if t.limiter != nil {
+		if err := t.limiter.Acquire(req.Context()); err != nil {
+			return nil, err
+		}
 	}
-	if err := t.limiter.Acquire(req.Context()); err != nil {
-		return nil, err
+	release := func() {
+		t.inFlight.Dec()
+		if t.limiter != nil {
+			t.limiter.Release()
+		}
 	}
+	endpoint := endpointClass(t.vendor, req)
+	t.inFlight.Inc()
 	resp, err := t.base.RoundTrip(req)
 	if err != nil {
-		t.limiter.Release()
+		release()
+		metrics.VendorRequests.WithLabelValues(t.vendor, endpoint, "error").Inc()
 		return nil, err
 	}
+	metrics.VendorRequests.WithLabelValues(t.vendor, endpoint, strconv.Itoa(resp.StatusCode)).Inc()
 	if resp.StatusCode == http.StatusTooManyRequests {
-		t.limiter.Throttled()
-	} else {
+		t.limited.Inc()
+		if t.limiter != nil {
+			t.limiter.Throttled()
+		}
+	} else if t.limiter != nil {
 		t.limiter.Served()
 	}
-	resp.Body = &releasingBody{ReadCloser: resp.Body, release: t.limiter.Release}
+	resp.Body = &releasingBody{ReadCloser: resp.Body, release: release}
 	return resp, nil
 }
 
