@@ -1038,7 +1038,7 @@ func pages[P any](ctx context.Context, a *Activities, integ *Integration, step S
 		if got.err != nil {
 			return PageResult{}, got.err
 		}
-		if got.next != "" && i+1 < limit {
+		if got.next != "" && i+1 < limit && !stopping(stop) {
 			pending = start(got.next)
 		}
 		if err := handle(ctx, got.page, &res); err != nil {

@@ -5,6 +5,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+
+	"github.com/optoutsync/optoutsync/connectors/httpx"
 )
 
 // NewLogger returns the worker's logger writing to w: "text" (slog's
@@ -12,8 +14,12 @@ import (
 // log pipeline). Every component logs through it: the worker, the
 // activities, the workflows (the SDK's replay-safe logger), the webhook
 // receiver and the dev server.
+//
+// Every string and error it writes has its addresses masked (httpx.Redact:
+// "j***@example.com"): the product's own lines carry hashes and counts,
+// but the SDK's quote activity errors, which may quote a vendor's answer.
 func NewLogger(w io.Writer, format string, level slog.Leveler) (*slog.Logger, error) {
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: maskAddresses}
 	switch format {
 	case "", "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
@@ -29,4 +35,21 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// maskAddresses masks the addresses in an attribute's text: strings,
+// errors and other values that print as text.
+func maskAddresses(_ []string, a slog.Attr) slog.Attr {
+	switch a.Value.Kind() {
+	case slog.KindString:
+		a.Value = slog.StringValue(httpx.Redact(a.Value.String()))
+	case slog.KindAny:
+		switch v := a.Value.Any().(type) {
+		case error:
+			a.Value = slog.StringValue(httpx.Redact(v.Error()))
+		case fmt.Stringer:
+			a.Value = slog.StringValue(httpx.Redact(v.String()))
+		}
+	}
+	return a
 }

@@ -29,6 +29,7 @@ type fixture struct {
 	crm      *connectorstest.CRM
 	settings activities.Settings
 	led      *ledger.SQL // one ledger for every run of the test
+	log      *slog.Logger // the workflow's logger; nil: warnings to stderr
 }
 
 func (f *fixture) ledger(t *testing.T) *ledger.SQL {
@@ -55,7 +56,11 @@ func newFixture() *fixture {
 func (f *fixture) run(t *testing.T, in workflows.SyncInput, last *workflows.SyncResult) (workflows.SyncResult, error) {
 	t.Helper()
 	var s testsuite.WorkflowTestSuite
-	s.SetLogger(log.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+	logger := f.log
+	if logger == nil {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	s.SetLogger(log.NewStructuredLogger(logger))
 	env := s.NewTestWorkflowEnvironment()
 	reg := activities.MapRegistry{id: {Settings: f.settings, Marketing: f.mk, CRM: f.crm}}
 	env.RegisterActivity(activities.New(reg, f.ledger(t), nil))

@@ -12,8 +12,9 @@ import (
 // may be an id replaced by ":id" ("PATCH /services/rest/record/v1/customer/:id",
 // "GET /3.0/lists/:id/members/:id"). The query is dropped (it carries
 // filters with addresses). A segment is kept only when it is a plain word
-// (letters, '_', '-', '.', '$', no digit) that is not hex-like, or an API
-// version ("v1", "v60.0"); everything else, an address, a hash, a number,
+// (letters, '_', '-', '.', '$', no digit but one after three letters, as
+// in "oauth2") that is not hex-like, or an API
+// version ("v1", "v60.0", "3.0"); everything else, an address, a hash, a number,
 // a GUID, is ":id". OData keys ("contacts(<guid>)") keep the entity set.
 func EndpointClass(req *http.Request) string {
 	segs := strings.Split(strings.Trim(req.URL.EscapedPath(), "/"), "/")
@@ -24,8 +25,8 @@ func EndpointClass(req *http.Request) string {
 }
 
 var (
-	wordSegment    = regexp.MustCompile(`^\$?[A-Za-z][A-Za-z_.\-]{0,39}$`)
-	versionSegment = regexp.MustCompile(`^v[0-9]{1,3}(\.[0-9]{1,3})?$`)
+	wordSegment    = regexp.MustCompile(`^\$?[A-Za-z][A-Za-z_.\-]{0,39}$|^[A-Za-z]{3,20}[0-9]$`)
+	versionSegment = regexp.MustCompile(`^(v[0-9]{1,3}|v?[0-9]{1,3}\.[0-9]{1,3})$`)
 	hexSegment     = regexp.MustCompile(`^[0-9A-Fa-f]{8,}$`)
 	odataKey       = regexp.MustCompile(`^([A-Za-z_]{1,40})\(.*\)$`)
 )
