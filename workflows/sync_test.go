@@ -28,7 +28,7 @@ type fixture struct {
 	mk       *connectorstest.Marketing
 	crm      *connectorstest.CRM
 	settings activities.Settings
-	led      *ledger.SQL // one ledger for every run of the test
+	led      *ledger.SQL  // one ledger for every run of the test
 	log      *slog.Logger // the workflow's logger; nil: warnings to stderr
 }
 

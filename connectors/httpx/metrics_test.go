@@ -22,7 +22,7 @@ import (
 func TestEndpointClassesNameNoPersonOrRecord(t *testing.T) {
 	for path, want := range map[string]string{
 		// Mailchimp: a list id and a subscriber hash.
-		"/3.0/lists/a1b2c3d4e5/members/0cc175b9c0f1b6a831c399e269772661": "/3.0/lists/:id/members/:id",
+		"/3.0/lists/a1b2c3d4e5/members/0cc175b9c0f1b6a831c399e269772661":         "/3.0/lists/:id/members/:id",
 		"/3.0/lists/2f3a9bc001/members?status=unsubscribed&since_last_changed=x": "/3.0/lists/:id/members",
 		"/3.0/lists/abcdefabcd":  "/3.0/lists/:id",
 		"/3.0/ping":              "/3.0/ping",
@@ -36,7 +36,7 @@ func TestEndpointClassesNameNoPersonOrRecord(t *testing.T) {
 		"/services/data/v60.0/sobjects/Contact/003Ak00000X": "/services/data/v60.0/sobjects/Contact/:id",
 		// Dynamics: OData keys and a tenant id.
 		"/api/data/v9.2/contacts(6f1e2b9a-4c1d-4e8f-9a00-000000000001)": "/api/data/v9.2/contacts(:id)",
-		"/api/data/v9.2/$batch": "/api/data/v9.2/$batch",
+		"/api/data/v9.2/$batch":                                   "/api/data/v9.2/$batch",
 		"/72f988bf-86f1-41af-91ab-2d7cd011db47/oauth2/v2.0/token": "/:id/oauth2/v2.0/token",
 		// Bullhorn: the corporation token and entity ids; an address in a path.
 		"/rest-services/e999/entity/Candidate/123,456": "/rest-services/:id/entity/Candidate/:id",
