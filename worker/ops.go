@@ -291,10 +291,15 @@ func temporalMetrics(log *slog.Logger) client.MetricsHandler {
 			DefaultTimerType: tallyprom.HistogramTimerType,
 			OnRegisterError:  func(err error) { log.Warn("metrics: a Temporal SDK series cannot be registered", "error", err) },
 		})
+		// Names and label keys as Prometheus wants them; label values
+		// keep their '-' and '.', so that the task queue reads
+		// "optout-sync" as everywhere else.
+		sanitize := sdktally.PrometheusSanitizeOptions
+		sanitize.ValueCharacters = tally.ValidCharacters{Ranges: tally.AlphanumericRange, Characters: []rune{'_', '-', '.', ':', '/'}}
 		scope, _ := tally.NewRootScope(tally.ScopeOptions{
 			CachedReporter:  reporter,
 			Separator:       tallyprom.DefaultSeparator,
-			SanitizeOptions: &sdktally.PrometheusSanitizeOptions,
+			SanitizeOptions: &sanitize,
 		}, time.Second)
 		sdkMetrics = sdktally.NewMetricsHandler(sdktally.NewPrometheusNamingScope(scope))
 	})
