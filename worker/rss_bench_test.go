@@ -4,11 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -215,17 +213,8 @@ func startRSSEmulators(b *testing.B, members, changes int) *rssEmulators {
 
 	// Both emulators over TLS: the same handlers (counters and in-flight
 	// caps included) behind a second listener.
-	mcTLS := httptest.NewTLSServer(e.mc.Handler())
-	b.Cleanup(mcTLS.Close)
-	nsTLS := httptest.NewTLSServer(e.ns.Handler())
-	b.Cleanup(nsTLS.Close)
-	e.mcURL, e.nsURL = mcTLS.URL+"/3.0", nsTLS.URL
-	var pemCerts []byte
-	for _, srv := range []*httptest.Server{mcTLS, nsTLS} {
-		pemCerts = append(pemCerts, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})...)
-	}
-	e.certFile = filepath.Join(b.TempDir(), "emulators.pem")
-	require.NoError(b, os.WriteFile(e.certFile, pemCerts, 0o600))
+	urls, certFile := serveTLS(b, e.mc.Handler(), e.ns.Handler())
+	e.mcURL, e.nsURL, e.certFile = urls[0]+"/3.0", urls[1], certFile
 	return e
 }
 
