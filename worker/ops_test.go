@@ -459,3 +459,29 @@ integrations:
 	temporal.Reopen(t)
 	becomes(http.StatusOK, "temporal: ok\n", "worker: ok\n", "ledger: ok\n")
 }
+
+// TestOpsConfig: the ops block is checked like every other key, and the
+// dev mode turns the listener on at its loopback port unless told not to.
+func TestOpsConfig(t *testing.T) {
+	crm := nsTBA + `}`
+	mc := `{kind: mailchimp, audience: abc, apiKeyEnv: MC_KEY}`
+	for top, want := range map[string]string{
+		"ops: {listen: 'nope'}\n":                 `ops.listen: "nope" is not a listen address`,
+		"ops: {listen: ':70000'}\n":               `ops.listen: ":70000"`,
+		"ops: {listen: ':9464', metrics: true}\n": "ops.metrics",
+	} {
+		_, err := ParseConfig([]byte(top+one(mc, crm, "")), false)
+		require.ErrorContains(t, err, want, top)
+	}
+	cfg, err := ParseConfig([]byte("ops: {listen: '127.0.0.1:9464'}\n"+one(mc, crm, "")), false)
+	require.NoError(t, err)
+	require.Equal(t, Ops{Listen: "127.0.0.1:9464"}, cfg.Ops)
+
+	e := NewEmulators()
+	defer e.Close()
+	for port, want := range map[int]string{9464: "127.0.0.1:9464", 0: "127.0.0.1:0", -1: ""} {
+		cfg, err := decorateConfigSource(Flags{Dev: true, DataDir: t.TempDir(), OpsPort: port}, e)()
+		require.NoError(t, err)
+		require.Equal(t, want, cfg.Ops.Listen, "-ops-port %d", port)
+	}
+}
