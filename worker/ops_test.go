@@ -279,6 +279,7 @@ func TestJSONLogsHaveOneSummaryPerRun(t *testing.T) {
 		require.NoError(t, json.Unmarshal([]byte(line), &m), "a JSON object a line: %s", line)
 		if m["msg"] == workflows.RunLogMessage && m["WorkflowID"] == "log-test-demo" {
 			summaries = append(summaries, m)
+			t.Log(line)
 		}
 	}
 	require.Len(t, summaries, 1)
