@@ -19,7 +19,7 @@ import (
 // "j***@example.com"): the product's own lines carry hashes and counts,
 // but the SDK's quote activity errors, which may quote a vendor's answer.
 func NewLogger(w io.Writer, format string, level slog.Leveler) (*slog.Logger, error) {
-	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: maskAddresses}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: replaceAttr}
 	switch format {
 	case "", "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
@@ -37,12 +37,15 @@ func envOr(name, def string) string {
 	return def
 }
 
-// maskAddresses masks the addresses in an attribute's text: strings,
-// errors and other values that print as text.
-func maskAddresses(_ []string, a slog.Attr) slog.Attr {
+// replaceAttr masks the addresses in an attribute's text (strings,
+// errors and other values that print as text) and writes durations as
+// text ("2m0s"; JSON would give nanoseconds).
+func replaceAttr(_ []string, a slog.Attr) slog.Attr {
 	switch a.Value.Kind() {
 	case slog.KindString:
 		a.Value = slog.StringValue(httpx.Redact(a.Value.String()))
+	case slog.KindDuration:
+		a.Value = slog.StringValue(a.Value.Duration().String())
 	case slog.KindAny:
 		switch v := a.Value.Any().(type) {
 		case error:

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -20,7 +21,7 @@ func TestLogsMaskAddressesInEveryFormat(t *testing.T) {
 		log, err := NewLogger(&out, format, slog.LevelInfo)
 		require.NoError(t, err)
 		log.Error("Activity error.", "Error", errors.New("mailchimp: 400 Invalid Resource: ann.lee@example.com looks fake"),
-			"note", "to bob%40example.org", "count", 3)
+			"note", "to bob%40example.org", "count", 3, "every", 2*time.Minute)
 		require.NotContains(t, out.String(), "ann.lee@example.com", format)
 		require.NotContains(t, out.String(), "bob%40example.org", format)
 		require.Contains(t, out.String(), "a***@example.com", format)
@@ -28,6 +29,7 @@ func TestLogsMaskAddressesInEveryFormat(t *testing.T) {
 			var m map[string]any
 			require.NoError(t, json.Unmarshal(out.Bytes(), &m))
 			require.EqualValues(t, 3, m["count"])
+			require.Equal(t, "2m0s", m["every"])
 			require.Equal(t, "ERROR", m["level"])
 		} else {
 			require.True(t, strings.HasPrefix(out.String(), "time="), out.String())
