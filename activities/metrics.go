@@ -33,10 +33,10 @@ func observe(integration string, step Step, c Counts) {
 	metrics.ItemFailures.WithLabelValues(integration, dir, metrics.KindCompliance).Add(float64(c.ComplianceHeld))
 }
 
-// activityFailed counts a vendor error that fails an activity attempt, by
-// what classify made of it: final when retrying cannot fix it, transient
-// otherwise. A cancelled context is not the vendor's failure (a read
-// ahead no longer needed, a worker stopping) and is not counted.
+// activityFailed counts an error classify met, by what it made of it:
+// final when retrying cannot fix it, transient otherwise. A cancelled
+// context is nobody's failure (a read ahead no longer needed, a worker
+// stopping) and is not counted.
 func activityFailed(integration string, err, classified error) {
 	if errors.Is(err, context.Canceled) {
 		return

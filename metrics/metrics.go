@@ -61,11 +61,12 @@ var (
 	// and kind (transient, final, compliance).
 	ItemFailures = counter("item_failures_total",
 		"Items not written, by step and kind (transient: retried by the next run; final; compliance).", "integration", "step", "kind")
-	// ActivityFailures counts activity attempts that failed on a vendor's
-	// answer, by kind: transient (Temporal retries the activity) or final
-	// (the run fails: credentials, permissions, a spent budget).
+	// ActivityFailures counts the errors the activities classify (a
+	// vendor's answer, the ledger): transient ones, which Temporal's retry
+	// policy retries (or, for pushed events, the next batch), and final
+	// ones, which fail the run (credentials, permissions, a spent budget).
 	ActivityFailures = counter("activity_failures_total",
-		"Activity attempts failed on a vendor error, by kind (transient: retried; final: the run fails).", "integration", "kind")
+		"Errors the activities met, by kind (transient: retried; final: the run fails).", "integration", "kind")
 
 	// VendorRequests counts HTTP requests to the vendors' APIs, each
 	// attempt once, by vendor, endpoint class and status code ("error"
