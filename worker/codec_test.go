@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -13,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 	commonpb "go.temporal.io/api/common/v1"
@@ -21,7 +19,6 @@ import (
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
-	"go.uber.org/fx"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -39,62 +36,6 @@ func testCodecKey(t testing.TB, id string) string {
 	_, err := rand.Read(b)
 	require.NoError(t, err)
 	return id + ":" + base64.StdEncoding.EncodeToString(b)
-}
-
-// devApp is the whole worker process in -dev mode with the built-in demo:
-// the embedded Temporal server on a SQLite file in dir, the Web UI, the
-// emulators, the schedules, the worker and (with a key) the codec server.
-type devApp struct {
-	app    *fx.App
-	dir    string
-	dev    *DevServer
-	codec  *CodecServer
-	client client.Client
-	stop   func()
-}
-
-func startDevApp(t *testing.T) *devApp {
-	t.Helper()
-	a := &devApp{dir: t.TempDir()}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	a.app = NewApp(Flags{Dev: true, DataDir: a.dir, SkipCredentialCheck: true}, log, fx.Populate(&a.dev, &a.codec, &a.client))
-	require.NoError(t, a.app.Err())
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
-	defer cancel()
-	require.NoError(t, a.app.Start(ctx))
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			_ = a.app.Stop(context.Background())
-		}
-	})
-	a.stop = func() {
-		stopped = true
-		require.NoError(t, a.app.Stop(context.Background()))
-	}
-	return a
-}
-
-// runDemo triggers the demo integration's schedule and waits for the run,
-// whose result the app's own client (with the codec) decodes.
-func (a *devApp) runDemo(t *testing.T) (workflowID string, res workflows.SyncResult) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	defer cancel()
-	h := a.client.ScheduleClient().GetHandle(ctx, workflows.ScheduleID("demo"))
-	require.NoError(t, h.Trigger(ctx, client.ScheduleTriggerOptions{}))
-	var runID string
-	require.Eventually(t, func() bool {
-		d, err := h.Describe(ctx)
-		if err != nil || len(d.Info.RecentActions) == 0 {
-			return false
-		}
-		r := d.Info.RecentActions[0].StartWorkflowResult
-		workflowID, runID = r.WorkflowID, r.FirstExecutionRunID
-		return true
-	}, time.Minute, 100*time.Millisecond)
-	require.NoError(t, a.client.GetWorkflow(ctx, workflowID, runID).Get(ctx, &res))
-	return workflowID, res
 }
 
 // rawClient reads the server without any codec: what is stored.

@@ -21,7 +21,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/stretchr/testify/require"
-	"go.temporal.io/sdk/client"
 	"go.temporal.io/server/temporaltest"
 	"go.uber.org/fx"
 
@@ -31,50 +30,6 @@ import (
 	"github.com/optoutsync/optoutsync/connectors/netsuite/netsuitetest"
 	"github.com/optoutsync/optoutsync/workflows"
 )
-
-// devApp is the worker in -dev mode with the built-in demo, started in
-// this process: the embedded Temporal server, the emulators, the worker
-// and the operations listener, each on a free loopback port.
-type devApp struct {
-	client    client.Client
-	ops       *OpsServer
-	emulators *Emulators
-}
-
-func startDevApp(t *testing.T, log *slog.Logger) *devApp {
-	t.Helper()
-	var d devApp
-	f := Flags{Dev: true, DataDir: t.TempDir(), UIPort: -1, SkipCredentialCheck: true}
-	app := NewApp(f, log, fx.Populate(&d.client, &d.ops, &d.emulators))
-	require.NoError(t, app.Err())
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	defer cancel()
-	require.NoError(t, app.Start(ctx))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		require.NoError(t, app.Stop(ctx))
-	})
-	// The demo's schedules fire every 2 minutes: paused, only the test's
-	// own runs happen.
-	for _, in := range DemoConfig().Integrations {
-		require.NoError(t, d.client.ScheduleClient().GetHandle(t.Context(), workflows.ScheduleID(in.ID)).Pause(t.Context(), client.SchedulePauseOptions{}))
-	}
-	return &d
-}
-
-// runDemo runs the demo integration once and returns its result and run id.
-func (d *devApp) runDemo(t *testing.T, workflowID string) (workflows.SyncResult, string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
-	defer cancel()
-	run, err := d.client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: workflowID, TaskQueue: workflows.TaskQueue},
-		workflows.SyncWorkflow, workflows.SyncInput{IntegrationID: "demo"})
-	require.NoError(t, err)
-	var res workflows.SyncResult
-	require.NoError(t, run.Get(ctx, &res))
-	return res, run.GetRunID()
-}
 
 // scrape reads and parses the metrics endpoint.
 func scrape(t *testing.T, addr string) map[string]*dto.MetricFamily {
@@ -138,12 +93,13 @@ var (
 // no label names a person, a record or a hash.
 func TestMetricsAfterADemoRun(t *testing.T) {
 	start := time.Now()
-	d := startDevApp(t, slog.New(slog.DiscardHandler))
+	d := startDevApp(t)
+	d.pauseSchedules(t)
 	ns := d.emulators.Get("netsuite").(*netsuitetest.Server)
 	before := scrape(t, d.ops.Addr())
 	nsBefore := ns.Middleware.Total()
 
-	res, _ := d.runDemo(t, "metrics-test-demo")
+	_, res := d.runDemo(t)
 	delta := func(after map[string]*dto.MetricFamily, name string, labels map[string]string) float64 {
 		a, _ := value(after, name, labels)
 		b, _ := value(before, name, labels)
@@ -270,14 +226,17 @@ func TestJSONLogsHaveOneSummaryPerRun(t *testing.T) {
 	var out syncBuffer
 	log, err := NewLogger(&out, "json", slog.LevelInfo)
 	require.NoError(t, err)
-	d := startDevApp(t, log)
-	res, runID := d.runDemo(t, "log-test-demo")
+	d := startDevAppWith(t, log)
+	workflowID, res := d.runDemo(t)
+	desc, err := d.client.DescribeWorkflowExecution(t.Context(), workflowID, "")
+	require.NoError(t, err)
+	runID := desc.GetWorkflowExecutionInfo().GetExecution().GetRunId()
 
 	var summaries []map[string]any
 	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
 		var m map[string]any
 		require.NoError(t, json.Unmarshal([]byte(line), &m), "a JSON object a line: %s", line)
-		if m["msg"] == workflows.RunLogMessage && m["WorkflowID"] == "log-test-demo" {
+		if m["msg"] == workflows.RunLogMessage && m["WorkflowID"] == workflowID {
 			summaries = append(summaries, m)
 			t.Log(line)
 		}
@@ -407,6 +366,7 @@ func TestReadinessFollowsTheDatabaseAndTemporal(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(`
 ops: {listen: "127.0.0.1:0"}
+codec: {encryption: "off"}
 ledger: {driver: postgres, urlEnv: READY_LEDGER_URL}
 integrations:
   - id: ready
