@@ -7,7 +7,7 @@ import (
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
-	"github.com/optoutsync/optoutsync/metrics"
+	"github.com/optoutsync/optoutsync/connectors/metrics"
 )
 
 // observe adds what one activity call did to the product series: the

@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/optoutsync/optoutsync/connectors"
-	"github.com/optoutsync/optoutsync/metrics"
+	"github.com/optoutsync/optoutsync/connectors/metrics"
 )
 
 // TestAStoppingWorkerEndsTheCallAfterItsPage: when the worker is told to

@@ -22,7 +22,7 @@ import (
 	"github.com/optoutsync/optoutsync/activities/ledger"
 	"github.com/optoutsync/optoutsync/connectors"
 	"github.com/optoutsync/optoutsync/connectors/httpx"
-	"github.com/optoutsync/optoutsync/metrics"
+	"github.com/optoutsync/optoutsync/connectors/metrics"
 )
 
 // Ops is the "ops:" block: the operations listener, which serves the

@@ -22,7 +22,7 @@ import (
 	"github.com/hashicorp/go-retryablehttp"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/optoutsync/optoutsync/metrics"
+	"github.com/optoutsync/optoutsync/connectors/metrics"
 )
 
 // Options configures a client.

@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/optoutsync/optoutsync/connectors/httpx"
-	"github.com/optoutsync/optoutsync/metrics"
+	"github.com/optoutsync/optoutsync/connectors/metrics"
 )
 
 // TestEndpointClassesNameNoPersonOrRecord: the endpoint label of the
