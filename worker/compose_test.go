@@ -34,7 +34,8 @@ import (
 const dcComposeFile = "docker-compose.yml"
 
 // TestComposeFile checks docker-compose.yml for consistency with itself,
-// the Dockerfile, .env.example and the worker's configuration.
+// the Dockerfile, .env.example and the worker's configuration, and with
+// what the cluster test proves (cluster_setup_test.go).
 func TestComposeFile(t *testing.T) {
 	fsys := os.DirFS("..")
 	c := dcLoad(t, fsys)
@@ -125,7 +126,7 @@ func TestComposeChecksAreNotVacuous(t *testing.T) {
 		{"Temporal address on a port nobody listens on", func(t *testing.T, c *dcModel, _ map[string]*string) {
 			worker(c).Environment["TEMPORAL_ADDRESS"] = "temporal:7234"
 		}, "port 7234"},
-		{"namespace the server does not create", func(t *testing.T, c *dcModel, _ map[string]*string) {
+		{"namespace the setup does not create", func(t *testing.T, c *dcModel, _ map[string]*string) {
 			worker(c).Environment["TEMPORAL_NAMESPACE"] = "optout"
 		}, `namespace "optout"`},
 		{"no depends_on on an addressed service", func(t *testing.T, c *dcModel, _ map[string]*string) {
@@ -147,8 +148,68 @@ func TestComposeChecksAreNotVacuous(t *testing.T) {
 			c.Services["postgresql"].Environment["POSTGRES_USER"] = "postgres"
 		}, `user "temporal" is not a role`},
 		{"Temporal's database port", func(t *testing.T, c *dcModel, _ map[string]*string) {
-			delete(c.Services["temporal"].Environment, "DB_PORT")
-		}, "port 3306"},
+			c.Services["temporal"].Environment["DB_PORT"] = "5433"
+		}, "port 5433"},
+		{"schema tool's database credentials", func(t *testing.T, c *dcModel, _ map[string]*string) {
+			c.Services["temporal-schema"].Environment["SQL_PASSWORD"] = "postgres"
+		}, `"temporal-schema" logs in to postgresql as user "temporal"`},
+		// What the cluster test proves (cluster_setup_test.go).
+		{"server version other than go.mod's", func(t *testing.T, c *dcModel, _ map[string]*string) {
+			c.Services["temporal"].Image = "temporalio/server:1.31.0"
+		}, "runs temporalio/server:1.31.0, but go.mod's go.temporal.io/server is"},
+		{"tools version other than go.mod's", func(t *testing.T, c *dcModel, _ map[string]*string) {
+			c.Services["temporal-namespace"].Image = "temporalio/admin-tools:latest"
+		}, "runs temporalio/admin-tools:latest, but go.mod's"},
+		{"server image the test does not run", func(t *testing.T, c *dcModel, _ map[string]*string) {
+			c.Services["temporal"].Image = "temporalio/auto-setup:1.29.0"
+		}, "want one temporalio/server service"},
+		{"another persistence plugin", func(t *testing.T, c *dcModel, _ map[string]*string) {
+			c.Services["temporal"].Environment["DB"] = "postgres12_pgx"
+		}, `DB "postgres12_pgx"`},
+		{"Elasticsearch visibility", func(t *testing.T, c *dcModel, _ map[string]*string) {
+			c.Services["temporal"].Environment["ENABLE_ES"] = "true"
+		}, "SQL visibility"},
+		{"dynamic configuration not mounted", func(t *testing.T, c *dcModel, _ map[string]*string) {
+			c.Services["temporal"].Mounts = nil
+		}, "dynamic configuration /etc/temporal/config/dynamicconfig/docker.yaml is not mounted"},
+		{"dynamic configuration that is not YAML", func(t *testing.T, c *dcModel, files map[string]*string) {
+			files[dcComposeFile] = edit(t, dcComposeFile, "    content: |\n      {}\n", "    content: |\n      {frontend\n")
+		}, "the dynamic configuration /etc/temporal/config/dynamicconfig/docker.yaml (config temporal-dynamicconfig): yaml:"},
+		{"dynamic configuration elsewhere", func(t *testing.T, c *dcModel, _ map[string]*string) {
+			c.Services["temporal"].Environment["DYNAMIC_CONFIG_FILE_PATH"] = "config/dynamicconfig/development-sql.yaml"
+		}, "/etc/temporal/config/dynamicconfig/development-sql.yaml is not mounted"},
+		{"schema step missing", func(t *testing.T, c *dcModel, files map[string]*string) {
+			files[dcComposeFile] = edit(t, dcComposeFile, "        temporal-sql-tool --plugin postgres12 --db temporal_visibility update-schema --schema-name postgresql/v12/visibility\n", "")
+		}, "does not run `temporal-sql-tool --plugin postgres12 --db temporal_visibility update-schema --schema-name postgresql/v12/visibility`"},
+		{"schema steps out of order", func(t *testing.T, c *dcModel, files map[string]*string) {
+			files[dcComposeFile] = edit(t, dcComposeFile, "        temporal-sql-tool --plugin postgres12 --db temporal create\n", "")
+			y := strings.Replace(*files[dcComposeFile], "--schema-name postgresql/v12/temporal\n", "--schema-name postgresql/v12/temporal\n        temporal-sql-tool --plugin postgres12 --db temporal create\n", 1)
+			files[dcComposeFile] = &y
+		}, "runs `temporal-sql-tool --plugin postgres12 --db temporal setup-schema -v 0.0` too early"},
+		{"schema set up in a loop", func(t *testing.T, c *dcModel, files map[string]*string) {
+			files[dcComposeFile] = edit(t, dcComposeFile, "--db temporal create", "--db $${DB:-temporal} create")
+		}, "no service runs `temporal-sql-tool --plugin postgres12 --db temporal create`"},
+		{"server reads databases the schema service does not set up", func(t *testing.T, c *dcModel, _ map[string]*string) {
+			c.Services["temporal"].Environment["VISIBILITY_DBNAME"] = "visibility"
+		}, `"temporal-schema" does not run ` + "`temporal-sql-tool --plugin postgres12 --db visibility create`"},
+		{"schema on another PostgreSQL", func(t *testing.T, c *dcModel, _ map[string]*string) {
+			c.Services["temporal"].Environment["POSTGRES_SEEDS"] = "db.example.com"
+		}, `sets up the schema on "postgresql", but "temporal" reads "db.example.com"`},
+		{"server does not wait for the schema", func(t *testing.T, c *dcModel, _ map[string]*string) {
+			c.Services["temporal"].DependsOn["temporal-schema"] = "service_started"
+		}, `"temporal" must wait for "temporal-schema" to complete`},
+		{"namespace not created", func(t *testing.T, c *dcModel, files map[string]*string) {
+			files[dcComposeFile] = edit(t, dcComposeFile, "temporal operator namespace create --namespace optout-sync", "temporal operator namespace create --namespace default")
+		}, "no service runs `temporal operator namespace create --namespace optout-sync --retention 168h`"},
+		{"search attribute of another type", func(t *testing.T, c *dcModel, files map[string]*string) {
+			files[dcComposeFile] = edit(t, dcComposeFile, "--name OptOutIntegration --type Keyword", "--name OptOutIntegration --type Text")
+		}, "--name OptOutIntegration --type Keyword`"},
+		{"namespace created before the server runs", func(t *testing.T, c *dcModel, _ map[string]*string) {
+			delete(c.Services["temporal-namespace"].DependsOn, "temporal")
+		}, `"temporal-namespace" creates the namespace, but does not wait for "temporal"`},
+		{"worker does not wait for the namespace", func(t *testing.T, c *dcModel, _ map[string]*string) {
+			delete(worker(c).DependsOn, "temporal-namespace")
+		}, `must wait for "temporal-namespace" to complete`},
 		{"host port collision", func(t *testing.T, c *dcModel, _ map[string]*string) {
 			ui := c.Services["temporal-ui"]
 			ui.Ports[0].Host = 7233
@@ -196,6 +257,9 @@ func TestComposeChecksAreNotVacuous(t *testing.T) {
 			c := dcLoad(t, base)
 			tc.mutate(t, c, files)
 			fsys := dcOverlay{base: base, files: files}
+			if _, ok := files[dcComposeFile]; ok {
+				c = dcLoad(t, fsys) // a text mutation of the compose file itself
+			}
 			problems := dcCheck(fsys, c)
 			t.Log(strings.Join(problems, "\n"))
 			require.NotEmpty(t, problems)
@@ -222,8 +286,8 @@ func TestComposeHarmlessEdits(t *testing.T) {
 	require.NoError(t, err)
 	for name, edits := range map[string][][2]string{
 		"environment as a list": {{
-			"    environment:\n      TEMPORAL_ADDRESS: temporal:7233\n      TEMPORAL_NAMESPACE: default\n",
-			"    environment:\n      - TEMPORAL_ADDRESS=temporal:7233\n      - TEMPORAL_NAMESPACE=default\n",
+			"    environment:\n      TEMPORAL_ADDRESS: temporal:7233\n      TEMPORAL_NAMESPACE: optout-sync\n",
+			"    environment:\n      - TEMPORAL_ADDRESS=temporal:7233\n      - TEMPORAL_NAMESPACE=optout-sync\n",
 		}, {
 			"      OPTOUT_LEDGER_URL: postgres:",
 			"      - OPTOUT_LEDGER_URL=postgres:",
@@ -249,7 +313,8 @@ func TestComposeHarmlessEdits(t *testing.T) {
 			"./config.yaml:/etc/optout-sync/config.yaml:ro",
 			"./config.yaml:/config/worker.yaml:ro",
 		}},
-		"new image versions": {{"postgres:16", "postgres:17"}, {"auto-setup:1.28.1", "auto-setup:1.29.0"}},
+		"new image versions":                  {{"postgres:16", "postgres:17"}, {"ui:2.39.0", "ui:2.40.0"}},
+		"another shell for the setup scripts": {{`entrypoint: ["/bin/sh", "-ec"]`, `entrypoint: ["sh", "-euc"]`}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			s := string(orig)
@@ -1284,6 +1349,7 @@ func dcCheck(fsys fs.FS, c *dcModel) []string {
 	}
 	p = append(p, dcCheckAddresses(fsys, c, names, images)...)
 	p = append(p, dcCheckTemporalDatabase(fsys, c, names)...)
+	p = append(p, dcCheckCluster(fsys, c, names, workers)...)
 	return p
 }
 
@@ -1729,21 +1795,15 @@ func dcCheckWorker(fsys fs.FS, c *dcModel, name string, img *dcImage) []string {
 		}
 	}
 
-	// The namespace the worker uses must be one the Temporal service creates.
-	if host, _, ok := strings.Cut(env["TEMPORAL_ADDRESS"], ":"); ok {
-		if t, ok := c.Services[host]; ok {
-			if repo, _ := dcImageName(t.Image); repo == "temporalio/auto-setup" {
-				ns := dcOr(env["TEMPORAL_NAMESPACE"], "default")
-				created := dcOr(t.Environment["DEFAULT_NAMESPACE"], "default")
-				if t.Environment["SKIP_DEFAULT_NAMESPACE_CREATION"] == "true" || ns != created {
-					bad("uses namespace %q, but %q creates only %q", ns, host, created)
-				}
-			}
-		} else {
-			bad("TEMPORAL_ADDRESS %q names %q, which is not a service of %s", env["TEMPORAL_ADDRESS"], host, dcComposeFile)
-		}
-	} else {
+	// The namespace the worker uses is the one the cluster setup creates
+	// (dcCheckCluster checks that a service of the file creates it).
+	if ns := dcOr(env["TEMPORAL_NAMESPACE"], "default"); ns != clusterNamespace {
+		bad("uses namespace %q, but the cluster setup creates %q", ns, clusterNamespace)
+	}
+	if host, _, ok := strings.Cut(env["TEMPORAL_ADDRESS"], ":"); !ok {
 		bad("TEMPORAL_ADDRESS %q is not host:port", env["TEMPORAL_ADDRESS"])
+	} else if _, ok := c.Services[host]; !ok {
+		bad("TEMPORAL_ADDRESS %q names %q, which is not a service of %s", env["TEMPORAL_ADDRESS"], host, dcComposeFile)
 	}
 	return p
 }
@@ -1952,34 +2012,49 @@ func dcCheckAddresses(fsys fs.FS, c *dcModel, names []string, images map[string]
 	return p
 }
 
-// dcCheckTemporalDatabase: a temporalio/auto-setup service's database
-// settings name a service of the file, on a port it listens on, with the
+// dcCheckTemporalDatabase: the database settings of Temporal's services
+// (the server's DB, POSTGRES_* / MYSQL_* and DB_PORT; the schema tool's
+// SQL_*) name a service of the file, on a port it listens on, with the
 // credentials it has.
 func dcCheckTemporalDatabase(fsys fs.FS, c *dcModel, names []string) []string {
 	var p []string
 	for _, n := range names {
 		s := c.Services[n]
-		if repo, _ := dcImageName(s.Image); repo != "temporalio/auto-setup" {
+		e := s.Environment
+		var seeds, user, pass, port string
+		switch repo, _ := dcImageName(s.Image); repo {
+		case "temporalio/auto-setup", clusterServerImage:
+			// DB_PORT's default: auto-setup's is 3306 whatever the database;
+			// the server's template's is the database's own.
+			port = dcOr(e["DB_PORT"], "5432")
+			if e["DB_PORT"] == "" && (repo == "temporalio/auto-setup" || e["DB"] == "mysql8") {
+				port = "3306"
+			}
+			switch e["DB"] {
+			case "postgres12", "postgres12_pgx", "postgresql":
+				seeds, user, pass = e["POSTGRES_SEEDS"], e["POSTGRES_USER"], e["POSTGRES_PWD"]
+			case "mysql8":
+				seeds, user, pass = e["MYSQL_SEEDS"], e["MYSQL_USER"], e["MYSQL_PWD"]
+			default:
+				continue // cassandra, or a database this check does not know
+			}
+		case clusterToolsImage:
+			if e["SQL_HOST"] == "" {
+				continue // no temporal-sql-tool connection
+			}
+			seeds, user, pass, port = e["SQL_HOST"], e["SQL_USER"], e["SQL_PASSWORD"], dcOr(e["SQL_PORT"], "3306") // the tool's default
+		default:
 			continue
 		}
-		var seeds, user, pass string
-		switch s.Environment["DB"] {
-		case "postgres12", "postgres12_pgx", "postgresql":
-			seeds, user, pass = s.Environment["POSTGRES_SEEDS"], s.Environment["POSTGRES_USER"], s.Environment["POSTGRES_PWD"]
-		case "mysql8":
-			seeds, user, pass = s.Environment["MYSQL_SEEDS"], s.Environment["MYSQL_USER"], s.Environment["MYSQL_PWD"]
-		default:
-			continue // cassandra, or a database this check does not know
-		}
-		port, _ := strconv.Atoi(dcOr(s.Environment["DB_PORT"], "3306")) // auto-setup's default
+		portN, _ := strconv.Atoi(port)
 		for _, seed := range strings.Split(seeds, ",") {
 			seed = strings.TrimSpace(seed)
 			db, ok := c.Services[seed]
 			if !ok {
 				continue // a database outside the file
 			}
-			if listen, known := dcListenPorts(c, seed); known && !slices.Contains(listen, port) {
-				p = append(p, fmt.Sprintf("temporal database: %q connects to %s on port %d (DB_PORT), but it listens on %v", n, seed, port, listen))
+			if listen, known := dcListenPorts(c, seed); known && !slices.Contains(listen, portN) {
+				p = append(p, fmt.Sprintf("temporal database: %q connects to %s on port %d, but it listens on %v", n, seed, portN, listen))
 			}
 			if !dcDependsOnTransitively(c, n, seed) {
 				p = append(p, fmt.Sprintf("depends_on: %q connects to %q (its database) but does not depend on it", n, seed))
@@ -1993,4 +2068,168 @@ func dcCheckTemporalDatabase(fsys fs.FS, c *dcModel, names []string) []string {
 		}
 	}
 	return p
+}
+
+var dcServerModule = regexp.MustCompile(`(?m)^\s*go\.temporal\.io/server\s+v(\S+)`)
+
+// dcCheckCluster: the Temporal services do what TestCluster proves, as
+// cluster_setup_test.go states it. The server and its tools are go.mod's
+// go.temporal.io/server version; the server's environment selects the
+// PostgreSQL plugin with SQL visibility, and its dynamic configuration is
+// mounted; the schema commands for the databases it names run, in order,
+// in a service it waits for to complete; the namespace and search
+// attribute commands run, in order, in a service that waits for it and
+// that the worker waits for to complete. Commands are compared word for
+// word with the test's, so they are written out in full (no loops or
+// variables), connection settings in the environment.
+func dcCheckCluster(fsys fs.FS, c *dcModel, names []string, workers []string) []string {
+	var p []string
+	bad := func(format string, args ...any) { p = append(p, "cluster: "+fmt.Sprintf(format, args...)) }
+
+	version := ""
+	if b, err := fs.ReadFile(fsys, "go.mod"); err == nil {
+		if m := dcServerModule.FindSubmatch(b); m != nil {
+			version = string(m[1])
+		}
+	}
+	if version == "" {
+		bad("go.mod does not require go.temporal.io/server")
+	}
+	var servers []string
+	for _, n := range names {
+		repo, tag := dcImageName(c.Services[n].Image)
+		if repo != clusterServerImage && repo != clusterToolsImage {
+			continue
+		}
+		if tag != version {
+			bad("%q runs %s, but go.mod's go.temporal.io/server is %s: the cluster test proves that version", n, c.Services[n].Image, version)
+		}
+		if repo == clusterServerImage {
+			servers = append(servers, n)
+		}
+	}
+	if len(servers) != 1 {
+		bad("want one %s service, the server the cluster test runs; there are %d", clusterServerImage, len(servers))
+		return p
+	}
+	server := servers[0]
+	s := c.Services[server]
+	e := s.Environment
+	if db := dcOr(e["DB"], "cassandra"); db != clusterPlugin {
+		bad("%q: DB %q: the cluster test proves persistence and visibility on %q", server, db, clusterPlugin)
+	}
+	if strings.EqualFold(e["ENABLE_ES"], "true") {
+		bad("%q: ENABLE_ES puts visibility in Elasticsearch; the cluster test proves SQL visibility on %q", server, clusterPlugin)
+	}
+	dyn := dcOr(e["DYNAMIC_CONFIG_FILE_PATH"], clusterDynamicConfigDefault)
+	if !path.IsAbs(dyn) {
+		dyn = path.Join(clusterServerWorkdir, dyn)
+	}
+	b, from, ok, err := dcMountedFile(fsys, c, s, dyn)
+	switch {
+	case !ok:
+		bad("%q: the dynamic configuration %s is not mounted: the server does not start without it", server, dyn)
+	case err != nil || b == nil:
+		bad("%q: the dynamic configuration %s is on %s, not from the project: %v", server, dyn, from, err)
+	default:
+		if err := yaml.Unmarshal(b, &map[string]any{}); err != nil {
+			bad("%q: the dynamic configuration %s (%s): %v", server, dyn, from, err)
+		}
+	}
+
+	// Which service runs each command, and where in its script.
+	type at struct {
+		service string
+		index   int
+	}
+	runs := map[string][]at{}
+	for _, n := range names {
+		for i, argv := range dcScriptCommands(c.Services[n]) {
+			k := strings.Join(argv, " ")
+			runs[k] = append(runs[k], at{n, i})
+		}
+	}
+	// find requires cmds to run in one service, in order, and returns it.
+	find := func(cmds [][]string) string {
+		service, last := "", -1
+		for _, argv := range cmds {
+			k := strings.Join(argv, " ")
+			i := slices.IndexFunc(runs[k], func(a at) bool { return service == "" || a.service == service })
+			switch {
+			case i < 0 && service == "":
+				bad("no service runs `%s`", k)
+				return ""
+			case i < 0:
+				bad("%q does not run `%s`", service, k)
+				return service
+			case runs[k][i].index <= last:
+				bad("%q runs `%s` too early: the cluster test runs it after the commands before it", service, k)
+			}
+			service, last = runs[k][i].service, runs[k][i].index
+		}
+		return service
+	}
+	schema := find(clusterSchemaCommands(dcOr(e["DBNAME"], clusterDefaultDB), dcOr(e["VISIBILITY_DBNAME"], clusterDefaultVisibilityDB)))
+	if schema != "" {
+		if repo, _ := dcImageName(c.Services[schema].Image); repo != clusterToolsImage {
+			bad("%q runs temporal-sql-tool, which its image %s does not hold (%s does)", schema, c.Services[schema].Image, clusterToolsImage)
+		}
+		if cond := s.DependsOn[schema]; cond != "service_completed_successfully" {
+			bad("%q must wait for %q to complete (depends_on condition service_completed_successfully), not %q", server, schema, cond)
+		}
+		if h, sh := c.Services[schema].Environment["SQL_HOST"], e["POSTGRES_SEEDS"]; h != sh {
+			bad("%q sets up the schema on %q, but %q reads %q", schema, h, server, sh)
+		}
+	}
+	setup := find(clusterOperatorCommands())
+	if setup != "" {
+		if !dcDependsOnTransitively(c, setup, server) {
+			bad("%q creates the namespace, but does not wait for %q", setup, server)
+		}
+		for _, w := range workers {
+			if cond := c.Services[w].DependsOn[setup]; cond != "service_completed_successfully" {
+				bad("worker %q must wait for %q to complete (depends_on condition service_completed_successfully), not %q", w, setup, cond)
+			}
+		}
+	}
+	return p
+}
+
+var (
+	dcRedirect    = regexp.MustCompile(`^\d*[<>]`)
+	dcCommandSeps = regexp.MustCompile(`\|\||&&|;`)
+)
+
+// dcScriptCommands are the commands a service runs: its entrypoint and
+// command as one, or, for `sh -c SCRIPT`, each command of the script (lines
+// joined where one ends in "||", "&&" or "\", then split at those and at
+// ";"; redirections dropped).
+func dcScriptCommands(s *dcService) [][]string {
+	argv := append(slices.Clone(s.Entrypoint), s.Command...)
+	if len(argv) < 3 || (argv[0] != "sh" && argv[0] != "/bin/sh") || !strings.HasPrefix(argv[1], "-") || !strings.Contains(argv[1], "c") {
+		if len(argv) == 0 {
+			return nil
+		}
+		return [][]string{argv}
+	}
+	var cmds [][]string
+	var line strings.Builder
+	for _, l := range strings.Split(argv[2], "\n") {
+		l = strings.TrimSpace(l)
+		if strings.HasPrefix(l, "#") {
+			continue
+		}
+		line.WriteString(strings.TrimSuffix(l, "\\") + " ")
+		if strings.HasSuffix(l, "||") || strings.HasSuffix(l, "&&") || strings.HasSuffix(l, "\\") {
+			continue
+		}
+		for _, part := range dcCommandSeps.Split(line.String(), -1) {
+			words := slices.DeleteFunc(dcShellFields(part), func(w string) bool { return dcRedirect.MatchString(w) })
+			if len(words) > 0 {
+				cmds = append(cmds, words)
+			}
+		}
+		line.Reset()
+	}
+	return cmds
 }

@@ -19,7 +19,7 @@ func TestTheProductionBuildHasNoDevMode(t *testing.T) {
 			"the production build links %s", dep)
 		require.NotEqual(t, "github.com/optoutsync/optoutsync/worker/devserver", dep)
 	}
-	bin := buildWorker(t)
+	bin := buildBinaries(t, false, ".")["worker"]
 	for _, flag := range []string{"-dev", "-emulators"} {
 		cmd := exec.Command(bin, flag)
 		msg, err := cmd.CombinedOutput()

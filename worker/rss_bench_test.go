@@ -67,7 +67,7 @@ func BenchmarkWorkerRSS(b *testing.B) {
 	if changes < 3 || changes > members {
 		b.Fatalf("OPTOUT_BENCH_CHANGES=%d must be between 3 and OPTOUT_BENCH_MEMBERS=%d", changes, members)
 	}
-	bin := buildWorker(b)
+	bin := buildBinaries(b, false, ".")["worker"] // no -race: it measures the worker's memory
 	for b.Loop() {
 		r := runWorkerRSS(b, bin, members, changes)
 		b.ReportMetric(mb(r.peakKB), "peak-rss-MB")
@@ -123,19 +123,6 @@ func benchEnvInt(b *testing.B, name string, def int) int {
 		b.Fatalf("%s=%q is not a positive number", name, v)
 	}
 	return n
-}
-
-// buildWorker builds this package's binary as a deployment would: the
-// production build, without the dev mode (-tags nodev).
-func buildWorker(t testing.TB) string {
-	t.Helper()
-	goCmd, err := exec.LookPath("go")
-	require.NoError(t, err, "the go command must be on PATH to build the worker")
-	bin := filepath.Join(t.TempDir(), "worker")
-	cmd := exec.Command(goCmd, "build", "-tags", "nodev", "-o", bin, ".")
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "go build -tags nodev of the worker: %s", out)
-	return bin
 }
 
 const (

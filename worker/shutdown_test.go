@@ -3,12 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,23 +43,6 @@ func TestMain(m *testing.M) {
 		os.Exit(run(a))
 	}
 	os.Exit(m.Run())
-}
-
-// serveTLS serves each handler over TLS on loopback (a configuration
-// outside -dev takes https base URLs only) and writes the servers'
-// certificates to a file, for the worker's SSL_CERT_FILE.
-func serveTLS(tb testing.TB, handlers ...http.Handler) (urls []string, certFile string) {
-	tb.Helper()
-	var pemCerts []byte
-	for _, h := range handlers {
-		srv := httptest.NewTLSServer(h)
-		tb.Cleanup(srv.Close)
-		urls = append(urls, srv.URL)
-		pemCerts = append(pemCerts, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})...)
-	}
-	certFile = filepath.Join(tb.TempDir(), "emulators.pem")
-	require.NoError(tb, os.WriteFile(certFile, pemCerts, 0o600))
-	return urls, certFile
 }
 
 // TestSIGTERMLetsTheRunningActivityFinish runs the worker as its own
