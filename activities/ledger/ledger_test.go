@@ -254,6 +254,39 @@ func TestTheLedgerSurvivesARestartAndMigratesOnce(t *testing.T) {
 	})
 }
 
+// TestWorkersStartingAtOnceMigrateANewLedger: several workers started
+// together on a new database (TestCluster's two, a compose file scaled up)
+// all open the ledger; the migrations run once.
+func TestWorkersStartingAtOnceMigrateANewLedger(t *testing.T) {
+	dialects(t, func(t *testing.T, d ledger.Dialect) {
+		ctx := context.Background()
+		dsn := ledgertest.DSN(t, d)
+		const workers = 8
+		errs := make(chan error, workers)
+		var start sync.WaitGroup
+		start.Add(1)
+		for range workers {
+			go func() {
+				start.Wait()
+				l, err := ledger.Open(ctx, ledger.Config{Dialect: d, DSN: dsn, Key: ledgertest.TestKey})
+				if err == nil {
+					err = l.Close()
+				}
+				errs <- err
+			}()
+		}
+		start.Done()
+		for range workers {
+			require.NoError(t, <-errs)
+		}
+		l, err := ledger.Open(ctx, ledger.Config{Dialect: d, DSN: dsn, Key: ledgertest.TestKey})
+		require.NoError(t, err)
+		defer l.Close()
+		_, err = l.Observe(ctx, []ledger.Observation{obs(l, "ann@example.com", ledger.KindUnsubscribe, time.Now())})
+		require.NoError(t, err)
+	})
+}
+
 // TestMembersMirrorTheLatestStateRead: the audience mirror keeps, per
 // member, the newest state read, whatever the order the reads come in.
 func TestMembersMirrorTheLatestStateRead(t *testing.T) {

@@ -151,18 +151,31 @@ var migrations = []string{
 // migrate brings the schema up to date. Two processes starting at once
 // are serialised: PostgreSQL by an advisory lock, SQLite by its write lock.
 func (s *SQL) migrate(ctx context.Context) error {
-	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version    INTEGER PRIMARY KEY,
-		applied_at BIGINT  NOT NULL)`); err != nil {
+	lock := func(tx *sql.Tx) error {
+		if s.dialect != Postgres {
+			return nil
+		}
+		_, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7370021)`)
+		return err
+	}
+	// Under the lock too: two CREATE TABLE IF NOT EXISTS at once collide in
+	// PostgreSQL's catalog (duplicate key in pg_type_typname_nsp_index).
+	if err := s.tx(ctx, func(tx *sql.Tx) error {
+		if err := lock(tx); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+			version    INTEGER PRIMARY KEY,
+			applied_at BIGINT  NOT NULL)`)
+		return err
+	}); err != nil {
 		return fmt.Errorf("ledger: creating schema_migrations: %w", err)
 	}
 	for i, m := range migrations {
 		version := i + 1
 		err := s.tx(ctx, func(tx *sql.Tx) error {
-			if s.dialect == Postgres {
-				if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7370021)`); err != nil {
-					return err
-				}
+			if err := lock(tx); err != nil {
+				return err
 			}
 			var n int
 			if err := tx.QueryRowContext(ctx, s.q(`SELECT COUNT(*) FROM schema_migrations WHERE version = ?`), version).Scan(&n); err != nil {
