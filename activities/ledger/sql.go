@@ -51,6 +51,7 @@ type SQL struct {
 	db      *sql.DB
 	dialect Dialect
 	key     []byte
+	prep    prepared
 }
 
 var _ Ledger = (*SQL)(nil)
@@ -142,7 +143,10 @@ func (s *SQL) Person(email string) string {
 func (s *SQL) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
 
 // Close closes the database.
-func (s *SQL) Close() error { return s.db.Close() }
+func (s *SQL) Close() error {
+	s.closePrepared()
+	return s.db.Close()
+}
 
 // q rewrites "?" placeholders into the dialect's.
 func (s *SQL) q(query string) string {
@@ -182,6 +186,7 @@ func (s *SQL) writeTx(ctx context.Context, integration string, fn func(*sql.Tx) 
 			return err
 		}
 	}
+	defer s.afterTx(context.WithoutCancel(ctx), tx)
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback()
 		return err
@@ -226,7 +231,7 @@ func (s *SQL) Observe(ctx context.Context, obs []Observation) ([]Seen, error) {
 		if err != nil {
 			return err
 		}
-		first, err := s.firstSightings(ctx, tx, integration, obs)
+		first, err := s.firstSightings(ctx, tx, integration, obs, inserted, now)
 		if err != nil {
 			return err
 		}
@@ -317,11 +322,8 @@ func (s *SQL) Observe(ctx context.Context, obs []Observation) ([]Seen, error) {
 				resubscribed = append(resubscribed, o.Person)
 			}
 		}
-		return inChunks(s.inChunk(), slices.Compact(slices.Sorted(slices.Values(resubscribed))), func(part []any) error {
-			_, err := tx.ExecContext(ctx, s.q(`DELETE FROM pending WHERE integration = ? AND person IN (`+placeholders(len(part))+`)`),
-				append([]any{integration}, part...)...)
-			return err
-		})
+		return s.execIn(ctx, tx, `DELETE FROM pending WHERE integration = ? AND person IN `+inList,
+			[]any{integration}, slices.Compact(slices.Sorted(slices.Values(resubscribed))))
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ledger: recording observations: %w", err)
@@ -363,6 +365,19 @@ func values(n, width int) string {
 // returns the ones it added.
 func (s *SQL) insertObservations(ctx context.Context, tx *sql.Tx, obs []Observation, via string, now int64) (map[obsKey]bool, error) {
 	added := map[obsKey]bool{}
+	const head = `INSERT INTO observations
+			(integration, system, subject, person, contact, kind, via, episode, occurred_at, observed_at, workflow_id, run_id)`
+	const tail = `ON CONFLICT (integration, system, subject, person, kind, episode, occurred_at) DO NOTHING`
+	if s.dialect == SQLite {
+		// Row by row, each row's count of changes says whether it was new:
+		// RETURNING would cost SQLite a statement journal per row.
+		err := s.insertRows(ctx, tx, head, tail, 12, len(obs), func(i int, args []any) []any {
+			o := obs[i]
+			return append(args, o.Integration, o.System, o.Subject, o.Person, o.Contact, string(o.Kind), via,
+				micros(o.Episode), micros(o.OccurredAt), now, o.WorkflowID, o.RunID)
+		}, func(i int) { added[keyOf(obs[i])] = true })
+		return added, err
+	}
 	for start := 0; start < len(obs); start += s.rowChunk() {
 		part := obs[start:min(start+s.rowChunk(), len(obs))]
 		args := make([]any, 0, len(part)*12)
@@ -370,10 +385,7 @@ func (s *SQL) insertObservations(ctx context.Context, tx *sql.Tx, obs []Observat
 			args = append(args, o.Integration, o.System, o.Subject, o.Person, o.Contact, string(o.Kind), via,
 				micros(o.Episode), micros(o.OccurredAt), now, o.WorkflowID, o.RunID)
 		}
-		rows, err := tx.QueryContext(ctx, s.q(`INSERT INTO observations
-			(integration, system, subject, person, contact, kind, via, episode, occurred_at, observed_at, workflow_id, run_id)
-			VALUES `+values(len(part), 12)+`
-			ON CONFLICT (integration, system, subject, person, kind, episode, occurred_at) DO NOTHING
+		rows, err := tx.QueryContext(ctx, s.q(head+` VALUES `+values(len(part), 12)+` `+tail+`
 			RETURNING system, subject, person, kind, episode, occurred_at`), args...)
 		if err != nil {
 			return nil, err
@@ -395,66 +407,41 @@ func (s *SQL) insertObservations(ctx context.Context, tx *sql.Tx, obs []Observat
 	return added, nil
 }
 
-// firstSightings returns when each observation was first recorded.
-func (s *SQL) firstSightings(ctx context.Context, tx *sql.Tx, integration string, obs []Observation) (map[obsKey]int64, error) {
+// firstSightings returns when each observation was first recorded: now
+// for those this transaction inserted, as read for the others.
+func (s *SQL) firstSightings(ctx context.Context, tx *sql.Tx, integration string, obs []Observation, inserted map[obsKey]bool, now int64) (map[obsKey]int64, error) {
+	out := map[obsKey]int64{}
 	want := map[obsKey]bool{}
 	persons := map[string]bool{}
 	for _, o := range obs {
-		want[keyOf(o)] = true
-		persons[o.Person] = true
+		if k := keyOf(o); inserted[k] {
+			out[k] = now
+		} else {
+			want[k] = true
+			persons[o.Person] = true
+		}
 	}
-	out := map[obsKey]int64{}
-	err := inChunks(s.inChunk(), slices.Sorted(maps.Keys(persons)), func(part []any) error {
-		rows, err := tx.QueryContext(ctx, s.q(`SELECT system, subject, person, kind, episode, occurred_at, observed_at FROM observations
-			WHERE integration = ? AND person IN (`+placeholders(len(part))+`)`), append([]any{integration}, part...)...)
-		if err != nil {
+	err := s.queryIn(ctx, tx, `SELECT system, subject, person, kind, episode, occurred_at, observed_at FROM observations
+			WHERE integration = ? AND person IN `+inList, []any{integration}, slices.Sorted(maps.Keys(persons)), func(rows *sql.Rows) error {
+		var k obsKey
+		var at int64
+		if err := rows.Scan(&k.system, &k.subject, &k.person, &k.kind, &k.episode, &k.occurred, &at); err != nil {
 			return err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var k obsKey
-			var at int64
-			if err := rows.Scan(&k.system, &k.subject, &k.person, &k.kind, &k.episode, &k.occurred, &at); err != nil {
-				return err
-			}
-			if want[k] {
-				out[k] = at
-			}
+		if want[k] {
+			out[k] = at
 		}
-		return rows.Err()
+		return nil
 	})
 	return out, err
 }
 
-// inChunks calls fn on consecutive chunks of items as query arguments.
-func inChunks(size int, items []string, fn func([]any) error) error {
-	for start := 0; start < len(items); start += size {
-		part := items[start:min(start+size, len(items))]
-		args := make([]any, len(part))
-		for i, p := range part {
-			args[i] = p
-		}
-		if err := fn(args); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 func (s *SQL) insertContacts(ctx context.Context, tx *sql.Tx, integration, system string, links map[string]string, now int64) error {
 	persons := slices.Sorted(maps.Keys(links))
-	for start := 0; start < len(persons); start += s.rowChunk() {
-		part := persons[start:min(start+s.rowChunk(), len(persons))]
-		var args []any
-		for _, p := range part {
-			args = append(args, integration, system, links[p], p, now)
-		}
-		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO contacts (integration, system, contact, person, first_seen)
-			VALUES `+values(len(part), 5)+` ON CONFLICT (integration, system, contact, person) DO NOTHING`), args...); err != nil {
-			return err
-		}
-	}
-	return nil
+	return s.insertRows(ctx, tx, `INSERT INTO contacts (integration, system, contact, person, first_seen)`,
+		`ON CONFLICT (integration, system, contact, person) DO NOTHING`, 5, len(persons), func(i int, args []any) []any {
+			return append(args, integration, system, links[persons[i]], persons[i], now)
+		}, nil)
 }
 
 // contactPersons returns every person the ledger knows for each contact.
@@ -466,24 +453,17 @@ func (s *SQL) contactPersons(ctx context.Context, tx *sql.Tx, integration string
 	}
 	for _, system := range slices.Sorted(maps.Keys(bySystem)) {
 		ids := slices.Compact(slices.Sorted(slices.Values(bySystem[system])))
-		err := inChunks(s.inChunk(), ids, func(part []any) error {
-			rows, err := tx.QueryContext(ctx, s.q(`SELECT contact, person FROM contacts
-				WHERE integration = ? AND system = ? AND contact IN (`+placeholders(len(part))+`) ORDER BY contact, person`),
-				append([]any{integration, system}, part...)...)
-			if err != nil {
-				return err
-			}
-			defer rows.Close()
-			for rows.Next() {
+		err := s.queryIn(ctx, tx, `SELECT contact, person FROM contacts
+				WHERE integration = ? AND system = ? AND contact IN `+inList+` ORDER BY contact, person`,
+			[]any{integration, system}, ids, func(rows *sql.Rows) error {
 				var c, p string
 				if err := rows.Scan(&c, &p); err != nil {
 					return err
 				}
 				k := contactKey{system, c}
 				out[k] = append(out[k], p)
-			}
-			return rows.Err()
-		})
+				return nil
+			})
 		if err != nil {
 			return nil, err
 		}
@@ -493,18 +473,10 @@ func (s *SQL) contactPersons(ctx context.Context, tx *sql.Tx, integration string
 
 func (s *SQL) insertPending(ctx context.Context, tx *sql.Tx, integration, system string, since map[string]int64) error {
 	persons := slices.Sorted(maps.Keys(since))
-	for start := 0; start < len(persons); start += s.rowChunk() {
-		part := persons[start:min(start+s.rowChunk(), len(persons))]
-		var args []any
-		for _, p := range part {
-			args = append(args, integration, p, system, since[p])
-		}
-		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO pending (integration, person, system, since)
-			VALUES `+values(len(part), 4)+` ON CONFLICT (integration, person, system) DO NOTHING`), args...); err != nil {
-			return err
-		}
-	}
-	return nil
+	return s.insertRows(ctx, tx, `INSERT INTO pending (integration, person, system, since)`,
+		`ON CONFLICT (integration, person, system) DO NOTHING`, 4, len(persons), func(i int, args []any) []any {
+			return append(args, integration, persons[i], system, since[persons[i]])
+		}, nil)
 }
 
 // apply updates a person's state (in people, created if new) with one
@@ -569,59 +541,37 @@ func scanPerson(r scanner) (Person, error) {
 	return p, err
 }
 
-// querier is a database or a transaction.
-type querier interface {
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-}
-
 // peopleIn reads the known state of persons.
 func peopleIn(ctx context.Context, db querier, s *SQL, integration string, persons []string) (map[string]Person, error) {
 	out := map[string]Person{}
-	err := inChunks(s.inChunk(), persons, func(part []any) error {
-		rows, err := db.QueryContext(ctx, s.q(`SELECT `+personColumns+` FROM people WHERE integration = ? AND person IN (`+placeholders(len(part))+`)`),
-			append([]any{integration}, part...)...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
+	err := s.queryIn(ctx, db, `SELECT `+personColumns+` FROM people WHERE integration = ? AND person IN `+inList,
+		[]any{integration}, persons, func(rows *sql.Rows) error {
 			p, err := scanPerson(rows)
 			if err != nil {
 				return err
 			}
 			out[p.Person] = p
-		}
-		return rows.Err()
-	})
+			return nil
+		})
 	return out, err
 }
 
 // savePeople writes people's states back.
 func (s *SQL) savePeople(ctx context.Context, tx *sql.Tx, integration string, people map[string]Person) error {
 	persons := slices.Sorted(maps.Keys(people))
-	for start := 0; start < len(persons); start += s.rowChunk() {
-		part := persons[start:min(start+s.rowChunk(), len(persons))]
-		var args []any
-		for _, k := range part {
-			p := people[k]
-			optedOut := 0
-			if p.OptedOut {
-				optedOut = 1
-			}
-			args = append(args, integration, p.Person, optedOut, string(p.OptOutKind), p.OptOutSource, p.Via, micros(p.OptOutAt),
-				micros(p.MarketingOptOutAt), micros(p.ResubscribedAt), p.MarketingStatus, micros(p.MarketingStatusAt))
-		}
-		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO people (integration, `+personColumns+`)
-			VALUES `+values(len(part), 11)+`
-			ON CONFLICT (integration, person) DO UPDATE SET
+	return s.insertRows(ctx, tx, `INSERT INTO people (integration, `+personColumns+`)`, `ON CONFLICT (integration, person) DO UPDATE SET
 				opted_out = excluded.opted_out, opt_out_kind = excluded.opt_out_kind,
 				opt_out_source = excluded.opt_out_source, via = excluded.via, opt_out_at = excluded.opt_out_at,
 				marketing_opt_out_at = excluded.marketing_opt_out_at, resubscribed_at = excluded.resubscribed_at, marketing_status = excluded.marketing_status,
-				marketing_status_at = excluded.marketing_status_at`), args...); err != nil {
-			return err
+				marketing_status_at = excluded.marketing_status_at`, 11, len(persons), func(i int, args []any) []any {
+		p := people[persons[i]]
+		optedOut := 0
+		if p.OptedOut {
+			optedOut = 1
 		}
-	}
-	return nil
+		return append(args, integration, p.Person, optedOut, string(p.OptOutKind), p.OptOutSource, p.Via, micros(p.OptOutAt),
+			micros(p.MarketingOptOutAt), micros(p.ResubscribedAt), p.MarketingStatus, micros(p.MarketingStatusAt))
+	}, nil)
 }
 
 // RecordWrites appends writes (a write already recorded by the same run
@@ -662,43 +612,28 @@ func (s *SQL) RecordWrites(ctx context.Context, ws []Write) error {
 	}
 	err := s.writeTx(ctx, integration, func(tx *sql.Tx) error {
 		now := micros(time.Now())
-		for start := 0; start < len(ws); start += s.rowChunk() {
-			part := ws[start:min(start+s.rowChunk(), len(ws))]
-			var args []any
-			for _, w := range part {
-				args = append(args, w.Integration, w.System, w.Target, w.Person, string(w.Action), string(w.Result), w.Code, w.Rule, w.Cause,
+		if err := s.insertRows(ctx, tx, `INSERT INTO writes
+				(integration, system, target, person, action, result, code, rule, cause, at, workflow_id, run_id)`,
+			`ON CONFLICT (integration, system, target, action, result, run_id) DO NOTHING`, 12, len(ws), func(i int, args []any) []any {
+				w := ws[i]
+				return append(args, w.Integration, w.System, w.Target, w.Person, string(w.Action), string(w.Result), w.Code, w.Rule, w.Cause,
 					now, w.WorkflowID, w.RunID)
-			}
-			if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO writes
-				(integration, system, target, person, action, result, code, rule, cause, at, workflow_id, run_id)
-				VALUES `+values(len(part), 12)+`
-				ON CONFLICT (integration, system, target, action, result, run_id) DO NOTHING`), args...); err != nil {
-				return err
-			}
+			}, nil); err != nil {
+			return err
 		}
-		if len(status) > 0 {
-			people, err := peopleIn(ctx, tx, s, integration, slices.Sorted(maps.Keys(status)))
-			if err != nil {
-				return err
-			}
-			changed := map[string]Person{}
-			for person, st := range status {
-				p, ok := people[person]
-				if !ok {
-					p = Person{Person: person}
-				}
-				// Dated a minute early: the member's last_changed comes from
-				// the vendor's clock, in whole seconds, and a re-subscribe
-				// just after our write must still read as newer.
-				at := now - ownWriteSkew.Microseconds()
-				if at >= micros(p.MarketingStatusAt) {
-					p.MarketingStatus, p.MarketingStatusAt = st, fromMicros(at)
-					changed[person] = p
-				}
-			}
-			if err := s.savePeople(ctx, tx, integration, changed); err != nil {
-				return err
-			}
+		// Dated a minute early: the member's last_changed comes from the
+		// vendor's clock, in whole seconds, and a re-subscribe just after
+		// our write must still read as newer. A status known as of later
+		// is kept.
+		at := now - ownWriteSkew.Microseconds()
+		persons := slices.Sorted(maps.Keys(status))
+		if err := s.insertRows(ctx, tx, `INSERT INTO people (integration, person, marketing_status, marketing_status_at)`,
+			`ON CONFLICT (integration, person) DO UPDATE SET
+				marketing_status = excluded.marketing_status, marketing_status_at = excluded.marketing_status_at
+			WHERE excluded.marketing_status_at >= people.marketing_status_at`, 4, len(persons), func(i int, args []any) []any {
+				return append(args, integration, persons[i], status[persons[i]], at)
+			}, nil); err != nil {
+			return err
 		}
 		for _, system := range slices.Sorted(maps.Keys(failed)) {
 			keep := map[string]int64{}
@@ -714,11 +649,8 @@ func (s *SQL) RecordWrites(ctx context.Context, ws []Write) error {
 				return err
 			}
 			slices.Sort(settled)
-			if err := inChunks(s.inChunk(), settled, func(part []any) error {
-				_, err := tx.ExecContext(ctx, s.q(`DELETE FROM pending WHERE integration = ? AND system = ? AND person IN (`+placeholders(len(part))+`)`),
-					append([]any{integration, system}, part...)...)
-				return err
-			}); err != nil {
+			if err := s.execIn(ctx, tx, `DELETE FROM pending WHERE integration = ? AND system = ? AND person IN `+inList,
+				[]any{integration, system}, settled); err != nil {
 				return err
 			}
 		}
@@ -772,23 +704,16 @@ func (s *SQL) Written(ctx context.Context, integration, system string, action Ac
 // integration, system, action and cond (args fill them in that order),
 // and the time of its latest such write.
 func (s *SQL) latestWrites(ctx context.Context, cond string, args []any, targets []string, found func(target string, at int64)) error {
-	err := inChunks(s.inChunk(), targets, func(part []any) error {
-		rows, err := s.db.QueryContext(ctx, s.q(`SELECT target, MAX(at) FROM writes
-			WHERE integration = ? AND system = ? AND action = ? AND `+cond+` AND target IN (`+placeholders(len(part))+`)
-			GROUP BY target`), append(append([]any{}, args...), part...)...)
-		if err != nil {
+	err := s.queryIn(ctx, s.db, `SELECT target, MAX(at) FROM writes
+			WHERE integration = ? AND system = ? AND action = ? AND `+cond+` AND target IN `+inList+`
+			GROUP BY target`, args, targets, func(rows *sql.Rows) error {
+		var t string
+		var at int64
+		if err := rows.Scan(&t, &at); err != nil {
 			return err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var t string
-			var at int64
-			if err := rows.Scan(&t, &at); err != nil {
-				return err
-			}
-			found(t, at)
-		}
-		return rows.Err()
+		found(t, at)
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("ledger: reading writes: %w", err)
@@ -806,29 +731,22 @@ func (s *SQL) Records(ctx context.Context, integration, system string, targets [
 	for t, at := range written {
 		out[t] = RecordHistory{LastWritten: at}
 	}
-	err = inChunks(s.inChunk(), targets, func(part []any) error {
-		rows, err := s.db.QueryContext(ctx, s.q(`SELECT subject, kind, MAX(observed_at) FROM observations
-			WHERE integration = ? AND system = ? AND kind IN (?, ?) AND subject IN (`+placeholders(len(part))+`)
-			GROUP BY subject, kind`), append([]any{integration, system, string(KindCRMOptOut), string(KindCRMOptIn)}, part...)...)
-		if err != nil {
+	err = s.queryIn(ctx, s.db, `SELECT subject, kind, MAX(observed_at) FROM observations
+			WHERE integration = ? AND system = ? AND kind IN (?, ?) AND subject IN `+inList+`
+			GROUP BY subject, kind`, []any{integration, system, string(KindCRMOptOut), string(KindCRMOptIn)}, targets, func(rows *sql.Rows) error {
+		var subject, kind string
+		var at int64
+		if err := rows.Scan(&subject, &kind, &at); err != nil {
 			return err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var subject, kind string
-			var at int64
-			if err := rows.Scan(&subject, &kind, &at); err != nil {
-				return err
-			}
-			h := out[subject]
-			if Kind(kind) == KindCRMOptIn {
-				h.LastCleared = fromMicros(at)
-			} else {
-				h.LastOptOutSeen = fromMicros(at)
-			}
-			out[subject] = h
+		h := out[subject]
+		if Kind(kind) == KindCRMOptIn {
+			h.LastCleared = fromMicros(at)
+		} else {
+			h.LastOptOutSeen = fromMicros(at)
 		}
-		return rows.Err()
+		out[subject] = h
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ledger: reading records: %w", err)
@@ -843,11 +761,8 @@ func (s *SQL) Settle(ctx context.Context, integration, system string, persons []
 		return nil
 	}
 	err := s.writeTx(ctx, integration, func(tx *sql.Tx) error {
-		return inChunks(s.inChunk(), persons, func(part []any) error {
-			_, err := tx.ExecContext(ctx, s.q(`DELETE FROM pending WHERE integration = ? AND system = ? AND person IN (`+placeholders(len(part))+`)`),
-				append([]any{integration, system}, part...)...)
-			return err
-		})
+		return s.execIn(ctx, tx, `DELETE FROM pending WHERE integration = ? AND system = ? AND person IN `+inList,
+			[]any{integration, system}, persons)
 	})
 	if err != nil {
 		return fmt.Errorf("ledger: settling pending opt-outs: %w", err)
@@ -957,20 +872,14 @@ func (s *SQL) SaveMembers(ctx context.Context, integration, audience string, ms 
 	}
 	persons := slices.Sorted(maps.Keys(latest))
 	err := s.writeTx(ctx, integration, func(tx *sql.Tx) error {
-		for start := 0; start < len(persons); start += s.rowChunk() {
-			part := persons[start:min(start+s.rowChunk(), len(persons))]
-			args := make([]any, 0, 6*len(part))
-			for _, p := range part {
-				m := latest[p]
-				args = append(args, integration, audience, p, m.Status, m.Fields, micros(m.Changed))
-			}
-			if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO members (integration, audience, person, status, fields, changed_at)
-				VALUES `+values(len(part), 6)+`
-				ON CONFLICT (integration, audience, person) DO UPDATE SET
+		if err := s.insertRows(ctx, tx, `INSERT INTO members (integration, audience, person, status, fields, changed_at)`,
+			`ON CONFLICT (integration, audience, person) DO UPDATE SET
 					status = excluded.status, fields = excluded.fields, changed_at = excluded.changed_at
-				WHERE excluded.changed_at >= members.changed_at`), args...); err != nil {
-				return err
-			}
+				WHERE excluded.changed_at >= members.changed_at`, 6, len(persons), func(i int, args []any) []any {
+				m := latest[persons[i]]
+				return append(args, integration, audience, persons[i], m.Status, m.Fields, micros(m.Changed))
+			}, nil); err != nil {
+			return err
 		}
 		// The contacts' earlier addresses left the audience with the person.
 		var withContact, contacts []string
@@ -1006,23 +915,16 @@ func (s *SQL) SaveMembers(ctx context.Context, integration, audience string, ms 
 // Members returns the mirrored members among persons.
 func (s *SQL) Members(ctx context.Context, integration, audience string, persons []string) (map[string]MemberState, error) {
 	out := map[string]MemberState{}
-	err := inChunks(s.inChunk(), persons, func(part []any) error {
-		rows, err := s.db.QueryContext(ctx, s.q(`SELECT person, status, fields, changed_at FROM members
-			WHERE integration = ? AND audience = ? AND person IN (`+placeholders(len(part))+`)`), append([]any{integration, audience}, part...)...)
-		if err != nil {
+	err := s.queryIn(ctx, s.db, `SELECT person, status, fields, changed_at FROM members
+			WHERE integration = ? AND audience = ? AND person IN `+inList, []any{integration, audience}, persons, func(rows *sql.Rows) error {
+		var m MemberState
+		var at int64
+		if err := rows.Scan(&m.Person, &m.Status, &m.Fields, &at); err != nil {
 			return err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var m MemberState
-			var at int64
-			if err := rows.Scan(&m.Person, &m.Status, &m.Fields, &at); err != nil {
-				return err
-			}
-			m.Changed = fromMicros(at)
-			out[m.Person] = m
-		}
-		return rows.Err()
+		m.Changed = fromMicros(at)
+		out[m.Person] = m
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ledger: reading members: %w", err)
@@ -1073,23 +975,16 @@ func (s *SQL) AddAliases(ctx context.Context, integration string, as []Alias) er
 // Aliases returns the earlier addresses of persons.
 func (s *SQL) Aliases(ctx context.Context, integration string, persons []string) (map[string][]Alias, error) {
 	out := map[string][]Alias{}
-	err := inChunks(s.inChunk(), persons, func(part []any) error {
-		rows, err := s.db.QueryContext(ctx, s.q(`SELECT person, alias, sealed, changed_at FROM aliases
-			WHERE integration = ? AND person IN (`+placeholders(len(part))+`) ORDER BY person, changed_at, alias`), append([]any{integration}, part...)...)
-		if err != nil {
+	err := s.queryIn(ctx, s.db, `SELECT person, alias, sealed, changed_at FROM aliases
+			WHERE integration = ? AND person IN `+inList+` ORDER BY person, changed_at, alias`, []any{integration}, persons, func(rows *sql.Rows) error {
+		var a Alias
+		var at int64
+		if err := rows.Scan(&a.Person, &a.Alias, &a.Sealed, &at); err != nil {
 			return err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var a Alias
-			var at int64
-			if err := rows.Scan(&a.Person, &a.Alias, &a.Sealed, &at); err != nil {
-				return err
-			}
-			a.Changed = fromMicros(at)
-			out[a.Person] = append(out[a.Person], a)
-		}
-		return rows.Err()
+		a.Changed = fromMicros(at)
+		out[a.Person] = append(out[a.Person], a)
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ledger: reading address changes: %w", err)
