@@ -151,20 +151,21 @@ func (a *Activities) SyncMarketingChanges(ctx context.Context, in PageInput) (Pa
 			return page, "", classify(err, integ.Settings.IntegrationID, "reading "+string(in.Status)+" members of audience "+s.Audience)
 		}
 		return page, page.Next, nil
-	}, func(ctx context.Context, page connectors.MemberPage, res *PageResult) error {
+	}, func(ctx context.Context, page connectors.MemberPage, wk *work) error {
+		res := &wk.res
 		res.Counts.Pages++
 		res.Counts.Read += len(page.Members)
-		switch in.Status {
-		case connectors.StatusCleaned:
-			res.Counts.Cleaned += len(page.Members)
-			err = a.markCleaned(ctx, integ, page.Members, res)
-		case connectors.StatusSubscribed:
-			err = a.noteResubscribes(ctx, integ, page.Members, res)
-		default:
+		if in.Status != connectors.StatusCleaned && in.Status != connectors.StatusSubscribed {
 			res.Counts.Unsubscribes += len(page.Members)
-			err = a.optOutInCRM(ctx, integ, page.Members, res)
+			return a.optOutInCRM(ctx, integ, page.Members, wk)
 		}
-		return err
+		return wk.inOrder(ctx, 0, func() error {
+			if in.Status == connectors.StatusCleaned {
+				res.Counts.Cleaned += len(page.Members)
+				return a.markCleaned(ctx, integ, page.Members, res)
+			}
+			return a.noteResubscribes(ctx, integ, page.Members, res)
+		})
 	})
 }
 
@@ -176,16 +177,37 @@ type target struct {
 }
 
 // optOutInCRM sets the opt-out on every CRM record of each member's
-// address, recording each observation and each write in the ledger.
-func (a *Activities) optOutInCRM(ctx context.Context, integ *Integration, members []connectors.Member, res *PageResult) error {
+// address, recording each observation and each write in the ledger. Its
+// ledger work runs in three stages (see flow.go): the page's people are
+// claimed; then, once its records are found, what it observed is
+// recorded; then, once they are written, the writes.
+func (a *Activities) optOutInCRM(ctx context.Context, integ *Integration, members []connectors.Member, wk *work) error {
 	s := integ.Settings
+	res := &wk.res
 	wf, rid := run(ctx)
-	members, err := a.withEarlierAddresses(ctx, integ, members)
+	err := wk.inOrder(ctx, 0, func() error {
+		var err error
+		if members, err = a.withEarlierAddresses(ctx, integ, members); err != nil {
+			return err
+		}
+		persons := make([]string, 0, len(members))
+		for _, m := range members {
+			if p := a.ledger.Person(m.Email); p != "" {
+				persons = append(persons, p)
+			}
+		}
+		return wk.claim(ctx, persons)
+	})
 	if err != nil {
 		return err
 	}
-	// The next batches' lookups run while a batch is written.
-	return pipelined(ctx, members, integ.CRM.MaxBatch(), func(ctx context.Context, batch []connectors.Member) ([]connectors.Record, error) {
+	// The lookups of every batch of the page at once.
+	type found struct {
+		batch   []connectors.Member
+		records []connectors.Record
+	}
+	var lookups []found
+	err = pipelined(ctx, members, integ.CRM.MaxBatch(), func(ctx context.Context, batch []connectors.Member) ([]connectors.Record, error) {
 		emails := make([]string, 0, len(batch))
 		for _, m := range batch {
 			emails = append(emails, m.Email)
@@ -196,74 +218,86 @@ func (a *Activities) optOutInCRM(ctx context.Context, integ *Integration, member
 		}
 		return records, nil
 	}, func(batch []connectors.Member, records []connectors.Record) error {
-		byPerson := map[string][]connectors.Record{}
-		for _, r := range records {
-			if p := a.ledger.Person(r.Email); p != "" {
-				byPerson[p] = append(byPerson[p], r)
-			}
-		}
+		lookups = append(lookups, found{batch, records})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	var (
+		todo []target
+		done []ledger.Write
+	)
+	err = wk.inOrder(ctx, 1, func() error {
 		var (
-			obs  []ledger.Observation
-			todo []target
-			done []ledger.Write
+			obs         []ledger.Observation
+			nothingLeft []string
 		)
-		seen := map[string]bool{}
-		for _, m := range batch {
-			person := a.ledger.Person(m.Email)
-			if person == "" {
-				res.Counts.InvalidEmails++
-				continue
+		for _, l := range lookups {
+			byPerson := map[string][]connectors.Record{}
+			for _, r := range l.records {
+				if p := a.ledger.Person(r.Email); p != "" {
+					byPerson[p] = append(byPerson[p], r)
+				}
 			}
-			recs := byPerson[person]
-			o := ledger.Observation{Integration: s.IntegrationID, System: s.MarketingKind, Subject: memberSubject(m),
-				Person: person, Contact: m.ContactID, Kind: ledger.KindUnsubscribe, OccurredAt: m.LastChanged,
-				WorkflowID: wf, RunID: rid}
-			switch n := len(recs); {
-			case n == 0:
-				res.Counts.NotInCRM++
-			case n > 1:
-				res.Counts.DuplicateRecords += n - 1
-			}
-			if seen[person] { // the same person twice in one page: one set of writes
-				obs = append(obs, o)
-				continue
-			}
-			seen[person] = true
-			for _, r := range recs {
-				if r.OptedOut {
-					res.Counts.CRMAlreadyOut++
-					done = append(done, ledger.Write{Integration: s.IntegrationID, System: s.CRMKind, Target: r.Ref.String(),
-						Person: person, Action: ledger.ActionCRMOptOut, Result: ledger.ResultAlready, Rule: ruleUnsubscribeToCRM,
-						Cause: o.Subject, WorkflowID: wf, RunID: rid})
+			seen := map[string]bool{}
+			for _, m := range l.batch {
+				person := a.ledger.Person(m.Email)
+				if person == "" {
+					res.Counts.InvalidEmails++
 					continue
 				}
-				o.PendingFor = s.CRMKind
-				todo = append(todo, target{record: r, person: person, cause: o.Subject})
+				recs := byPerson[person]
+				o := ledger.Observation{Integration: s.IntegrationID, System: s.MarketingKind, Subject: memberSubject(m),
+					Person: person, Contact: m.ContactID, Kind: ledger.KindUnsubscribe, OccurredAt: m.LastChanged,
+					WorkflowID: wf, RunID: rid}
+				switch n := len(recs); {
+				case n == 0:
+					res.Counts.NotInCRM++
+					// An opt-out with no record left to write to (the
+					// address was edited away since a write failed) is no
+					// longer pending.
+					nothingLeft = append(nothingLeft, person)
+				case n > 1:
+					res.Counts.DuplicateRecords += n - 1
+				}
+				if seen[person] { // the same person twice in one batch: one set of writes
+					obs = append(obs, o)
+					continue
+				}
+				seen[person] = true
+				for _, r := range recs {
+					if r.OptedOut {
+						res.Counts.CRMAlreadyOut++
+						done = append(done, ledger.Write{Integration: s.IntegrationID, System: s.CRMKind, Target: r.Ref.String(),
+							Person: person, Action: ledger.ActionCRMOptOut, Result: ledger.ResultAlready, Rule: ruleUnsubscribeToCRM,
+							Cause: o.Subject, WorkflowID: wf, RunID: rid})
+						continue
+					}
+					o.PendingFor = s.CRMKind
+					todo = append(todo, target{record: r, person: person, cause: o.Subject})
+				}
+				obs = append(obs, o)
 			}
-			obs = append(obs, o)
 		}
 		// The observations are durable before any write is tried, so an
 		// opt-out that cannot be written yet is still known as pending.
 		if _, err := a.ledger.Observe(ctx, obs); err != nil {
 			return err
 		}
-		// An opt-out with no record left to write to (the address was
-		// edited away since a write failed) is no longer pending.
-		var nothingLeft []string
-		for _, o := range obs {
-			if len(byPerson[o.Person]) == 0 {
-				nothingLeft = append(nothingLeft, o.Person)
-			}
-		}
-		if err := a.ledger.Settle(ctx, s.IntegrationID, s.CRMKind, nothingLeft); err != nil {
-			return err
-		}
-		writes, err := a.setOptOut(ctx, integ, s.OptOut, todo, ledger.ActionCRMOptOut, ruleUnsubscribeToCRM, res, func(n int) {
-			res.Counts.CRMOptedOut += n
-		})
-		if err != nil {
-			return err
-		}
+		return a.ledger.Settle(ctx, s.IntegrationID, s.CRMKind, nothingLeft)
+	})
+	if err != nil {
+		return err
+	}
+	// The writes go while later pages are looked up and observed.
+	writes, err := a.setOptOut(ctx, integ, s.OptOut, todo, ledger.ActionCRMOptOut, ruleUnsubscribeToCRM, res, func(n int) {
+		res.Counts.CRMOptedOut += n
+	})
+	if err != nil {
+		return err
+	}
+	return wk.inOrder(ctx, 2, func() error {
 		return a.ledger.RecordWrites(ctx, append(done, writes...))
 	})
 }
@@ -433,7 +467,7 @@ func (a *Activities) SyncLateRecords(ctx context.Context, in PageInput) (PageRes
 			return page, "", classify(err, integ.Settings.IntegrationID, "reading CRM records changed since the last run")
 		}
 		return page, page.Next, nil
-	}, func(ctx context.Context, page connectors.RecordPage, res *PageResult) error {
+	}, serial(func(ctx context.Context, page connectors.RecordPage, res *PageResult) error {
 		res.Counts.Pages++
 		res.Counts.Read += len(page.Records)
 		var (
@@ -495,7 +529,7 @@ func (a *Activities) SyncLateRecords(ctx context.Context, in PageInput) (PageRes
 			return err
 		}
 		return a.ledger.RecordWrites(ctx, writes)
-	})
+	}))
 }
 
 // candidate is one opted-out CRM record the crm-to-marketing step may send.
@@ -526,110 +560,122 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 			return page, "", classify(err, integ.Settings.IntegrationID, "reading CRM opt-outs")
 		}
 		return page, page.Next, nil
-	}, func(ctx context.Context, page connectors.RecordPage, res *PageResult) error {
-		res.Counts.Pages++
-		res.Counts.Read += len(page.Records)
-		var cands []candidate
-		for _, r := range page.Records {
-			if !r.OptedOut {
-				continue
-			}
-			res.Counts.CRMOptOuts++
-			if !r.InLists {
-				res.Counts.OutsideLists++
-				continue
-			}
-			email, ok := validEmail(r.Email)
-			if !ok {
-				// Not held: fixing the address edits the record, which
-				// brings it back into the next run's window.
-				res.Counts.InvalidEmails++
-				res.add(FailureReport{Step: CRMToMarketing, Record: r.Ref.String(), Code: "InvalidEmail", Final: true,
-					Reason: "record has a missing or invalid email address; skipped until it is corrected"})
-				continue
-			}
-			cands = append(cands, candidate{record: r, email: email, person: a.ledger.Person(email)})
-		}
-		if len(cands) == 0 {
-			return nil
-		}
-		refs := make([]string, len(cands))
-		persons := make([]string, len(cands))
-		for i, c := range cands {
-			refs[i], persons[i] = c.record.Ref.String(), c.person
-		}
-		// An opt-out this product wrote, on a record not seen without it
-		// since, is its own echo: not a new CRM opt-out, so it is neither
-		// observed nor sent back. Any other opt-out is observed, as a new
-		// episode when the record was seen cleared in between.
-		hist, err := a.ledger.Records(ctx, s.IntegrationID, s.CRMKind, refs)
-		if err != nil {
-			return err
-		}
-		var obs []ledger.Observation
-		at := make([]int, len(cands)) // index into obs, -1 for an echo
-		for i, c := range cands {
-			at[i] = -1
-			if hist[refs[i]].Echo() {
-				continue
-			}
-			at[i] = len(obs)
-			obs = append(obs, ledger.Observation{Integration: s.IntegrationID, System: s.CRMKind, Subject: refs[i],
-				Person: c.person, Kind: ledger.KindCRMOptOut, Episode: hist[refs[i]].LastCleared, WorkflowID: wf, RunID: rid})
-		}
-		seen, err := a.ledger.Observe(ctx, obs)
-		if err != nil {
-			return err
-		}
-		hashes := make([]string, len(cands))
-		for i, c := range cands {
-			hashes[i] = connectors.AddressHash(c.email)
-		}
-		refused, err := a.ledger.Written(ctx, s.IntegrationID, s.MarketingKind, ledger.ActionUnsubscribe, hashes, ledger.ResultRefused)
-		if err != nil {
-			return err
-		}
-		people, err := a.ledger.People(ctx, s.IntegrationID, persons)
-		if err != nil {
-			return err
-		}
+	}, func(ctx context.Context, page connectors.RecordPage, wk *work) error {
+		res := &wk.res
 		send := map[string]candidate{} // by address: one unsubscribe per person
 		var order []string
 		var skipped []ledger.Write
-		// A skip is recorded at the opt-out's first sighting only: a saved
-		// search read again every run must not grow the ledger every run.
-		skip := func(i int, c candidate, rule string) {
-			if !seen[at[i]].New {
-				return
-			}
-			skipped = append(skipped, ledger.Write{Integration: s.IntegrationID, System: s.MarketingKind, Target: connectors.AddressHash(c.email),
-				Person: c.person, Action: ledger.ActionUnsubscribe, Result: ledger.ResultSkipped, Rule: rule, Cause: c.record.Ref.String(),
-				WorkflowID: wf, RunID: rid})
-		}
-		for i, c := range cands {
-			p := people[c.person]
-			switch {
-			case at[i] < 0:
-				res.Counts.EchoSkipped++
-			case p.ResubscribedAt.After(seen[at[i]].At):
-				res.Counts.LaterConsent++
-				if len(res.LaterConsent) < MaxFailureReports {
-					res.LaterConsent = append(res.LaterConsent, connectors.AddressHash(c.email))
+		// Stage 0, in page order: what the ledger knows decides what is sent.
+		err := wk.inOrder(ctx, 0, func() error {
+			res.Counts.Pages++
+			res.Counts.Read += len(page.Records)
+			var cands []candidate
+			for _, r := range page.Records {
+				if !r.OptedOut {
+					continue
 				}
-				skip(i, c, ruleLaterConsent)
-			case p.MarketingStatus == string(connectors.StatusUnsubscribed) || p.MarketingStatus == string(connectors.StatusCleaned):
-				res.Counts.AlreadyUnsub++
-				skip(i, c, ruleAlready)
-			case !refused[hashes[i]].IsZero() && refused[hashes[i]].After(p.ResubscribedAt):
-				// Refused for good, and the person made no choice since.
-				res.Counts.KnownRefused++
-			default:
-				if _, dup := send[c.email]; !dup {
-					order = append(order, c.email)
+				res.Counts.CRMOptOuts++
+				if !r.InLists {
+					res.Counts.OutsideLists++
+					continue
 				}
-				send[c.email] = c
+				email, ok := validEmail(r.Email)
+				if !ok {
+					// Not held: fixing the address edits the record, which
+					// brings it back into the next run's window.
+					res.Counts.InvalidEmails++
+					res.add(FailureReport{Step: CRMToMarketing, Record: r.Ref.String(), Code: "InvalidEmail", Final: true,
+						Reason: "record has a missing or invalid email address; skipped until it is corrected"})
+					continue
+				}
+				cands = append(cands, candidate{record: r, email: email, person: a.ledger.Person(email)})
 			}
+			if len(cands) == 0 {
+				return nil
+			}
+			refs := make([]string, len(cands))
+			persons := make([]string, len(cands))
+			for i, c := range cands {
+				refs[i], persons[i] = c.record.Ref.String(), c.person
+			}
+			if err := wk.claim(ctx, persons); err != nil {
+				return err
+			}
+			// An opt-out this product wrote, on a record not seen without it
+			// since, is its own echo: not a new CRM opt-out, so it is neither
+			// observed nor sent back. Any other opt-out is observed, as a new
+			// episode when the record was seen cleared in between.
+			hist, err := a.ledger.Records(ctx, s.IntegrationID, s.CRMKind, refs)
+			if err != nil {
+				return err
+			}
+			var obs []ledger.Observation
+			at := make([]int, len(cands)) // index into obs, -1 for an echo
+			for i, c := range cands {
+				at[i] = -1
+				if hist[refs[i]].Echo() {
+					continue
+				}
+				at[i] = len(obs)
+				obs = append(obs, ledger.Observation{Integration: s.IntegrationID, System: s.CRMKind, Subject: refs[i],
+					Person: c.person, Kind: ledger.KindCRMOptOut, Episode: hist[refs[i]].LastCleared, WorkflowID: wf, RunID: rid})
+			}
+			seen, err := a.ledger.Observe(ctx, obs)
+			if err != nil {
+				return err
+			}
+			hashes := make([]string, len(cands))
+			for i, c := range cands {
+				hashes[i] = connectors.AddressHash(c.email)
+			}
+			refused, err := a.ledger.Written(ctx, s.IntegrationID, s.MarketingKind, ledger.ActionUnsubscribe, hashes, ledger.ResultRefused)
+			if err != nil {
+				return err
+			}
+			people, err := a.ledger.People(ctx, s.IntegrationID, persons)
+			if err != nil {
+				return err
+			}
+			// A skip is recorded at the opt-out's first sighting only: a saved
+			// search read again every run must not grow the ledger every run.
+			skip := func(i int, c candidate, rule string) {
+				if !seen[at[i]].New {
+					return
+				}
+				skipped = append(skipped, ledger.Write{Integration: s.IntegrationID, System: s.MarketingKind, Target: connectors.AddressHash(c.email),
+					Person: c.person, Action: ledger.ActionUnsubscribe, Result: ledger.ResultSkipped, Rule: rule, Cause: c.record.Ref.String(),
+					WorkflowID: wf, RunID: rid})
+			}
+			for i, c := range cands {
+				p := people[c.person]
+				switch {
+				case at[i] < 0:
+					res.Counts.EchoSkipped++
+				case p.ResubscribedAt.After(seen[at[i]].At):
+					res.Counts.LaterConsent++
+					if len(res.LaterConsent) < MaxFailureReports {
+						res.LaterConsent = append(res.LaterConsent, connectors.AddressHash(c.email))
+					}
+					skip(i, c, ruleLaterConsent)
+				case p.MarketingStatus == string(connectors.StatusUnsubscribed) || p.MarketingStatus == string(connectors.StatusCleaned):
+					res.Counts.AlreadyUnsub++
+					skip(i, c, ruleAlready)
+				case !refused[hashes[i]].IsZero() && refused[hashes[i]].After(p.ResubscribedAt):
+					// Refused for good, and the person made no choice since.
+					res.Counts.KnownRefused++
+				default:
+					if _, dup := send[c.email]; !dup {
+						order = append(order, c.email)
+					}
+					send[c.email] = c
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
+		// The unsubscribes go while later pages are decided.
 		var writes []ledger.Write
 		err = pipelined(ctx, order, integ.Marketing.MaxBatch(), func(ctx context.Context, batch []string) (connectors.BatchResult, error) {
 			out, err := integ.Marketing.Unsubscribe(ctx, s.Audience, batch)
@@ -659,7 +705,10 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 		if err != nil {
 			return err
 		}
-		return a.ledger.RecordWrites(ctx, append(writes, skipped...))
+		// Stage 1, in page order: what was done.
+		return wk.inOrder(ctx, 1, func() error {
+			return a.ledger.RecordWrites(ctx, append(writes, skipped...))
+		})
 	})
 }
 
@@ -684,7 +733,7 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 			return page, "", classify(err, integ.Settings.IntegrationID, "reading CRM list members")
 		}
 		return page, page.Next, nil
-	}, func(ctx context.Context, page connectors.RecordPage, res *PageResult) error {
+	}, serial(func(ctx context.Context, page connectors.RecordPage, res *PageResult) error {
 		res.Counts.Pages++
 		res.Counts.Read += len(page.Records)
 		// One address, one member: the first record of an address gives
@@ -852,7 +901,7 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 			return nil
 		})
 		return err
-	})
+	}))
 }
 
 // audienceStatuses are the statuses the audience mirror reads, each its
@@ -892,7 +941,7 @@ func (a *Activities) SyncAudience(ctx context.Context, in PageInput) (PageResult
 			return page, strconv.Itoa(i+1) + ":", nil
 		}
 		return page, "", nil
-	}, func(ctx context.Context, page connectors.MemberPage, res *PageResult) error {
+	}, serial(func(ctx context.Context, page connectors.MemberPage, res *PageResult) error {
 		// Counted as mirrored only: the step's reads are its CRM records.
 		states := make([]ledger.MemberState, 0, len(page.Members))
 		links := map[string]string{}
@@ -911,7 +960,7 @@ func (a *Activities) SyncAudience(ctx context.Context, in PageInput) (PageResult
 			return err
 		}
 		return a.ledger.SaveMembers(ctx, s.IntegrationID, s.Audience, states)
-	})
+	}))
 }
 
 func splitAudienceCursor(c string) (int, string, error) {
@@ -992,36 +1041,64 @@ func (a *Activities) optedOutAnywhere(ctx context.Context, integ *Integration, e
 }
 
 // pages reads page after page from cursor (or from the cursor this
-// activity heartbeated before a retry) and handles each, heartbeating the
-// cursor after each handled page, until the step is done or
-// PagesPerActivity pages were handled. The next page is read while one is
-// handled, so the vendor's latency overlaps the work; a page read ahead
-// and not handled is read again by the next call.
+// activity heartbeated before a retry) and handles each (see flow.go:
+// several pages at once, their ledger work in page order), heartbeating
+// the cursor after each page it finished, with every page before it,
+// until the step is done or PagesPerActivity pages were handled. The next
+// page is read while pages are handled, so the vendor's latency overlaps
+// the work.
 func pages[P any](ctx context.Context, a *Activities, integ *Integration, step Step, cursor string,
-	read func(context.Context, string) (P, string, error), handle func(context.Context, P, *PageResult) error) (PageResult, error) {
+	read func(context.Context, string) (P, string, error), handle func(context.Context, P, *work) error) (PageResult, error) {
 	var res PageResult
-	last := &heartbeat{Cursor: cursor}
+	last := heartbeat{Cursor: cursor}
 	if activity.HasHeartbeatDetails(ctx) {
-		if err := activity.GetHeartbeatDetails(ctx, last); err == nil {
+		if err := activity.GetHeartbeatDetails(ctx, &last); err == nil {
 			cursor, res = last.Cursor, last.Partial
 		}
 	}
-	ctx = context.WithValue(ctx, heartbeatKey{}, last)
+	hb := &beat{hb: last}
+	ctx = context.WithValue(ctx, heartbeatKey{}, hb)
 	limit := max(integ.Settings.PagesPerActivity, 1)
 	type ahead struct {
 		page P
 		next string
 		err  error
 	}
-	readCtx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	start := func(c string) chan ahead {
 		ch := make(chan ahead, 1)
 		go func() {
-			p, next, err := read(readCtx, c)
+			p, next, err := read(ctx, c)
 			ch <- ahead{p, next, err}
 		}()
 		return ch
+	}
+	var (
+		inFlight []*work
+		prev     *work
+	)
+	// complete waits for the oldest page in flight and, when it was
+	// handled, adds its result and heartbeats the cursor after it.
+	complete := func() error {
+		w := inFlight[0]
+		inFlight = inFlight[1:]
+		<-w.done
+		if w.err != nil {
+			return w.err
+		}
+		res.merge(w.res)
+		cursor = w.next
+		hb.set(ctx, heartbeat{Cursor: cursor, Partial: res, Done: cursor == ""})
+		return nil
+	}
+	// stop cancels the pages in flight and waits for them to return.
+	stop := func(err error) (PageResult, error) {
+		cancel()
+		for _, w := range inFlight {
+			<-w.done
+		}
+		return PageResult{}, err
 	}
 	var pending chan ahead
 	if !last.Done {
@@ -1029,26 +1106,42 @@ func pages[P any](ctx context.Context, a *Activities, integ *Integration, step S
 	}
 	// A heartbeat is recorded after each finished page, so a resumed
 	// attempt whose last page was the step's last has nothing left to do.
-	// When the worker is told to stop, the page under way is finished and
-	// its cursor returned: the workflow hands the next page to a worker
-	// that goes on, instead of this attempt being cut off mid-page.
-	stop := workerStop(ctx)
-	for i := 0; i < limit && !last.Done; i++ {
+	// When the worker is told to stop, the pages under way are finished
+	// and the cursor after them returned: the workflow hands the next
+	// page to a worker that goes on, instead of this attempt being cut
+	// off mid-page.
+	quit := workerStop(ctx)
+	for i := 0; i < limit && pending != nil; i++ {
 		got := <-pending
+		pending = nil
 		if got.err != nil {
-			return PageResult{}, got.err
+			return stop(got.err)
 		}
-		if got.next != "" && i+1 < limit && !stopping(stop) {
+		if got.next != "" && i+1 < limit && !stopping(quit) {
 			pending = start(got.next)
 		}
-		if err := handle(ctx, got.page, &res); err != nil {
-			return PageResult{}, err
+		for len(inFlight) >= pagesInFlight {
+			if err := complete(); err != nil {
+				return stop(err)
+			}
 		}
-		cursor = got.next
-		*last = heartbeat{Cursor: cursor, Partial: res, Done: cursor == ""}
-		activity.RecordHeartbeat(ctx, *last)
-		if stopping(stop) {
+		w := newWork(prev, got.next)
+		prev = w
+		inFlight = append(inFlight, w)
+		go func() {
+			defer close(w.done)
+			if w.err = handle(ctx, got.page, w); w.err != nil {
+				cancel()
+			}
+			w.finish(ctx)
+		}()
+		if stopping(quit) {
 			break
+		}
+	}
+	for len(inFlight) > 0 {
+		if err := complete(); err != nil {
+			return stop(err)
 		}
 	}
 	res.Next = cursor
@@ -1081,8 +1174,8 @@ type heartbeatKey struct{}
 // keepAlive records the last heartbeat again, so a long page does not
 // look like a dead worker; a retry still resumes after the last whole page.
 func keepAlive(ctx context.Context) {
-	if hb, ok := ctx.Value(heartbeatKey{}).(*heartbeat); ok && activity.IsActivity(ctx) {
-		activity.RecordHeartbeat(ctx, *hb)
+	if hb, ok := ctx.Value(heartbeatKey{}).(*beat); ok && activity.IsActivity(ctx) {
+		activity.RecordHeartbeat(ctx, hb.get())
 	}
 }
 

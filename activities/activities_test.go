@@ -38,10 +38,11 @@ func (p *pagedMarketing) ChangedMembers(_ context.Context, req connectors.Change
 	return page, nil
 }
 
-// everyoneInCRM has one record per address and opts out whatever it is asked to.
+// everyoneInCRM has one record per address and opts out whatever it is
+// asked to, called at once from several pages as a connector may be.
 type everyoneInCRM struct {
 	connectors.CRM
-	written int
+	written atomic.Int64
 }
 
 func (c *everyoneInCRM) FindByEmail(_ context.Context, _ []string, _ connectors.OptOutField, emails []string) ([]connectors.Record, error) {
@@ -53,7 +54,7 @@ func (c *everyoneInCRM) FindByEmail(_ context.Context, _ []string, _ connectors.
 }
 
 func (c *everyoneInCRM) SetOptOut(_ context.Context, _ connectors.OptOutField, refs []connectors.RecordRef) (connectors.BatchResult, error) {
-	c.written += len(refs)
+	c.written.Add(int64(len(refs)))
 	return connectors.BatchResult{Written: len(refs)}, nil
 }
 
@@ -78,7 +79,7 @@ func TestPagingActivityResumesFromItsHeartbeatedCursor(t *testing.T) {
 	var res PageResult
 	require.NoError(t, val.Get(&res))
 	require.Equal(t, []string{"2", "4"}, mk.cursors, "resumed after the last whole page")
-	require.Equal(t, 3, crm.written, "the first page was not written again")
+	require.EqualValues(t, 3, crm.written.Load(), "the first page was not written again")
 	require.Equal(t, 5, res.Counts.Unsubscribes, "the heartbeated counts carry over")
 	require.Equal(t, 5, res.Counts.CRMOptedOut)
 	require.Empty(t, res.Next)
@@ -92,7 +93,7 @@ func TestPagingActivityWhoseLastPageWasHeartbeatedDoesNotStartOver(t *testing.T)
 	var res PageResult
 	require.NoError(t, val.Get(&res))
 	require.Empty(t, mk.cursors)
-	require.Zero(t, crm.written)
+	require.Zero(t, crm.written.Load())
 	require.Equal(t, 5, res.Counts.Unsubscribes)
 }
 

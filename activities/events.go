@@ -114,7 +114,7 @@ func (a *Activities) applyEvents(ctx context.Context, in EventsInput) (PageResul
 	}
 	if len(unsubbed) > 0 {
 		res.Counts.Unsubscribes += len(unsubbed)
-		if err := a.optOutInCRM(ctx, integ, unsubbed, &res); err != nil {
+		if err := alone(&res, func(wk *work) error { return a.optOutInCRM(ctx, integ, unsubbed, wk) }); err != nil {
 			return PageResult{}, err
 		}
 	}

@@ -31,7 +31,7 @@ func TestAStoppingWorkerEndsTheCallAfterItsPage(t *testing.T) {
 	require.NoError(t, val.Get(&res))
 	require.Equal(t, []string{""}, mk.cursors, "one page read, none ahead")
 	require.Equal(t, "2", res.Next, "the next page is left to the next call")
-	require.Equal(t, 2, crm.written, "the page under way was written in full")
+	require.EqualValues(t, 2, crm.written.Load(), "the page under way was written in full")
 	require.Equal(t, 2, res.Counts.CRMOptedOut)
 
 	require.EqualValues(t, 2, testutil.ToFloat64(metrics.OptOutsObserved.WithLabelValues("x", dir))-observed)
