@@ -151,7 +151,7 @@ func (a *Activities) SyncMarketingChanges(ctx context.Context, in PageInput) (Pa
 			return page, "", classify(err, integ.Settings.IntegrationID, "reading "+string(in.Status)+" members of audience "+s.Audience)
 		}
 		return page, page.Next, nil
-	}, func(ctx context.Context, page connectors.MemberPage, wk *work) error {
+	}, nil, func(ctx context.Context, page connectors.MemberPage, wk *work) error {
 		res := &wk.res
 		res.Counts.Pages++
 		res.Counts.Read += len(page.Members)
@@ -467,7 +467,7 @@ func (a *Activities) SyncLateRecords(ctx context.Context, in PageInput) (PageRes
 			return page, "", classify(err, integ.Settings.IntegrationID, "reading CRM records changed since the last run")
 		}
 		return page, page.Next, nil
-	}, serial(func(ctx context.Context, page connectors.RecordPage, res *PageResult) error {
+	}, crmSplit(integ), serial(func(ctx context.Context, page connectors.RecordPage, res *PageResult) error {
 		res.Counts.Pages++
 		res.Counts.Read += len(page.Records)
 		var (
@@ -560,7 +560,7 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 			return page, "", classify(err, integ.Settings.IntegrationID, "reading CRM opt-outs")
 		}
 		return page, page.Next, nil
-	}, func(ctx context.Context, page connectors.RecordPage, wk *work) error {
+	}, crmSplit(integ), func(ctx context.Context, page connectors.RecordPage, wk *work) error {
 		res := &wk.res
 		send := map[string]candidate{} // by address: one unsubscribe per person
 		var order []string
@@ -733,7 +733,7 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 			return page, "", classify(err, integ.Settings.IntegrationID, "reading CRM list members")
 		}
 		return page, page.Next, nil
-	}, serial(func(ctx context.Context, page connectors.RecordPage, res *PageResult) error {
+	}, crmSplit(integ), serial(func(ctx context.Context, page connectors.RecordPage, res *PageResult) error {
 		res.Counts.Pages++
 		res.Counts.Read += len(page.Records)
 		// One address, one member: the first record of an address gives
@@ -941,7 +941,7 @@ func (a *Activities) SyncAudience(ctx context.Context, in PageInput) (PageResult
 			return page, strconv.Itoa(i+1) + ":", nil
 		}
 		return page, "", nil
-	}, serial(func(ctx context.Context, page connectors.MemberPage, res *PageResult) error {
+	}, nil, serial(func(ctx context.Context, page connectors.MemberPage, res *PageResult) error {
 		// Counted as mirrored only: the step's reads are its CRM records.
 		states := make([]ledger.MemberState, 0, len(page.Members))
 		links := map[string]string{}
@@ -1038,127 +1038,6 @@ func (a *Activities) optedOutAnywhere(ctx context.Context, integ *Integration, e
 		return nil
 	})
 	return out, err
-}
-
-// pages reads page after page from cursor (or from the cursor this
-// activity heartbeated before a retry) and handles each (see flow.go:
-// several pages at once, their ledger work in page order), heartbeating
-// the cursor after each page it finished, with every page before it,
-// until the step is done or PagesPerActivity pages were handled. The next
-// page is read while pages are handled, so the vendor's latency overlaps
-// the work.
-func pages[P any](ctx context.Context, a *Activities, integ *Integration, step Step, cursor string,
-	read func(context.Context, string) (P, string, error), handle func(context.Context, P, *work) error) (PageResult, error) {
-	var res PageResult
-	last := heartbeat{Cursor: cursor}
-	if activity.HasHeartbeatDetails(ctx) {
-		if err := activity.GetHeartbeatDetails(ctx, &last); err == nil {
-			cursor, res = last.Cursor, last.Partial
-		}
-	}
-	hb := &beat{hb: last}
-	ctx = context.WithValue(ctx, heartbeatKey{}, hb)
-	limit := max(integ.Settings.PagesPerActivity, 1)
-	type ahead struct {
-		page P
-		next string
-		err  error
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	start := func(c string) chan ahead {
-		ch := make(chan ahead, 1)
-		go func() {
-			p, next, err := read(ctx, c)
-			ch <- ahead{p, next, err}
-		}()
-		return ch
-	}
-	var (
-		inFlight []*work
-		prev     *work
-	)
-	// complete waits for the oldest page in flight and, when it was
-	// handled, adds its result and heartbeats the cursor after it.
-	complete := func() error {
-		w := inFlight[0]
-		inFlight = inFlight[1:]
-		<-w.done
-		if w.err != nil {
-			return w.err
-		}
-		res.merge(w.res)
-		cursor = w.next
-		hb.set(ctx, heartbeat{Cursor: cursor, Partial: res, Done: cursor == ""})
-		return nil
-	}
-	// stop cancels the pages in flight and waits for them to return.
-	stop := func(err error) (PageResult, error) {
-		cancel()
-		for _, w := range inFlight {
-			<-w.done
-		}
-		return PageResult{}, err
-	}
-	var pending chan ahead
-	if !last.Done {
-		pending = start(cursor)
-	}
-	// A heartbeat is recorded after each finished page, so a resumed
-	// attempt whose last page was the step's last has nothing left to do.
-	// When the worker is told to stop, the pages under way are finished
-	// and the cursor after them returned: the workflow hands the next
-	// page to a worker that goes on, instead of this attempt being cut
-	// off mid-page.
-	quit := workerStop(ctx)
-	for i := 0; i < limit && pending != nil; i++ {
-		got := <-pending
-		pending = nil
-		if got.err != nil {
-			return stop(got.err)
-		}
-		if got.next != "" && i+1 < limit && !stopping(quit) {
-			pending = start(got.next)
-		}
-		for len(inFlight) >= pagesInFlight {
-			if err := complete(); err != nil {
-				return stop(err)
-			}
-		}
-		w := newWork(prev, got.next)
-		prev = w
-		inFlight = append(inFlight, w)
-		go func() {
-			defer close(w.done)
-			if w.err = handle(ctx, got.page, w); w.err != nil {
-				cancel()
-			}
-			w.finish(ctx)
-		}()
-		if stopping(quit) {
-			break
-		}
-	}
-	for len(inFlight) > 0 {
-		if err := complete(); err != nil {
-			return stop(err)
-		}
-	}
-	res.Next = cursor
-	a.log.Debug("pages synced", "integration", integ.Settings.IntegrationID, "pages", res.Counts.Pages,
-		"read", res.Counts.Read, "failed", res.Counts.Failed, "more", cursor != "")
-	if at, ok, err := a.ledger.OldestPending(ctx, integ.Settings.IntegrationID); err != nil {
-		return PageResult{}, err
-	} else if ok {
-		res.OldestPending = &at
-	}
-	if u, ok := integ.CRM.(connectors.UsageReporter); ok {
-		if used, limit, ok := u.APIUsage(); ok {
-			res.CRMAPIUsage = &APIUsage{Used: used, Max: limit}
-		}
-	}
-	observe(integ.Settings.IntegrationID, step, res.Counts)
-	return res, nil
 }
 
 // heartbeat is what a paging activity records after each page, so a retry

@@ -2,9 +2,15 @@ package activities
 
 import (
 	"context"
+	"encoding/json"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 
 	"go.temporal.io/sdk/activity"
+
+	"github.com/optoutsync/optoutsync/connectors"
 )
 
 // How a paging activity keeps the vendors busy.
@@ -30,8 +36,10 @@ import (
 // finished, with its counts, and a page handled only in part is handled
 // again (every write is idempotent, and the ledger records each once).
 
-// pagesInFlight bounds the pages one activity handles at once.
-const pagesInFlight = 4
+// pagesInFlight bounds the pages one activity handles at once: enough
+// for every part of a split read to have a page handled while its next
+// one is read.
+const pagesInFlight = 8
 
 // stages is how many ordered stages a handler may use.
 const stages = 3
@@ -48,6 +56,10 @@ type work struct {
 	err  error
 	// persons are the people this page writes to, set in its stage 0.
 	persons map[string]bool
+	// part is the part of the read the page belongs to; spawn, the parts
+	// the rest of the read was split into after it.
+	part  int
+	spawn map[int]string
 }
 
 func newWork(prev *work, next string) *work {
@@ -196,4 +208,217 @@ func (b *beat) get() heartbeat {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.hb
+}
+
+// pages reads page after page from cursor (or from the cursor this
+// activity heartbeated before a retry) and handles each, several at once,
+// heartbeating the cursor after each page it finished with every page
+// before it, until the step is done or PagesPerActivity pages were
+// handled. The next pages are read while pages are handled.
+//
+// With split (the CRM's CursorSplitter), a read whose first page is full
+// goes on in the parts split makes, read at once; the cursor then names
+// every part not finished (see encodeParts).
+//
+// When the worker is told to stop, no further page is read or started,
+// the pages under way are finished and the cursor after them returned:
+// the workflow hands the rest to a worker that goes on, instead of this
+// attempt being cut off mid-page.
+func pages[P any](ctx context.Context, a *Activities, integ *Integration, step Step, cursor string,
+	read func(context.Context, string) (P, string, error), split func(string) []string,
+	handle func(context.Context, P, *work) error) (PageResult, error) {
+	var res PageResult
+	last := heartbeat{Cursor: cursor}
+	if activity.HasHeartbeatDetails(ctx) {
+		if err := activity.GetHeartbeatDetails(ctx, &last); err == nil {
+			cursor, res = last.Cursor, last.Partial
+		}
+	}
+	hb := &beat{hb: last}
+	ctx = context.WithValue(ctx, heartbeatKey{}, hb)
+	limit := max(integ.Settings.PagesPerActivity, 1)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	// open holds, by part, the cursor a retry resumes the part from: the
+	// one after its last finished page.
+	open := map[int]string{}
+	if !last.Done {
+		for i, c := range decodeParts(cursor, split != nil) {
+			open[i] = c
+		}
+	}
+	nextPart := len(open)
+	type ahead struct {
+		part int
+		page P
+		next string
+		err  error
+	}
+	results := make(chan ahead, len(open)+16)
+	reading, dispatched := 0, 0
+	quit := workerStop(ctx)
+	startRead := func(part int, c string) {
+		if stopping(quit) && dispatched+reading > 0 {
+			return // a stopping worker reads one page at most
+		}
+		reading++
+		go func() {
+			p, next, err := read(ctx, c)
+			results <- ahead{part, p, next, err}
+		}()
+	}
+	var (
+		inFlight []*work
+		prev     *work
+	)
+	// complete waits for the oldest page in flight and, when it was
+	// handled, adds its result and heartbeats the cursors after it.
+	complete := func() error {
+		w := inFlight[0]
+		inFlight = inFlight[1:]
+		<-w.done
+		if w.err != nil {
+			return w.err
+		}
+		res.merge(w.res)
+		switch {
+		case w.spawn != nil:
+			delete(open, w.part)
+			maps.Copy(open, w.spawn)
+		case w.next == "":
+			delete(open, w.part)
+		default:
+			open[w.part] = w.next
+		}
+		cursor = encodeParts(open)
+		hb.set(ctx, heartbeat{Cursor: cursor, Partial: res, Done: cursor == ""})
+		return nil
+	}
+	// stop cancels the reads and pages in flight and waits for the pages.
+	stop := func(err error) (PageResult, error) {
+		cancel()
+		for _, w := range inFlight {
+			<-w.done
+		}
+		return PageResult{}, err
+	}
+	for _, part := range slices.Sorted(maps.Keys(open)) {
+		if reading < limit {
+			startRead(part, open[part])
+		}
+	}
+	// A heartbeat is recorded after each finished page, so a resumed
+	// attempt whose last page was the step's last has nothing left to do.
+	for reading > 0 {
+		got := <-results
+		reading--
+		if got.err != nil {
+			return stop(got.err)
+		}
+		if stopping(quit) && dispatched > 0 {
+			continue // read again by the next call
+		}
+		dispatched++
+		w := newWork(prev, got.next)
+		w.part = got.part
+		prev = w
+		// A full first page of a single read: the rest goes in parts.
+		if got.next != "" && split != nil && len(open) == 1 && dispatched == 1 {
+			if cs := split(got.next); len(cs) > 1 {
+				w.spawn = map[int]string{}
+				for _, c := range cs {
+					w.spawn[nextPart] = c
+					nextPart++
+				}
+			}
+		}
+		switch {
+		case w.spawn != nil:
+			for _, part := range slices.Sorted(maps.Keys(w.spawn)) {
+				if dispatched+reading < limit {
+					startRead(part, w.spawn[part])
+				}
+			}
+		case got.next != "" && dispatched+reading < limit:
+			startRead(got.part, got.next)
+		}
+		for len(inFlight) >= pagesInFlight {
+			if err := complete(); err != nil {
+				return stop(err)
+			}
+		}
+		inFlight = append(inFlight, w)
+		go func() {
+			defer close(w.done)
+			if w.err = handle(ctx, got.page, w); w.err != nil {
+				cancel()
+			}
+			w.finish(ctx)
+		}()
+	}
+	for len(inFlight) > 0 {
+		if err := complete(); err != nil {
+			return stop(err)
+		}
+	}
+	res.Next = cursor
+	a.log.Debug("pages synced", "integration", integ.Settings.IntegrationID, "pages", res.Counts.Pages,
+		"read", res.Counts.Read, "failed", res.Counts.Failed, "more", cursor != "")
+	if at, ok, err := a.ledger.OldestPending(ctx, integ.Settings.IntegrationID); err != nil {
+		return PageResult{}, err
+	} else if ok {
+		res.OldestPending = &at
+	}
+	if u, ok := integ.CRM.(connectors.UsageReporter); ok {
+		if used, limit, ok := u.APIUsage(); ok {
+			res.CRMAPIUsage = &APIUsage{Used: used, Max: limit}
+		}
+	}
+	observe(integ.Settings.IntegrationID, step, res.Counts)
+	return res, nil
+}
+
+// partsPrefix starts the cursor of a read that goes on in several parts:
+// the prefix, then the parts' cursors as a JSON array. The cursor of a
+// read in one part is that part's, as the connector made it.
+const partsPrefix = "parts:"
+
+// encodeParts is the cursor naming every part not finished, in order.
+func encodeParts(open map[int]string) string {
+	switch len(open) {
+	case 0:
+		return ""
+	case 1:
+		for _, c := range open {
+			return c
+		}
+	}
+	cs := make([]string, 0, len(open))
+	for _, part := range slices.Sorted(maps.Keys(open)) {
+		cs = append(cs, open[part])
+	}
+	b, _ := json.Marshal(cs)
+	return partsPrefix + string(b)
+}
+
+// decodeParts is the cursors a cursor names: itself, or, for a read that
+// can be split (whose connector's cursors never start with partsPrefix),
+// its parts. "" is the start of a read.
+func decodeParts(cursor string, splits bool) []string {
+	if rest, ok := strings.CutPrefix(cursor, partsPrefix); ok && splits {
+		var cs []string
+		if json.Unmarshal([]byte(rest), &cs) == nil && len(cs) > 0 {
+			return cs
+		}
+	}
+	return []string{cursor}
+}
+
+// crmSplit is the CRM's CursorSplitter, or nil.
+func crmSplit(integ *Integration) func(string) []string {
+	if s, ok := integ.CRM.(connectors.CursorSplitter); ok {
+		return s.SplitCursor
+	}
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -63,11 +64,36 @@ type need struct {
 	calls int
 }
 
+// clock measures a step: wall time, and the CPU time of the whole process
+// (the activities, the ledger and the emulators share it).
+type clock struct {
+	start time.Time
+	cpu   time.Duration
+}
+
+// measured is what a clock measured.
+type measured struct{ wall, cpu time.Duration }
+
+func startClock() clock { return clock{time.Now(), processCPU()} }
+
+func (c clock) stop() measured { return measured{time.Since(c.start), processCPU() - c.cpu} }
+
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // report prints, per vendor, the calls made against the minimum, the
 // peak and mean requests in flight, and the step's time against the
 // bound: the minimum calls over (requests in flight ÷ latency), for the
-// vendor that bounds it.
-func report(b *testing.B, records int, elapsed time.Duration, needs ...need) {
+// vendor that bounds it. It also prints the process's CPU seconds and
+// mean cores in use over the step: a step near the machine's cores is
+// bound by its CPU, not by the vendors.
+func report(b *testing.B, records int, m measured, needs ...need) {
+	elapsed := m.wall
+	b.ReportMetric(m.cpu.Seconds(), "cpu-s")
+	b.ReportMetric(m.cpu.Seconds()/elapsed.Seconds(), "cores")
 	var bound time.Duration
 	for _, n := range needs {
 		t := time.Duration(n.calls) * n.v.latency / time.Duration(n.v.inFlight)
@@ -177,9 +203,9 @@ func BenchmarkThroughput(b *testing.B) {
 			acts := benchActivities(b, s, mk, crm)
 			mcV.mw.ResetCounts()
 			nsV.mw.ResetCounts()
-			start := time.Now()
+			start := startClock()
 			c := drain(b, acts, acts.SyncMarketingChanges, activities.PageInput{IntegrationID: s.IntegrationID, Settings: s, Status: connectors.StatusUnsubscribed})
-			elapsed := time.Since(start)
+			elapsed := start.stop()
 			require.Equal(b, n, c.CRMOptedOut)
 			report(b, n, elapsed, need{&mcV, (n + 999) / 1000}, need{&nsV, n + (n+199)/200})
 		}
@@ -196,9 +222,9 @@ func BenchmarkThroughput(b *testing.B) {
 			acts := benchActivities(b, s, mk, crm)
 			mcV.mw.ResetCounts()
 			nsV.mw.ResetCounts()
-			start := time.Now()
+			start := startClock()
 			c := drain(b, acts, acts.SyncCRMOptOuts, activities.PageInput{IntegrationID: s.IntegrationID, Settings: s, Since: time.Now().AddDate(-1, 0, 0)})
-			elapsed := time.Since(start)
+			elapsed := start.stop()
 			require.Equal(b, n, c.Unsubscribed)
 			report(b, n, elapsed, need{&mcV, (n + 499) / 500}, need{&nsV, (n + 999) / 1000})
 		}
@@ -213,9 +239,9 @@ func BenchmarkThroughput(b *testing.B) {
 			acts := benchActivities(b, s, mk, crm)
 			mcV.mw.ResetCounts()
 			sfV.mw.ResetCounts()
-			start := time.Now()
+			start := startClock()
 			c := drain(b, acts, acts.SyncMarketingChanges, activities.PageInput{IntegrationID: s.IntegrationID, Settings: s, Status: connectors.StatusUnsubscribed})
-			elapsed := time.Since(start)
+			elapsed := start.stop()
 			require.Equal(b, n, c.CRMOptedOut)
 			// One query per record type per 200 addresses, one composite update per 200 records.
 			report(b, n, elapsed, need{&mcV, (n + 999) / 1000}, need{&sfV, 3 * ((n + 199) / 200)})
@@ -231,9 +257,9 @@ func BenchmarkThroughput(b *testing.B) {
 			acts := benchActivities(b, s, mk, crm)
 			mcV.mw.ResetCounts()
 			sfV.mw.ResetCounts()
-			start := time.Now()
+			start := startClock()
 			c := drain(b, acts, acts.SyncCRMOptOuts, activities.PageInput{IntegrationID: s.IntegrationID, Settings: s, Since: time.Now().AddDate(-1, 0, 0)})
-			elapsed := time.Since(start)
+			elapsed := start.stop()
 			require.Equal(b, n, c.Unsubscribed)
 			// Query pages of 2,000 records (the SOQL batch size).
 			report(b, n, elapsed, need{&mcV, (n + 499) / 500}, need{&sfV, (n + 1999) / 2000})
@@ -264,10 +290,10 @@ func BenchmarkThroughput(b *testing.B) {
 			acts := benchActivities(b, s, mk, crm)
 			mcV.mw.ResetCounts()
 			nsV.mw.ResetCounts()
-			start := time.Now()
+			start := startClock()
 			m := drain(b, acts, acts.SyncAudience, activities.PageInput{IntegrationID: s.IntegrationID, Settings: s})
 			c := drain(b, acts, acts.SyncFields, activities.PageInput{IntegrationID: s.IntegrationID, Settings: s, Mirror: true})
-			elapsed := time.Since(start)
+			elapsed := start.stop()
 			require.Equal(b, n, m.Mirrored)
 			require.Equal(b, n, c.FieldsUnchanged)
 			// The audience read in pages of 1,000 (and one empty read per

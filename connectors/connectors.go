@@ -280,6 +280,14 @@ type CRM interface {
 	MaxBatch() int
 }
 
+// CursorSplitter is a CRM whose paged reads (OptedOut, ListMembers) can
+// go on in several parts read at once. SplitCursor returns cursors that
+// together read exactly what the cursor would (each read on its own with
+// the same query), or nil when it cannot split it.
+type CursorSplitter interface {
+	SplitCursor(cursor string) []string
+}
+
 // Pinger is a connector that can check its credentials with one cheap
 // call. The worker pings every connector that is one at start.
 type Pinger interface {

@@ -2,6 +2,8 @@ package netsuite
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -28,6 +30,28 @@ const maxQueriesPerPage = 8
 
 // MaxBatch is the largest batch FindByEmail and SetOptOut take.
 func (c *Client) MaxBatch() int { return maxBatch }
+
+// SplitCursor splits the rest of an OptedOut or ListMembers read into as
+// many parts as the account's concurrency (Options.Concurrency), by
+// internal id modulo that number (SuiteQL's MOD, which Oracle lists among
+// SuiteQL's functions), so that they are read at once: a keyset read is
+// otherwise a chain of round trips. Each part keeps the keyset order and
+// its guarantee (a record modified mid-read moves later in its own part,
+// to be read again, never skipped). A part is not split again.
+func (c *Client) SplitCursor(s string) []string {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	var k cursor
+	if s == "" || err != nil || json.Unmarshal(b, &k) != nil || k.Mod != 0 || c.concurrency < 2 {
+		return nil
+	}
+	out := make([]string, c.concurrency)
+	for i := range out {
+		p := k
+		p.Mod, p.Rem = int64(c.concurrency), int64(i)
+		out[i] = p.encode()
+	}
+	return out
+}
 
 // recordTypes are the entity types this connector reads and writes; their
 // REST path names and SuiteQL table names coincide.
@@ -183,14 +207,14 @@ func (c *Client) OptedOut(ctx context.Context, q connectors.OptOutQuery) (connec
 			return connectors.RecordPage{Records: out}, nil
 		}
 		if k.Phase == 0 && k.Type >= len(types) {
-			k = cursor{Query: fp, Phase: 1}
+			k = cursor{Query: fp, Phase: 1, Mod: k.Mod, Rem: k.Rem}
 			continue
 		}
 		t := types[k.Type]
 		if k.Phase == 0 {
-			ids := m.after(t, k.ID, min(idChunk, size-len(out)))
+			ids := m.after(t, k.ID, min(idChunk, size-len(out)), k)
 			if len(ids) == 0 {
-				k = cursor{Query: fp, Phase: 0, Type: k.Type + 1}
+				k = cursor{Query: fp, Phase: 0, Type: k.Type + 1, Mod: k.Mod, Rem: k.Rem}
 				continue
 			}
 			rows, err := c.suiteQLAll(ctx, "SELECT "+cols+" FROM "+t+" WHERE id IN ("+idList(ids)+") AND "+o.where+" ORDER BY id")
@@ -203,7 +227,7 @@ func (c *Client) OptedOut(ctx context.Context, q connectors.OptOutQuery) (connec
 			k.ID = ids[len(ids)-1]
 			continue
 		}
-		where := o.where
+		where := o.where + k.part()
 		if !q.Since.IsZero() {
 			where += " AND lastmodifieddate >= " + c.sinceDate(q.Since)
 		}
@@ -247,7 +271,7 @@ func (c *Client) OptedOut(ctx context.Context, q connectors.OptOutQuery) (connec
 			k.LastModified, k.ID = last["lastmodified"], id
 		}
 		if !page.HasMore {
-			k = cursor{Query: fp, Phase: 1, Type: k.Type + 1}
+			k = cursor{Query: fp, Phase: 1, Type: k.Type + 1, Mod: k.Mod, Rem: k.Rem}
 		}
 	}
 	if k.Phase == 1 && k.Type >= len(types) {
@@ -514,7 +538,7 @@ func (c *Client) ListMembers(ctx context.Context, q connectors.ListMembersQuery)
 		var rows []row
 		done := false
 		if m != nil {
-			ids := m.after(t, k.ID, min(idChunk, size-len(out)))
+			ids := m.after(t, k.ID, min(idChunk, size-len(out)), k)
 			if len(ids) > 0 {
 				if rows, err = c.suiteQLAll(ctx, "SELECT "+strings.Join(cols, ", ")+" FROM "+t+" WHERE id IN ("+idList(ids)+")"+since+" ORDER BY id"); err != nil {
 					return connectors.RecordPage{}, err
@@ -523,7 +547,7 @@ func (c *Client) ListMembers(ctx context.Context, q connectors.ListMembersQuery)
 			}
 			done = len(ids) == 0
 		} else {
-			page, err := c.suiteQL(ctx, "SELECT "+strings.Join(cols, ", ")+" FROM "+t+" WHERE id > "+strconv.FormatInt(k.ID, 10)+since+" ORDER BY id", size-len(out), 0)
+			page, err := c.suiteQL(ctx, "SELECT "+strings.Join(cols, ", ")+" FROM "+t+" WHERE id > "+strconv.FormatInt(k.ID, 10)+k.part()+since+" ORDER BY id", size-len(out), 0)
 			if err != nil {
 				return connectors.RecordPage{}, err
 			}
@@ -546,7 +570,7 @@ func (c *Client) ListMembers(ctx context.Context, q connectors.ListMembersQuery)
 			out = append(out, rec)
 		}
 		if done {
-			k = cursor{Query: fp, Type: k.Type + 1}
+			k = cursor{Query: fp, Type: k.Type + 1, Mod: k.Mod, Rem: k.Rem}
 		}
 	}
 	if k.Type >= len(types) {

@@ -39,14 +39,24 @@ type membership struct {
 
 func (m *membership) has(ref connectors.RecordRef) bool { return m.set[ref] }
 
-// after returns up to n member ids of type t greater than id.
-func (m *membership) after(t string, id int64, n int) []int64 {
+// after returns up to n member ids of type t greater than id, of the
+// cursor k's part.
+func (m *membership) after(t string, id int64, n int, k cursor) []int64 {
 	ids := m.byType[t]
 	i, found := slices.BinarySearch(ids, id)
 	if found {
 		i++
 	}
-	return ids[i:min(i+n, len(ids))]
+	if k.Mod == 0 {
+		return ids[i:min(i+n, len(ids))]
+	}
+	var out []int64
+	for ; i < len(ids) && len(out) < n; i++ {
+		if k.inPart(ids[i]) {
+			out = append(out, ids[i])
+		}
+	}
+	return out
 }
 
 // listCache keeps the members of a set of saved searches between pages.

@@ -199,6 +199,24 @@ type cursor struct {
 	// LastModified and ID are the keyset of the last row read in this type.
 	LastModified string `json:"lm,omitempty"`
 	ID           int64  `json:"id,omitempty"`
+	// Mod and Rem, when Mod is not 0, restrict the read to the records
+	// whose internal id is Rem modulo Mod: one of the parts SplitCursor
+	// makes, each read at once with the others.
+	Mod int64 `json:"mod,omitempty"`
+	Rem int64 `json:"rem,omitempty"`
+}
+
+// part is the SuiteQL condition of the cursor's part ("" for a whole read).
+func (k cursor) part() string {
+	if k.Mod == 0 {
+		return ""
+	}
+	return " AND MOD(id, " + strconv.FormatInt(k.Mod, 10) + ") = " + strconv.FormatInt(k.Rem, 10)
+}
+
+// inPart reports whether an internal id is in the cursor's part.
+func (k cursor) inPart(id int64) bool {
+	return k.Mod == 0 || id%k.Mod == k.Rem
 }
 
 func fingerprint(parts ...string) string {

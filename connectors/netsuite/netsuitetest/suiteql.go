@@ -3,6 +3,7 @@ package netsuitetest
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,7 +17,7 @@ import (
 //	SELECT item [, item]* FROM customer|contact [WHERE cond] [ORDER BY expr [ASC|DESC] [, ...]]
 //	item  = * | expr [AS alias]
 //	expr  = column | 'string' | number | ? | TO_CHAR(expr, 'fmt') | TO_DATE('s', 'fmt')
-//	      | LOWER(expr) | UPPER(expr) | LTRIM(expr) | RTRIM(expr)
+//	      | LOWER(expr) | UPPER(expr) | LTRIM(expr) | RTRIM(expr) | MOD(expr, expr)
 //	cond  = cond OR cond | cond AND cond | NOT cond | (cond)
 //	      | expr (= | <> | != | < | <= | > | >=) expr | expr [NOT] IN (expr, ...) | expr IS [NOT] NULL
 //
@@ -189,6 +190,17 @@ func (f funcExpr) eval(r *rowCtx) value {
 			return value{} // Oracle: an empty string is NULL
 		}
 		return value{k: kStr, s: s}
+	case "MOD":
+		// Oracle's MOD(n2, n1): n2 - n1 * FLOOR(n2 / n1), n2 when n1 is 0.
+		x, err1 := strconv.ParseFloat(a.String(), 64)
+		y, err2 := strconv.ParseFloat(f.args[1].eval(r).String(), 64)
+		if a.k == kNull || err1 != nil || err2 != nil {
+			return value{}
+		}
+		if y == 0 {
+			return value{k: kNum, n: x}
+		}
+		return value{k: kNum, n: x - y*math.Floor(x/y)}
 	case "TO_CHAR":
 		if a.k != kTime {
 			return value{k: kStr, s: a.String()}
@@ -652,7 +664,7 @@ func (p *parser) expr() (expr, []string, error) {
 	case 'i':
 		name := strings.ToUpper(t.text)
 		if p.punct("(") {
-			want := map[string]int{"LOWER": 1, "UPPER": 1, "LTRIM": 1, "RTRIM": 1, "TO_CHAR": 2, "TO_DATE": 2}[name]
+			want := map[string]int{"LOWER": 1, "UPPER": 1, "LTRIM": 1, "RTRIM": 1, "TO_CHAR": 2, "TO_DATE": 2, "MOD": 2}[name]
 			if want == 0 {
 				return nil, nil, fmt.Errorf("unsupported function %s", t.text)
 			}
