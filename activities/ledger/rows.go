@@ -33,19 +33,23 @@ type prepared struct {
 	later []string
 }
 
-// stmt returns query prepared, for use in tx (or on the database, when tx
-// is nil). No lock is held while a statement is prepared on the
-// database: that waits for the connection an open transaction holds.
-func (s *SQL) stmt(ctx context.Context, tx *sql.Tx, query string) (*sql.Stmt, error) {
+// stmt returns query prepared for on: the writer's transaction, or one
+// of the two databases. No lock is held while a statement is prepared on
+// a database: that may wait for the connection an open transaction holds.
+func (s *SQL) stmt(ctx context.Context, on querier, query string) (*sql.Stmt, error) {
+	tx, inTx := on.(*sql.Tx)
 	p := &s.prep
+	if on == querier(s.rd) && s.rd != s.db {
+		p = &s.rprep
+	}
 	p.mu.Lock()
 	st, ok := p.m[query]
-	if tx == nil {
+	if !inTx {
 		p.mu.Unlock()
 		if ok {
 			return st, nil
 		}
-		st, err := s.db.PrepareContext(ctx, query)
+		st, err := on.(*sql.DB).PrepareContext(ctx, query)
 		if err != nil {
 			return nil, err
 		}
@@ -96,18 +100,18 @@ func (s *SQL) afterTx(ctx context.Context, tx *sql.Tx) {
 	for _, q := range later {
 		// A statement that fails to prepare here is prepared again when
 		// next needed: this is only a saving.
-		_, _ = s.stmt(ctx, nil, q)
+		_, _ = s.stmt(ctx, s.db, q)
 	}
 }
 
-// closePrepared closes the prepared statements.
-func (s *SQL) closePrepared() {
-	s.prep.mu.Lock()
-	defer s.prep.mu.Unlock()
-	for _, st := range s.prep.m {
+// close closes the prepared statements.
+func (p *prepared) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, st := range p.m {
 		_ = st.Close()
 	}
-	s.prep.m = nil
+	p.m = nil
 }
 
 // insertRows runs "head VALUES (...) tail" for n rows of width values
@@ -198,9 +202,8 @@ func (s *SQL) queryIn(ctx context.Context, db querier, query string, args []any,
 		var rows *sql.Rows
 		var err error
 		if s.dialect == SQLite {
-			tx, _ := db.(*sql.Tx)
 			var st *sql.Stmt
-			if st, err = s.stmt(ctx, tx, q); err != nil {
+			if st, err = s.stmt(ctx, db, q); err != nil {
 				return err
 			}
 			rows, err = st.QueryContext(ctx, all...)

@@ -48,10 +48,17 @@ type Config struct {
 
 // SQL is the Ledger over database/sql.
 type SQL struct {
-	db      *sql.DB
+	db *sql.DB
+	// rd reads outside transactions: on SQLite a pool of its own, whose
+	// connections read (WAL) while the one writer writes; on PostgreSQL
+	// the same pool as db.
+	rd      *sql.DB
 	dialect Dialect
 	key     []byte
-	prep    prepared
+	prep    prepared // statements prepared on db
+	rprep   prepared // and on rd
+	// stopCheckpoints stops the SQLite checkpoints (see checkpoints).
+	stopCheckpoints func()
 }
 
 var _ Ledger = (*SQL)(nil)
@@ -86,8 +93,15 @@ func Open(ctx context.Context, cfg Config) (*SQL, error) {
 		q.Add("_pragma", "busy_timeout(15000)")
 		q.Add("_pragma", "journal_mode(WAL)")
 		q.Add("_pragma", "synchronous(NORMAL)")
+		// The writer's cache holds the indexes a page of opt-outs touches
+		// (their keys are hashes: every page touches most of their leaves),
+		// up to 16 MiB; checkpoints run beside it (see checkpoints), the
+		// writer's own only past 10,000 pages of WAL.
+		q.Add("_pragma", "wal_autocheckpoint(10000)")
+		q.Add("_pragma", "cache_size(-16384)")
 		q.Set("_txlock", "immediate")
-		db, err = sql.Open("sqlite", "file:"+cfg.DSN+"?"+q.Encode())
+		cfg.DSN = "file:" + cfg.DSN + "?" + q.Encode()
+		db, err = sql.Open("sqlite", cfg.DSN)
 		if err == nil {
 			// One connection: SQLite has one writer anyway, and this keeps
 			// a transaction from waiting on another of the same process.
@@ -114,7 +128,7 @@ func Open(ctx context.Context, cfg Config) (*SQL, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ledger: %w", err)
 	}
-	s := &SQL{db: db, dialect: cfg.Dialect, key: slices.Clone(cfg.Key)}
+	s := &SQL{db: db, rd: db, dialect: cfg.Dialect, key: slices.Clone(cfg.Key)}
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("ledger: connecting to %s: %w", cfg.Dialect, err)
@@ -123,8 +137,50 @@ func Open(ctx context.Context, cfg Config) (*SQL, error) {
 		db.Close()
 		return nil, err
 	}
+	if s.dialect == SQLite {
+		// Readers beside the writer: a step's lookups for one page run
+		// while another page's observations and writes are committed.
+		if s.rd, err = sql.Open("sqlite", cfg.DSN+"&_pragma=query_only(1)"); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("ledger: %w", err)
+		}
+		s.rd.SetMaxOpenConns(readers)
+		s.stopCheckpoints = s.checkpoints()
+	}
 	return s, nil
 }
+
+// checkpoints copies the WAL into the database every checkpointEvery,
+// from a reader connection, so that the writer's commits rarely pay for
+// it (a checkpoint ends in an fsync, which a busy disk makes slow); the
+// writer still checkpoints itself past wal_autocheckpoint pages, should
+// this fall behind. It returns the function that stops it.
+func (s *SQL) checkpoints() func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(checkpointEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				// PASSIVE never waits for the writer or the readers; what
+				// it cannot copy now is copied next time.
+				_, _ = s.rd.ExecContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`)
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// checkpointEvery is how often the WAL is copied into the database.
+const checkpointEvery = time.Second
+
+// readers is how many SQLite connections read at once beside the writer.
+const readers = 4
 
 // Person is the keyed hash that names the person with this address in
 // the ledger: HMAC-SHA256 of the normalised address, hex. It is "" for
@@ -144,7 +200,14 @@ func (s *SQL) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
 
 // Close closes the database.
 func (s *SQL) Close() error {
-	s.closePrepared()
+	if s.stopCheckpoints != nil {
+		s.stopCheckpoints()
+	}
+	s.prep.close()
+	s.rprep.close()
+	if s.rd != s.db {
+		_ = s.rd.Close()
+	}
 	return s.db.Close()
 }
 
@@ -676,7 +739,7 @@ func placeholders(n int) string {
 
 // People returns the known state of each of persons.
 func (s *SQL) People(ctx context.Context, integration string, persons []string) (map[string]Person, error) {
-	out, err := peopleIn(ctx, s.db, s, integration, persons)
+	out, err := peopleIn(ctx, s.rd, s, integration, persons)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: reading people: %w", err)
 	}
@@ -704,7 +767,7 @@ func (s *SQL) Written(ctx context.Context, integration, system string, action Ac
 // integration, system, action and cond (args fill them in that order),
 // and the time of its latest such write.
 func (s *SQL) latestWrites(ctx context.Context, cond string, args []any, targets []string, found func(target string, at int64)) error {
-	err := s.queryIn(ctx, s.db, `SELECT target, MAX(at) FROM writes
+	err := s.queryIn(ctx, s.rd, `SELECT target, MAX(at) FROM writes
 			WHERE integration = ? AND system = ? AND action = ? AND `+cond+` AND target IN `+inList+`
 			GROUP BY target`, args, targets, func(rows *sql.Rows) error {
 		var t string
@@ -731,7 +794,7 @@ func (s *SQL) Records(ctx context.Context, integration, system string, targets [
 	for t, at := range written {
 		out[t] = RecordHistory{LastWritten: at}
 	}
-	err = s.queryIn(ctx, s.db, `SELECT subject, kind, MAX(observed_at) FROM observations
+	err = s.queryIn(ctx, s.rd, `SELECT subject, kind, MAX(observed_at) FROM observations
 			WHERE integration = ? AND system = ? AND kind IN (?, ?) AND subject IN `+inList+`
 			GROUP BY subject, kind`, []any{integration, system, string(KindCRMOptOut), string(KindCRMOptIn)}, targets, func(rows *sql.Rows) error {
 		var subject, kind string
@@ -804,7 +867,7 @@ func (s *SQL) LinkContacts(ctx context.Context, integration, system string, link
 // propagated.
 func (s *SQL) OldestPending(ctx context.Context, integration string) (time.Time, bool, error) {
 	var v sql.NullInt64
-	if err := s.db.QueryRowContext(ctx, s.q(`SELECT MIN(since) FROM pending WHERE integration = ?`), integration).Scan(&v); err != nil {
+	if err := s.rd.QueryRowContext(ctx, s.q(`SELECT MIN(since) FROM pending WHERE integration = ?`), integration).Scan(&v); err != nil {
 		return time.Time{}, false, fmt.Errorf("ledger: reading pending opt-outs: %w", err)
 	}
 	if !v.Valid {
@@ -815,7 +878,7 @@ func (s *SQL) OldestPending(ctx context.Context, integration string) (time.Time,
 
 // History returns every observation and write about person, oldest first.
 func (s *SQL) History(ctx context.Context, person string) ([]Entry, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(`
+	rows, err := s.rd.QueryContext(ctx, s.q(`
 		SELECT observed_at, integration, 'observed', system, subject, kind, '', '', '', '', via, occurred_at, workflow_id, run_id, id
 		  FROM observations WHERE person = ?
 		UNION ALL
@@ -915,7 +978,7 @@ func (s *SQL) SaveMembers(ctx context.Context, integration, audience string, ms 
 // Members returns the mirrored members among persons.
 func (s *SQL) Members(ctx context.Context, integration, audience string, persons []string) (map[string]MemberState, error) {
 	out := map[string]MemberState{}
-	err := s.queryIn(ctx, s.db, `SELECT person, status, fields, changed_at FROM members
+	err := s.queryIn(ctx, s.rd, `SELECT person, status, fields, changed_at FROM members
 			WHERE integration = ? AND audience = ? AND person IN `+inList, []any{integration, audience}, persons, func(rows *sql.Rows) error {
 		var m MemberState
 		var at int64
@@ -975,7 +1038,7 @@ func (s *SQL) AddAliases(ctx context.Context, integration string, as []Alias) er
 // Aliases returns the earlier addresses of persons.
 func (s *SQL) Aliases(ctx context.Context, integration string, persons []string) (map[string][]Alias, error) {
 	out := map[string][]Alias{}
-	err := s.queryIn(ctx, s.db, `SELECT person, alias, sealed, changed_at FROM aliases
+	err := s.queryIn(ctx, s.rd, `SELECT person, alias, sealed, changed_at FROM aliases
 			WHERE integration = ? AND person IN `+inList+` ORDER BY person, changed_at, alias`, []any{integration}, persons, func(rows *sql.Rows) error {
 		var a Alias
 		var at int64
