@@ -91,6 +91,8 @@ type Client struct {
 	usedAPI  atomic.Int64
 	maxAPI   atomic.Int64
 	usageSet atomic.Bool
+
+	rest leftovers // the unread rest of query batches, by cursor
 }
 
 type session struct {

@@ -192,8 +192,10 @@ func TestPagingFollowsNextRecordsUrl(t *testing.T) {
 	got := readAll(t, c, connectors.OptOutQuery{Types: []string{"Contact"}, Field: standard, PageSize: 1000})
 	require.Equal(t, want, ids(got))
 	counts := srv.Middleware.Counts()
+	// Batches of 2,000: the second page is the rest of the first batch,
+	// kept from the first call; the third follows the locator.
 	require.Equal(t, 1, counts["GET /services/data/{v}/query"])
-	require.Equal(t, 2, counts["GET /services/data/{v}/query/{locator}"])
+	require.Equal(t, 1, counts["GET /services/data/{v}/query/{locator}"])
 	for _, r := range got {
 		require.True(t, r.OptedOut)
 		require.True(t, r.InLists)
@@ -286,15 +288,33 @@ func TestSetOptOutWithFailingRecords(t *testing.T) {
 	require.ErrorContains(t, err, "refs")
 }
 
+// TestPageFromAnotherProcessReadsTheBatchAgain: a cursor inside a batch
+// whose rest this client does not hold (another worker, a restart) reads
+// the batch again and returns the same page.
+func TestPageFromAnotherProcessReadsTheBatchAgain(t *testing.T) {
+	srv := newOrg(t, salesforcetest.Options{})
+	want := seedContacts(srv, 2300, true)
+	q := connectors.OptOutQuery{Types: []string{"Contact"}, Field: standard, PageSize: 1000}
+	first, err := clientFor(t, srv).OptedOut(t.Context(), q)
+	require.NoError(t, err)
+	require.Equal(t, want[:1000], ids(first.Records))
+	before := srv.Middleware.Counts()["GET /services/data/{v}/query"]
+	q.Cursor = first.Next
+	rest := readAll(t, clientFor(t, srv), q)
+	require.Equal(t, want[1000:], ids(rest))
+	require.Equal(t, before+1, srv.Middleware.Counts()["GET /services/data/{v}/query"],
+		"the rest read again from the keyset, in one batch of up to 2,000")
+}
+
 func TestBudgetRunsOutMidRun(t *testing.T) {
 	srv := newOrg(t, salesforcetest.Options{DailyLimit: 100})
-	seedContacts(srv, 700, true)
+	seedContacts(srv, 4500, true)
 	c := clientFor(t, srv)
 	srv.SetAPIUsage(98, 0)
 	q := connectors.OptOutQuery{Types: []string{"Contact"}, Field: standard, PageSize: 200}
 	var err error
 	pages := 0
-	for range 10 {
+	for range 30 {
 		var page connectors.RecordPage
 		page, err = c.OptedOut(t.Context(), q)
 		if err != nil {
@@ -303,7 +323,7 @@ func TestBudgetRunsOutMidRun(t *testing.T) {
 		pages++
 		q.Cursor = page.Next
 	}
-	require.Equal(t, 2, pages)
+	require.Equal(t, 20, pages, "the two calls left: two batches of 2,000, ten pages each")
 	require.ErrorIs(t, err, connectors.ErrQuotaExhausted)
 	require.True(t, connectors.Permanent(err))
 	require.Contains(t, err.Error(), "daily API request budget is spent")

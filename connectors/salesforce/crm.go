@@ -325,11 +325,17 @@ func (c *Client) page(ctx context.Context, phases []phase, cursor string, pageSi
 		return connectors.RecordPage{}, err
 	}
 	var out []connectors.Record
-	for st.P < len(phases) {
+	for first := true; st.P < len(phases); first = false {
 		ph := phases[st.P]
 		var res queryResult
 		batchURL, skip := st.U, st.S
-		if st.U != "" {
+		b, kept := leftover{}, false
+		if first && cursor != "" {
+			b, kept = c.rest.take(cursor)
+		}
+		if kept {
+			res, batchURL, skip = b.res, b.url, b.skip
+		} else if st.U != "" {
 			res, err = c.more(ctx, st.U)
 			if err != nil && locatorLost(err) {
 				// Resume from the keyset with a fresh query.
@@ -338,7 +344,8 @@ func (c *Client) page(ctx context.Context, phases []phase, cursor string, pageSi
 				continue
 			}
 		} else {
-			res, err = c.query(ctx, ph.soql(st.M, st.I), pageSize)
+			// The largest batch: what a page leaves of it is kept (see leftovers).
+			res, err = c.query(ctx, ph.soql(st.M, st.I), 2000)
 			skip = 0
 		}
 		if err != nil {
@@ -364,7 +371,9 @@ func (c *Client) page(ctx context.Context, phases []phase, cursor string, pageSi
 			} else {
 				st.U, st.S = "", 0
 			}
-			return connectors.RecordPage{Records: out, Next: st.encode()}, nil
+			next := st.encode()
+			c.rest.put(next, leftover{res: res, url: batchURL, skip: skip + take})
+			return connectors.RecordPage{Records: out, Next: next}, nil
 		case !res.Done && res.NextRecordsURL != "":
 			st.U, st.S = res.NextRecordsURL, 0
 		default:
