@@ -159,7 +159,7 @@ func (a *Activities) SyncMarketingChanges(ctx context.Context, in PageInput) (Pa
 			res.Counts.Unsubscribes += len(page.Members)
 			return a.optOutInCRM(ctx, integ, page.Members, wk)
 		}
-		return wk.inOrder(ctx, 0, func() error {
+		return wk.inTurn(ctx, func() error {
 			if in.Status == connectors.StatusCleaned {
 				res.Counts.Cleaned += len(page.Members)
 				return a.markCleaned(ctx, integ, page.Members, res)
@@ -177,18 +177,17 @@ type target struct {
 }
 
 // optOutInCRM sets the opt-out on every CRM record of each member's
-// address, recording each observation and each write in the ledger. Its
-// ledger work runs in three stages (see flow.go): the page's people are
-// claimed; then, once its records are found, what it observed is
-// recorded; then, once they are written, the writes.
+// address, recording each observation and each write in the ledger. The
+// page's people (with their earlier addresses) are claimed first (see
+// flow.go).
 func (a *Activities) optOutInCRM(ctx context.Context, integ *Integration, members []connectors.Member, wk *work) error {
 	s := integ.Settings
 	res := &wk.res
 	wf, rid := run(ctx)
-	err := wk.inOrder(ctx, 0, func() error {
+	err := wk.claim(ctx, func() ([]string, error) {
 		var err error
 		if members, err = a.withEarlierAddresses(ctx, integ, members); err != nil {
-			return err
+			return nil, err
 		}
 		persons := make([]string, 0, len(members))
 		for _, m := range members {
@@ -196,7 +195,7 @@ func (a *Activities) optOutInCRM(ctx context.Context, integ *Integration, member
 				persons = append(persons, p)
 			}
 		}
-		return wk.claim(ctx, persons)
+		return persons, nil
 	})
 	if err != nil {
 		return err
@@ -228,7 +227,7 @@ func (a *Activities) optOutInCRM(ctx context.Context, integ *Integration, member
 		todo []target
 		done []ledger.Write
 	)
-	err = wk.inOrder(ctx, 1, func() error {
+	err = func() error {
 		var (
 			obs         []ledger.Observation
 			nothingLeft []string
@@ -286,20 +285,18 @@ func (a *Activities) optOutInCRM(ctx context.Context, integ *Integration, member
 			return err
 		}
 		return a.ledger.Settle(ctx, s.IntegrationID, s.CRMKind, nothingLeft)
-	})
+	}()
 	if err != nil {
 		return err
 	}
-	// The writes go while later pages are looked up and observed.
+	// The writes go while other pages are looked up and observed.
 	writes, err := a.setOptOut(ctx, integ, s.OptOut, todo, ledger.ActionCRMOptOut, ruleUnsubscribeToCRM, res, func(n int) {
 		res.Counts.CRMOptedOut += n
 	})
 	if err != nil {
 		return err
 	}
-	return wk.inOrder(ctx, 2, func() error {
-		return a.ledger.RecordWrites(ctx, append(done, writes...))
-	})
+	return a.ledger.RecordWrites(ctx, append(done, writes...))
 }
 
 // setOptOut writes field on every target's record, at most MaxBatch per
@@ -565,8 +562,8 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 		send := map[string]candidate{} // by address: one unsubscribe per person
 		var order []string
 		var skipped []ledger.Write
-		// Stage 0, in page order: what the ledger knows decides what is sent.
-		err := wk.inOrder(ctx, 0, func() error {
+		// What the ledger knows decides what is sent.
+		err := func() error {
 			res.Counts.Pages++
 			res.Counts.Read += len(page.Records)
 			var cands []candidate
@@ -598,7 +595,7 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 			for i, c := range cands {
 				refs[i], persons[i] = c.record.Ref.String(), c.person
 			}
-			if err := wk.claim(ctx, persons); err != nil {
+			if err := wk.claim(ctx, func() ([]string, error) { return persons, nil }); err != nil {
 				return err
 			}
 			// An opt-out this product wrote, on a record not seen without it
@@ -671,11 +668,11 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 				}
 			}
 			return nil
-		})
+		}()
 		if err != nil {
 			return err
 		}
-		// The unsubscribes go while later pages are decided.
+		// The unsubscribes go while other pages are decided.
 		var writes []ledger.Write
 		err = pipelined(ctx, order, integ.Marketing.MaxBatch(), func(ctx context.Context, batch []string) (connectors.BatchResult, error) {
 			out, err := integ.Marketing.Unsubscribe(ctx, s.Audience, batch)
@@ -705,10 +702,7 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 		if err != nil {
 			return err
 		}
-		// Stage 1, in page order: what was done.
-		return wk.inOrder(ctx, 1, func() error {
-			return a.ledger.RecordWrites(ctx, append(writes, skipped...))
-		})
+		return a.ledger.RecordWrites(ctx, append(writes, skipped...))
 	})
 }
 

@@ -16,19 +16,17 @@ import (
 // How a paging activity keeps the vendors busy.
 //
 // A page is handled by its own goroutine, and up to pagesInFlight pages
-// are handled at once, while the next page is read. A handler alternates
-// ledger work and vendor calls; its ledger work is cut into stages
-// (work.inOrder), and each stage runs for one page at a time, in page
-// order: page 2's stage 0 (observing what it read) runs after page 1's,
-// possibly while page 1's vendor calls are in flight, and page 1's stage
-// 1 (recording what they did) runs before page 2's. So the ledger, one
-// connection on SQLite, works while the vendors answer, and the vendors'
-// slots stay full across page boundaries.
+// are handled at once, while the next pages are read: a page's ledger
+// work (on SQLite, one writer) runs while other pages' vendor calls are in
+// flight, and the vendors' slots stay full across page boundaries.
 //
-// A page whose people (ledger person hashes) an earlier page still in
-// flight is writing to waits for that page to finish before it looks
-// them up (work.claim): it then sees what the earlier page did, as if the
-// pages had run one after the other.
+// Pages take turns in page order only to claim their people (the ledger
+// person hashes they read and write: work.claim). A page claiming a
+// person an earlier page still in flight holds waits for that page to
+// finish before it looks them up: it then sees what the earlier page did,
+// as if the pages had run one after the other. Pages with no person in
+// common share no ledger state a step reads, so the rest of their work
+// runs in any order.
 //
 // A page's counts are its own until it and every page before it are
 // done; then they join the activity's result and the heartbeat records
@@ -41,20 +39,17 @@ import (
 // one is read.
 const pagesInFlight = 8
 
-// stages is how many ordered stages a handler may use.
-const stages = 3
-
 // work is one page being handled.
 type work struct {
 	res  PageResult
 	next string
 	prev *work
-	// turns[k] is closed when this page has left stage k.
-	turns [stages]chan struct{}
+	// turn is closed when this page has had its turn (see inTurn).
+	turn chan struct{}
 	// done is closed when the handler has returned, err its error.
 	done chan struct{}
 	err  error
-	// persons are the people this page writes to, set in its stage 0.
+	// persons are the people this page claimed, set in its turn.
 	persons map[string]bool
 	// part is the part of the read the page belongs to; spawn, the parts
 	// the rest of the read was split into after it.
@@ -63,78 +58,53 @@ type work struct {
 }
 
 func newWork(prev *work, next string) *work {
-	w := &work{prev: prev, next: next, done: make(chan struct{})}
-	for k := range w.turns {
-		w.turns[k] = make(chan struct{})
-	}
-	return w
+	return &work{prev: prev, next: next, turn: make(chan struct{}), done: make(chan struct{})}
 }
 
-// inOrder runs fn as this page's stage k: after the page before it left
-// stage k. Stages are entered in increasing k; one skipped is passed
-// when a later one is entered or the handler returns.
-func (w *work) inOrder(ctx context.Context, k int, fn func() error) error {
-	if err := w.pass(ctx, k); err != nil {
-		return err
+// inTurn runs fn once the page before has had its turn.
+func (w *work) inTurn(ctx context.Context, fn func() error) error {
+	if w.prev != nil {
+		select {
+		case <-w.prev.turn:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
-	defer close(w.turns[k])
+	defer close(w.turn)
 	return fn()
 }
 
-// pass waits for the turns of stages before k to come, and gives them up,
-// and then for the page before to leave stage k.
-func (w *work) pass(ctx context.Context, k int) error {
-	for j := range k + 1 {
-		if w.left(j) {
-			continue
-		}
-		if w.prev != nil {
-			select {
-			case <-w.prev.turns[j]:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-		if j < k {
-			close(w.turns[j])
-		}
-	}
-	return nil
-}
-
-func (w *work) left(k int) bool {
-	select {
-	case <-w.turns[k]:
-		return true
-	default:
-		return false
-	}
-}
-
-// finish gives up every stage not yet left, in order; after an error,
-// which cancelled the activity's context, without waiting.
+// finish gives up the page's turn if it did not take it: after the page
+// before, or at once after an error (which cancelled the activity's
+// context).
 func (w *work) finish(ctx context.Context) {
-	for k := range w.turns {
-		if w.left(k) {
-			continue
-		}
-		if w.prev != nil && w.err == nil {
-			select {
-			case <-w.prev.turns[k]:
-			case <-ctx.Done():
-			}
-		}
-		close(w.turns[k])
+	select {
+	case <-w.turn:
+		return
+	default:
 	}
+	if w.prev != nil && w.err == nil {
+		select {
+		case <-w.prev.turn:
+		case <-ctx.Done():
+		}
+	}
+	close(w.turn)
 }
 
-// claim marks persons as this page's and waits until no page before it
-// that is still in flight holds one of them. It is called in stage 0,
-// where every page before has made its claim.
-func (w *work) claim(ctx context.Context, persons []string) error {
-	w.persons = make(map[string]bool, len(persons))
-	for _, p := range persons {
-		w.persons[p] = true
+// claim marks persons as this page's, in its turn, and then waits until
+// no page before it that is still in flight holds one of them.
+func (w *work) claim(ctx context.Context, persons func() ([]string, error)) error {
+	err := w.inTurn(ctx, func() error {
+		ps, err := persons()
+		w.persons = make(map[string]bool, len(ps))
+		for _, p := range ps {
+			w.persons[p] = true
+		}
+		return err
+	})
+	if err != nil {
+		return err
 	}
 	for p := w.prev; p != nil; p = p.prev {
 		select {
@@ -156,11 +126,11 @@ func (w *work) claim(ctx context.Context, persons []string) error {
 	return nil
 }
 
-// serial adapts a handler that does all its work in one stage: its pages
+// serial adapts a handler that does all its work in its turn: its pages
 // are handled one at a time, in order, while the next ones are read.
 func serial[P any](handle func(context.Context, P, *PageResult) error) func(context.Context, P, *work) error {
 	return func(ctx context.Context, page P, w *work) error {
-		return w.inOrder(ctx, 0, func() error { return handle(ctx, page, &w.res) })
+		return w.inTurn(ctx, func() error { return handle(ctx, page, &w.res) })
 	}
 }
 

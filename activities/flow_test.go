@@ -3,6 +3,7 @@ package activities
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -138,11 +139,12 @@ func TestSplitReadGoesOnInPartsReadAtOnce(t *testing.T) {
 	require.Equal(t, (n+9)/10+1, total.Pages, "a first page, then each part's pages (the last of one part is short)")
 }
 
-// TestStagesRunInPageOrderAndOverlap: each stage runs for one page at a
-// time in page order, a page's first stage may run while the page before
-// waits on its vendor calls, and a page claiming a person an earlier page
-// still holds waits for that page to finish.
-func TestStagesRunInPageOrderAndOverlap(t *testing.T) {
+// TestClaimsTakeTurnsAndWaitOnlyForTheSamePeople: pages claim their
+// people in page order; a page whose people no earlier page in flight
+// holds goes on while an earlier page waits on its vendor calls, and a
+// page claiming a person an earlier page holds waits for that page to
+// finish.
+func TestClaimsTakeTurnsAndWaitOnlyForTheSamePeople(t *testing.T) {
 	ctx := t.Context()
 	var mu sync.Mutex
 	var log []string
@@ -151,57 +153,53 @@ func TestStagesRunInPageOrderAndOverlap(t *testing.T) {
 		log = append(log, s)
 		mu.Unlock()
 	}
+	logged := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(log)
+	}
+	page := func(w *work, name string, persons []string, vendor chan struct{}) chan error {
+		done := make(chan error, 1)
+		go func() {
+			defer close(w.done)
+			err := w.claim(ctx, func() ([]string, error) { note(name + " claims"); return persons, nil })
+			if err == nil {
+				note(name + " looks up")
+				if vendor != nil {
+					<-vendor
+				}
+				note(name + " done")
+			}
+			w.err = err
+			w.finish(ctx)
+			done <- err
+		}()
+		return done
+	}
 	p1 := newWork(nil, "")
 	p2 := newWork(p1, "")
 	p3 := newWork(p2, "")
 	vendor1 := make(chan struct{})
-	done := make(chan error, 3)
-	go func() {
-		defer close(p1.done)
-		err := p1.inOrder(ctx, 0, func() error { note("1:0"); return p1.claim(ctx, []string{"ann"}) })
-		<-vendor1 // page 1's vendor calls
-		if err == nil {
-			err = p1.inOrder(ctx, 1, func() error { note("1:1"); return nil })
-		}
-		p1.finish(ctx)
-		done <- err
-	}()
-	go func() {
-		defer close(p2.done)
-		err := p2.inOrder(ctx, 0, func() error { note("2:0"); return p2.claim(ctx, []string{"bob"}) })
-		if err == nil {
-			err = p2.inOrder(ctx, 1, func() error { note("2:1"); return nil })
-		}
-		p2.finish(ctx)
-		done <- err
-	}()
-	// Page 2 (another person) gets past its first stage while page 1's
-	// vendor calls are in flight, but not into its second.
-	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(log) == 2 }, 5*time.Second, time.Millisecond)
-	go func() {
-		defer close(p3.done)
-		// Page 3 claims ann, whom page 1 still holds.
-		err := p3.inOrder(ctx, 0, func() error {
-			err := p3.claim(ctx, []string{"ann"})
-			note("3:0")
-			return err
-		})
-		p3.finish(ctx)
-		done <- err
-	}()
-	time.Sleep(50 * time.Millisecond)
-	mu.Lock()
-	require.Equal(t, []string{"1:0", "2:0"}, log, "page 2 waits for page 1's second stage, page 3 for page 1 to finish")
-	mu.Unlock()
+	// Page 3 starts first, but claims after pages 1 and 2.
+	d3 := page(p3, "3", []string{"ann"}, nil)
+	time.Sleep(20 * time.Millisecond)
+	require.Empty(t, logged(), "page 3 waits for its turn")
+	d1 := page(p1, "1", []string{"ann"}, vendor1)
+	d2 := page(p2, "2", []string{"bob"}, nil)
+	require.NoError(t, <-d2, "page 2 holds no one page 1 holds: it finishes while page 1 waits")
+	require.Eventually(t, func() bool { return slices.Contains(logged(), "3 claims") }, 5*time.Second, time.Millisecond)
+	time.Sleep(20 * time.Millisecond)
+	require.NotContains(t, logged(), "3 looks up", "page 3 waits for page 1, which holds ann")
+	require.NotContains(t, logged(), "1 done")
 	close(vendor1)
-	for range 3 {
-		require.NoError(t, <-done)
-	}
-	require.Len(t, log, 5)
+	require.NoError(t, <-d1)
+	require.NoError(t, <-d3)
 	at := map[string]int{}
-	for i, s := range log {
+	for i, s := range logged() {
 		at[s] = i
 	}
-	require.Less(t, at["1:1"], at["2:1"], "second stages in page order")
-	require.Less(t, at["1:1"], at["3:0"], "page 3 went on once page 1 finished")
+	require.Len(t, at, 9)
+	require.Less(t, at["1 claims"], at["2 claims"], "claims in page order")
+	require.Less(t, at["2 claims"], at["3 claims"])
+	require.Less(t, at["1 done"], at["3 looks up"])
 }
