@@ -1048,7 +1048,7 @@ type heartbeatKey struct{}
 // look like a dead worker; a retry still resumes after the last whole page.
 func keepAlive(ctx context.Context) {
 	if hb, ok := ctx.Value(heartbeatKey{}).(*beat); ok && activity.IsActivity(ctx) {
-		activity.RecordHeartbeat(ctx, hb.get())
+		hb.again()
 	}
 }
 

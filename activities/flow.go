@@ -162,22 +162,30 @@ func (r *PageResult) merge(o PageResult) {
 
 // beat is the last heartbeat, recorded again by keepAlive from any of the
 // activity's goroutines.
+//
+// Every heartbeat is recorded with the activity's own context, never a
+// page's: the SDK holds back heartbeats that come faster than it sends
+// them and sends the last one later with the context it came with, and a
+// page's context is cancelled when an error or a stop ends the page.
 type beat struct {
-	mu sync.Mutex
-	hb heartbeat
+	ctx context.Context
+	mu  sync.Mutex
+	hb  heartbeat
 }
 
-func (b *beat) set(ctx context.Context, hb heartbeat) {
+func (b *beat) set(hb heartbeat) {
 	b.mu.Lock()
 	b.hb = hb
 	b.mu.Unlock()
-	activity.RecordHeartbeat(ctx, hb)
+	activity.RecordHeartbeat(b.ctx, hb)
 }
 
-func (b *beat) get() heartbeat {
+// again records the last heartbeat again.
+func (b *beat) again() {
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.hb
+	hb := b.hb
+	b.mu.Unlock()
+	activity.RecordHeartbeat(b.ctx, hb)
 }
 
 // pages reads page after page from cursor (or from the cursor this
@@ -204,7 +212,7 @@ func pages[P any](ctx context.Context, a *Activities, integ *Integration, step S
 			cursor, res = last.Cursor, last.Partial
 		}
 	}
-	hb := &beat{hb: last}
+	hb := &beat{ctx: ctx, hb: last}
 	ctx = context.WithValue(ctx, heartbeatKey{}, hb)
 	limit := max(integ.Settings.PagesPerActivity, 1)
 	ctx, cancel := context.WithCancel(ctx)
@@ -262,7 +270,7 @@ func pages[P any](ctx context.Context, a *Activities, integ *Integration, step S
 			open[w.part] = w.next
 		}
 		cursor = encodeParts(open)
-		hb.set(ctx, heartbeat{Cursor: cursor, Partial: res, Done: cursor == ""})
+		hb.set(heartbeat{Cursor: cursor, Partial: res, Done: cursor == ""})
 		return nil
 	}
 	// stop cancels the reads and pages in flight and waits for the pages.

@@ -48,15 +48,15 @@ func TestMain(m *testing.M) {
 // TestSIGTERMLetsTheRunningActivityFinish runs the worker as its own
 // process against a Temporal server and slow emulators, and sends it
 // SIGTERM while an activity is writing opt-outs to NetSuite: the activity
-// finishes its page and completes (no failure, no timeout in the
-// history), every write it reports is in NetSuite and none more, the
-// process exits 0, and a worker started again goes on from the next page
-// to the end of the run.
+// reads no further page, finishes the pages under way (up to eight at
+// once) and completes (no failure, no timeout in the history), every
+// write it reports is in NetSuite and none more, the process exits 0, and
+// a worker started again goes on from the next page to the end of the run.
 func TestSIGTERMLetsTheRunningActivityFinish(t *testing.T) {
 	const (
 		audience = "drain-aud"
-		people   = 60
-		page     = 20
+		people   = 200
+		page     = 10 // 20 pages, more than an activity handles at once
 	)
 	mc := mailchimptest.NewServer(mailchimptest.Options{})
 	t.Cleanup(mc.Close)
@@ -69,7 +69,7 @@ func TestSIGTERMLetsTheRunningActivityFinish(t *testing.T) {
 		require.NoError(t, mc.AddMember(audience, mailchimptest.MemberSeed{Email: email, Status: "unsubscribed"}))
 		refs[i] = connectors.RecordRef{Type: "customer", ID: ns.AddCustomer(netsuitetest.Entity{Email: email, SubscriptionStatus: "1"})}
 	}
-	// A page of 20 writes at NetSuite's 5 at once takes about a second.
+	// Eight pages of 10 writes at NetSuite's 5 at once take about three seconds.
 	ns.Middleware.SetFaults(emulator.Faults{Latency: 200 * time.Millisecond})
 	urls, certFile := serveTLS(t, mc.Handler(), ns.Handler())
 	optedOut := func() int {
@@ -100,6 +100,7 @@ integrations:
   - id: drain
     schedule: 24h
     pageSize: %d
+    pagesPerActivity: 100   # the activity would go on to the end but for SIGTERM
     marketing: {kind: mailchimp, audience: %s, apiKeyEnv: DRAIN_MC_KEY, baseURL: %q}
     crm: {kind: netsuite, accountId: %q, baseURL: %q, timeZone: UTC, recordTypes: [customer],
           consumerKeyEnv: DRAIN_NS_CK, consumerSecretEnv: DRAIN_NS_CS, tokenIdEnv: DRAIN_NS_TI, tokenSecretEnv: DRAIN_NS_TS}
