@@ -3,6 +3,7 @@ package activities
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"maps"
 	"slices"
 	"strings"
@@ -68,6 +69,12 @@ func (w *work) inTurn(ctx context.Context, fn func() error) error {
 		case <-w.prev.turn:
 		case <-ctx.Done():
 			return ctx.Err()
+		}
+		// A page that failed gives up its turn at once (see finish),
+		// after cancelling ctx: the pages before it may not be done with
+		// theirs.
+		if err := ctx.Err(); err != nil {
+			return err
 		}
 	}
 	defer close(w.turn)
@@ -173,19 +180,20 @@ type beat struct {
 	hb  heartbeat
 }
 
+// set records hb. The lock is held while it is recorded, so that a
+// keep-alive of an older one cannot be recorded after it.
 func (b *beat) set(hb heartbeat) {
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	b.hb = hb
-	b.mu.Unlock()
 	activity.RecordHeartbeat(b.ctx, hb)
 }
 
 // again records the last heartbeat again.
 func (b *beat) again() {
 	b.mu.Lock()
-	hb := b.hb
-	b.mu.Unlock()
-	activity.RecordHeartbeat(b.ctx, hb)
+	defer b.mu.Unlock()
+	activity.RecordHeartbeat(b.ctx, b.hb)
 }
 
 // pages reads page after page from cursor (or from the cursor this
@@ -215,7 +223,8 @@ func pages[P any](ctx context.Context, a *Activities, integ *Integration, step S
 	hb := &beat{ctx: ctx, hb: last}
 	ctx = context.WithValue(ctx, heartbeatKey{}, hb)
 	limit := max(integ.Settings.PagesPerActivity, 1)
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancelCause := context.WithCancelCause(ctx)
+	cancel := func() { cancelCause(nil) }
 	defer cancel()
 
 	// open holds, by part, the cursor a retry resumes the part from: the
@@ -243,7 +252,10 @@ func pages[P any](ctx context.Context, a *Activities, integ *Integration, step S
 		reading++
 		go func() {
 			p, next, err := read(ctx, c)
-			results <- ahead{part, p, next, err}
+			select {
+			case results <- ahead{part, p, next, err}:
+			case <-ctx.Done(): // the activity has stopped taking pages
+			}
 		}()
 	}
 	var (
@@ -275,6 +287,11 @@ func pages[P any](ctx context.Context, a *Activities, integ *Integration, step S
 	}
 	// stop cancels the reads and pages in flight and waits for the pages.
 	stop := func(err error) (PageResult, error) {
+		// The error that cancelled the rest, not what the cancelling
+		// made of the reads and pages in flight.
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+			err = cause
+		}
 		cancel()
 		for _, w := range inFlight {
 			<-w.done
@@ -330,7 +347,7 @@ func pages[P any](ctx context.Context, a *Activities, integ *Integration, step S
 		go func() {
 			defer close(w.done)
 			if w.err = handle(ctx, got.page, w); w.err != nil {
-				cancel()
+				cancelCause(w.err)
 			}
 			w.finish(ctx)
 		}()
