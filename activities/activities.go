@@ -882,6 +882,43 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 				res.Counts.FieldsUpdated += out.Written
 				res.recordFailures(FieldSync, out.Failed, nil)
 			}
+			// Addresses the lookup found absent are added with one batch
+			// call; one that has joined the audience since is left
+			// unchanged by it, looked up again and written as an
+			// existing member.
+			var adds []connectors.MemberFields
+			upserts = slices.DeleteFunc(upserts, func(u connectors.MemberFields) bool {
+				if members[u.Email].Status == connectors.StatusNotFound {
+					adds = append(adds, u)
+					return true
+				}
+				return false
+			})
+			if len(adds) > 0 {
+				out, err := integ.Marketing.AddMembers(ctx, s.Audience, adds, s.StatusIfNew)
+				if err != nil {
+					return classify(err, integ.Settings.IntegrationID, "adding members to audience "+s.Audience)
+				}
+				res.Counts.MembersAdded += out.Added
+				res.Counts.FieldsUpdated += out.Written - out.Added
+				res.recordFailures(FieldSync, out.Failed, nil)
+				if len(out.Existing) > 0 {
+					now, err := integ.Marketing.Members(ctx, s.Audience, out.Existing)
+					if err != nil {
+						return classify(err, integ.Settings.IntegrationID, "looking up members in audience "+s.Audience)
+					}
+					for _, u := range adds {
+						st, joined := now[u.Email]
+						switch {
+						case !joined:
+						case st.Status.Blocked() || st.Status == connectors.StatusArchived:
+							res.Counts.SkippedBlocked++
+						default:
+							upserts = append(upserts, u)
+						}
+					}
+				}
+			}
 			if len(upserts) == 0 {
 				return nil
 			}

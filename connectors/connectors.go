@@ -122,6 +122,10 @@ type BatchResult struct {
 	Added int
 	// Failed lists the items that were not written.
 	Failed []Failure
+	// Existing lists the addresses AddMembers found already in the
+	// audience and left as they were, for the caller to write as existing
+	// members.
+	Existing []string
 }
 
 // Marketing is an email marketing platform's audience, as the sync needs it.
@@ -143,6 +147,12 @@ type Marketing interface {
 	// write would re-add an archived member). At most MaxBatch() members
 	// per call.
 	UpsertMembers(ctx context.Context, audience string, members []MemberFields, statusIfNew MemberStatus) (BatchResult, error)
+
+	// AddMembers adds members the caller found not in the audience, with
+	// status and their mapped fields, in as few calls as the platform
+	// allows. A member that turns out to be in the audience by now is left
+	// unchanged and listed in Existing. At most MaxBatch() members per call.
+	AddMembers(ctx context.Context, audience string, members []MemberFields, status MemberStatus) (BatchResult, error)
 
 	// UpdateMembers writes mapped fields of existing members only: it
 	// never creates a member and never touches a status, and a member no

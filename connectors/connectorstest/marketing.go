@@ -198,6 +198,29 @@ func (m *Marketing) UpsertMembers(_ context.Context, _ string, members []connect
 	return res, nil
 }
 
+// AddMembers adds each address not in the audience with status and its
+// fields; an existing one is left as it is and listed in Existing.
+func (m *Marketing) AddMembers(_ context.Context, _ string, members []connectors.MemberFields, status connectors.MemberStatus) (connectors.BatchResult, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.call("AddMembers"); err != nil {
+		return connectors.BatchResult{}, err
+	}
+	var res connectors.BatchResult
+	for _, mf := range members {
+		if _, ok := m.members[strings.ToLower(mf.Email)]; ok {
+			res.Existing = append(res.Existing, mf.Email)
+			continue
+		}
+		mb := &member{status: status, fields: map[string]string{}, lastChanged: time.Now()}
+		maps.Copy(mb.fields, mf.Fields)
+		m.members[strings.ToLower(mf.Email)] = mb
+		res.Written++
+		res.Added++
+	}
+	return res, nil
+}
+
 // UpdateMembers writes the fields of existing members only; an address
 // not in the audience, or forgotten, fails for good ("not_found", neither
 // retryable nor a compliance answer), as Mailchimp's PATCH answers 404, so

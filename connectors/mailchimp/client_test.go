@@ -518,3 +518,54 @@ func TestUpdateMembersNeverCreates(t *testing.T) {
 	_, ok = s.Member("l1", "gone@example.com")
 	require.False(t, ok, "not created")
 }
+
+// TestAddMembersLeavesExistingMembersAlone: one batch call adds the new
+// addresses with the status and fields asked; members already in the
+// audience, unsubscribed or not, come back in Existing with their status
+// and fields untouched; a forgotten address and a bogus one are failures.
+func TestAddMembersLeavesExistingMembersAlone(t *testing.T) {
+	s, _, c := newEnv(t, mailchimptest.Options{})
+	require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: "unsub@example.com", Status: "unsubscribed", MergeFields: map[string]string{"FNAME": "Una"}, LastChanged: t0.Add(-time.Hour)}))
+	require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: "sub@example.com", MergeFields: map[string]string{"FNAME": "Old"}, LastChanged: t0.Add(-time.Hour)}))
+	require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: "gone@example.com", Forgotten: true}))
+	s.ResetCounts()
+
+	res, err := c.AddMembers(t.Context(), "L1", []connectors.MemberFields{
+		{Email: "new1@example.com", Fields: map[string]string{"FNAME": "N1"}},
+		{Email: "New2@example.com"},
+		{Email: "sub@example.com", Fields: map[string]string{"FNAME": "New"}},
+		{Email: "unsub@example.com", Fields: map[string]string{"FNAME": "Changed"}},
+		{Email: "gone@example.com", Fields: map[string]string{"FNAME": "G"}},
+		{Email: "bogus"},
+	}, connectors.StatusSubscribed)
+	require.NoError(t, err)
+	require.Equal(t, 1, s.Counts()["POST /lists/{list_id}"], "one batch call: %v", s.Counts())
+	require.Equal(t, 2, res.Written)
+	require.Equal(t, 2, res.Added)
+	require.ElementsMatch(t, []string{"sub@example.com", "unsub@example.com"}, res.Existing)
+	require.Len(t, res.Failed, 2)
+	for _, f := range res.Failed {
+		switch f.Email {
+		case "gone@example.com":
+			require.True(t, f.Compliance)
+		case "bogus":
+			require.Equal(t, "invalid_email", f.Code)
+		default:
+			t.Fatalf("unexpected failure %+v", f)
+		}
+	}
+	for e, want := range map[string][2]string{
+		"new1@example.com": {"subscribed", "N1"}, "new2@example.com": {"subscribed", ""},
+		"sub@example.com": {"subscribed", "Old"}, "unsub@example.com": {"unsubscribed", "Una"},
+	} {
+		m, ok := s.Member("L1", e)
+		require.True(t, ok, e)
+		require.Equal(t, want[0], m.Status, e)
+		require.Equal(t, want[1], m.MergeFields["FNAME"], e)
+	}
+
+	_, err = c.AddMembers(t.Context(), "L1", nil, connectors.StatusCleaned)
+	require.ErrorContains(t, err, "status")
+	_, err = c.AddMembers(t.Context(), "NOPE", []connectors.MemberFields{{Email: "a@example.com"}}, connectors.StatusSubscribed)
+	require.ErrorIs(t, err, connectors.ErrNotFound)
+}

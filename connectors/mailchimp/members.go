@@ -811,6 +811,94 @@ func (c *Client) UpsertMembers(ctx context.Context, audience string, members []c
 	return res, nil
 }
 
+// AddMembers adds new members with one batch call (POST /lists/{list_id}
+// with update_existing false), each with status and its merge fields.
+//
+// The batch keeps field sync's rules only for members not in the
+// audience: with update_existing false, Mailchimp reports an existing
+// member in errors[] as ERROR_CONTACT_EXISTS and leaves it unchanged, and
+// those come back in Existing. With update_existing true the batch would
+// set each existing member's status (the call has no status_if_new the
+// reference confirms), which could re-subscribe someone who unsubscribed,
+// so existing members are written one by one (UpsertMembers,
+// UpdateMembers) and never here. Whether the batch counts an archived
+// contact as existing is not documented: the caller sends only addresses
+// it has just looked up and found absent.
+//
+// Refusals of one member (compliance state, an invalid or forgotten
+// address) are Failures; an address the answer does not mention is a
+// retryable Failure. Errors of the whole call are returned.
+func (c *Client) AddMembers(ctx context.Context, audience string, members []connectors.MemberFields, status connectors.MemberStatus) (connectors.BatchResult, error) {
+	var res connectors.BatchResult
+	if audience == "" {
+		return res, errors.New("mailchimp: AddMembers: audience is required")
+	}
+	if len(members) > maxBatch {
+		return res, fmt.Errorf("mailchimp: AddMembers: %d members, more than MaxBatch %d", len(members), maxBatch)
+	}
+	switch status {
+	case connectors.StatusSubscribed, connectors.StatusUnsubscribed, connectors.StatusPending, connectors.StatusTransactional:
+	default:
+		return res, fmt.Errorf("mailchimp: AddMembers: status %q is not one of subscribed, unsubscribed, pending, transactional", status)
+	}
+	body := struct {
+		Members []map[string]any `json:"members"`
+		Update  bool             `json:"update_existing"`
+	}{}
+	pending := map[string]string{} // lower-cased address -> address as given
+	for _, m := range members {
+		e := strings.TrimSpace(m.Email)
+		if !plausibleEmail(e) {
+			res.Failed = append(res.Failed, invalidAddress(m.Email))
+			continue
+		}
+		k := strings.ToLower(e)
+		if _, dup := pending[k]; dup {
+			continue
+		}
+		pending[k] = m.Email
+		body.Members = append(body.Members, map[string]any{"email_address": e, "status": string(status), "merge_fields": maps.Clone(m.Fields)})
+	}
+	if len(body.Members) == 0 {
+		return res, nil
+	}
+	var doc batchDoc
+	if _, err := c.do(ctx, http.MethodPost, "/lists/"+url.PathEscape(audience), nil, body, &doc); err != nil {
+		return res, err
+	}
+	for n, m := range append(doc.NewMembers, doc.UpdatedMembers...) {
+		k := strings.ToLower(m.EmailAddress)
+		if _, ok := pending[k]; !ok {
+			continue
+		}
+		delete(pending, k)
+		res.Written++
+		if n < len(doc.NewMembers) {
+			res.Added++
+		}
+	}
+	for _, be := range doc.Errors {
+		k := strings.ToLower(strings.TrimSpace(be.EmailAddress))
+		e, ok := pending[k]
+		if !ok {
+			continue
+		}
+		delete(pending, k)
+		if be.ErrorCode == "ERROR_CONTACT_EXISTS" {
+			res.Existing = append(res.Existing, e)
+			continue
+		}
+		res.Failed = append(res.Failed, batchFailure(e, be.ErrorCode, be.Error))
+	}
+	for _, e := range pending {
+		res.Failed = append(res.Failed, connectors.Failure{
+			Email: e, Code: "missing_from_answer", Retryable: true,
+			Message: "the batch answer did not mention this address",
+		})
+	}
+	return res, nil
+}
+
 // UpdateMembers writes each existing member's fields with PATCH
 // /lists/{list_id}/members/{subscriber_hash}, which never creates a member
 // and never sends a status: a member that is no longer in the audience
