@@ -85,6 +85,9 @@ type cursor struct {
 	// B records that second S+1 held more than one read's worth, so the
 	// next page skips the whole-second read.
 	B bool `json:"b,omitempty"`
+	// U, when set, ends the read before second U (before_last_changed):
+	// the cursor is one part of a split read (see SplitChanges).
+	U int64 `json:"u,omitempty"`
 }
 
 // groupDone as a cursor's I sorts after every id (ids are lower-case hex).
@@ -376,14 +379,7 @@ func (c *Client) ChangedMembers(ctx context.Context, req connectors.ChangesReque
 			return connectors.MemberPage{}, err
 		}
 	}
-	ch := &changes{c: c, path: "/lists/" + url.PathEscape(req.Audience) + "/members", base: url.Values{"status": {string(req.Status)}}, fields: memberFields}
-	if req.MergeFields {
-		ch.fields = withMergeFields
-	}
-	if req.Status == connectors.StatusUnsubscribed && cur.W != 0 {
-		day := time.Unix(cur.W, 0).UTC().Truncate(24*time.Hour).AddDate(0, 0, -1)
-		ch.base.Set("unsubscribed_since", day.Format("2006-01-02"))
-	}
+	ch := c.changesOf(req, cur)
 
 	page := connectors.MemberPage{Members: make([]connectors.Member, 0, min(size, 64))}
 	next := func() (connectors.MemberPage, error) {
@@ -399,16 +395,13 @@ func (c *Client) ChangedMembers(ctx context.Context, req connectors.ChangesReque
 		case rest:
 			return next()
 		}
-		cur = cursor{W: cur.W, S: cur.S + 1}
+		cur = cursor{W: cur.W, U: cur.U, S: cur.S + 1}
 		if len(page.Members) > 0 {
 			return next()
 		}
 	}
 	// Between seconds: everything up to S was returned.
-	q := url.Values{"sort_field": {"last_changed"}, "sort_dir": {"ASC"}}
-	if cur.S != 0 {
-		q.Set("since_last_changed", ts(cur.S))
-	}
+	q := after(cur)
 	count := min(size+1, maxCount)
 	_, ks, err := ch.read(ctx, q, count, 0, ch.fields)
 	if err != nil {
@@ -432,7 +425,7 @@ func (c *Client) ChangedMembers(ctx context.Context, req connectors.ChangesReque
 			return next()
 		}
 		page.Members = append(page.Members, k.member())
-		cur = cursor{W: cur.W, S: k.sec - 1, T: k.opt, I: k.doc.ID}
+		cur = cursor{W: cur.W, U: cur.U, S: k.sec - 1, T: k.opt, I: k.doc.ID}
 	}
 	switch {
 	case !full:
@@ -440,19 +433,110 @@ func (c *Client) ChangedMembers(ctx context.Context, req connectors.ChangesReque
 	case len(page.Members) > 0:
 		// The seconds read are done; the next page starts at the first
 		// second not complete in this read.
-		cur = cursor{W: cur.W, S: ks[len(ks)-1].sec - 1}
+		cur = cursor{W: cur.W, U: cur.U, S: ks[len(ks)-1].sec - 1}
 		return next()
 	}
 	// One second filled the whole read: read inside it.
-	cur = cursor{W: cur.W, S: ks[0].sec - 1}
+	cur = cursor{W: cur.W, U: cur.U, S: ks[0].sec - 1}
 	rest, err := ch.inSecond(ctx, &page.Members, &cur, size)
 	if err != nil {
 		return connectors.MemberPage{}, err
 	}
 	if !rest {
-		cur = cursor{W: cur.W, S: cur.S + 1}
+		cur = cursor{W: cur.W, U: cur.U, S: cur.S + 1}
 	}
 	return next()
+}
+
+// changesOf is the reads of one ChangedMembers poll of req from cur.
+func (c *Client) changesOf(req connectors.ChangesRequest, cur cursor) *changes {
+	ch := &changes{c: c, path: "/lists/" + url.PathEscape(req.Audience) + "/members", base: url.Values{"status": {string(req.Status)}}, fields: memberFields}
+	if req.MergeFields {
+		ch.fields = withMergeFields
+	}
+	if req.Status == connectors.StatusUnsubscribed && cur.W != 0 {
+		day := time.Unix(cur.W, 0).UTC().Truncate(24*time.Hour).AddDate(0, 0, -1)
+		ch.base.Set("unsubscribed_since", day.Format("2006-01-02"))
+	}
+	return ch
+}
+
+// after selects, in last_changed order, the members of the seconds after
+// cur.S (and before cur.U, when set).
+func after(cur cursor) url.Values {
+	q := url.Values{"sort_field": {"last_changed"}, "sort_dir": {"ASC"}}
+	if cur.S != 0 {
+		q.Set("since_last_changed", ts(cur.S))
+	}
+	if cur.U != 0 {
+		q.Set("before_last_changed", ts(cur.U))
+	}
+	return q
+}
+
+// SplitChanges splits the rest of a ChangedMembers read into at most
+// parts reads of about as many members each, read at once: req.Cursor
+// must be a page's Next between two seconds (nil otherwise, or when fewer
+// than two pages are left). Every part but the last ends before the
+// second the next one starts at; the last goes on to the present, as the
+// read would have.
+//
+// The bounds are the last_changed seconds of the members at even offsets
+// of the rest (one count=1 read each, at once, after a read of its
+// total). Offsets move while members change, which only makes the parts
+// less even: each part is a keyset read of its seconds, safe as
+// ChangedMembers is (see cursor), and a member that changes while the
+// parts are read moves to the present second, which the last part reads
+// or, once it has ended, the next poll does.
+func (c *Client) SplitChanges(ctx context.Context, req connectors.ChangesRequest, parts int) ([]string, error) {
+	if req.Cursor == "" || parts < 2 {
+		return nil, nil
+	}
+	cur, err := decodeCursor(req.Cursor)
+	if err != nil {
+		return nil, err
+	}
+	if cur.I != "" || cur.B || cur.U != 0 {
+		return nil, nil // inside a second, or a part already
+	}
+	size := req.PageSize
+	if size <= 0 || size > connectors.MaxPageSize {
+		size = connectors.MaxPageSize
+	}
+	ch := c.changesOf(req, cur)
+	q := after(cur)
+	n, err := ch.total(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	parts = min(parts, n/size)
+	if parts < 2 {
+		return nil, nil
+	}
+	bounds := make([]int64, parts-1)
+	err = c.forEach(ctx, len(bounds), func(ctx context.Context, i int) error {
+		_, ks, err := ch.read(ctx, q, 1, n*(i+1)/parts, memberFields)
+		if err == nil && len(ks) == 1 {
+			bounds[i] = ks[0].sec
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	from := cur.S // the part reads the seconds after from
+	for _, b := range bounds {
+		if b <= from+1 {
+			continue // an empty part (a second shared with the last bound, or none read)
+		}
+		out = append(out, cursor{W: cur.W, S: from, U: b}.encode())
+		from = b - 1
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	return append(out, cursor{W: cur.W, S: from}.encode()), nil
 }
 
 // inSecond appends up to need members of second cur.S+1 after the

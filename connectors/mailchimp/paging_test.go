@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -219,4 +220,64 @@ func TestChangedMembersOldCursor(t *testing.T) {
 	old := base64.RawURLEncoding.EncodeToString(fmt.Appendf(nil, `{"w":0,"s":%d,"o":4,"a":"0123456789abcdef0123456789abcdef"}`, t0.Unix()-1))
 	got := changed(t, c, connectors.ChangesRequest{Audience: "L1", Status: connectors.StatusCleaned, Cursor: old, PageSize: 3}, nil)
 	require.Len(t, got, 10)
+}
+
+// TestSplitChangesPartsReadWhatTheReadWould: after a first page, the rest
+// of a read split into parts gives, part by part, every member the read
+// would, each once when nothing changes, and still every member when
+// members change while the parts are read; every part but the last ends,
+// and a cursor inside a second, or of a part, is not split again.
+func TestSplitChangesPartsReadWhatTheReadWould(t *testing.T) {
+	for _, edits := range []bool{false, true} {
+		t.Run(fmt.Sprint("edits=", edits), func(t *testing.T) {
+			s, clk, c := newEnv(t, mailchimptest.Options{})
+			rng := rand.New(rand.NewPCG(7, 11))
+			var want []string
+			for i := range 300 {
+				e := fmt.Sprintf("s%03d@example.com", i)
+				want = append(want, e)
+				require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: e, Status: "subscribed", LastChanged: t0.Add(time.Duration(rng.IntN(120)) * time.Second)}))
+			}
+			now := t0.Add(time.Hour)
+			clk.Set(now)
+			req := connectors.ChangesRequest{Audience: "L1", Status: connectors.StatusSubscribed, Since: t0.Add(-time.Minute), PageSize: 20}
+			first, err := c.ChangedMembers(t.Context(), req)
+			require.NoError(t, err)
+			require.NotEmpty(t, first.Next)
+			req.Cursor = first.Next
+			parts, err := c.SplitChanges(t.Context(), req, 4)
+			require.NoError(t, err)
+			require.Len(t, parts, 4, "300 members in pages of 20 make four parts")
+			got := slices.Clone(first.Members)
+			for _, p := range parts {
+				r := req
+				r.Cursor = p
+				got = append(got, changed(t, c, r, func(int, []connectors.Member) {
+					if !edits {
+						return
+					}
+					now = now.Add(time.Second)
+					clk.Set(now)
+					e := want[rng.IntN(len(want))]
+					require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: e, Status: "subscribed", MergeFields: map[string]string{"FNAME": fmt.Sprint(rng.Int())}}))
+				})...)
+			}
+			if !edits {
+				require.Len(t, got, len(want), "each member once")
+			}
+			require.Equal(t, want, emails(got))
+
+			// Not split again: a part, or a read with too little left.
+			r := req
+			r.Cursor = parts[0]
+			again, err := c.SplitChanges(t.Context(), r, 4)
+			require.NoError(t, err)
+			require.Nil(t, again)
+			r.PageSize = 1000
+			r.Cursor = first.Next
+			again, err = c.SplitChanges(t.Context(), r, 4)
+			require.NoError(t, err)
+			require.Nil(t, again, "fewer than two pages left")
+		})
+	}
 }
