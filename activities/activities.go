@@ -946,7 +946,9 @@ var audienceStatuses = []connectors.MemberStatus{
 // SyncAudience mirrors, in the ledger, the audience members changed since
 // the watermark: status and a keyed hash of each mapped merge field. Field
 // sync then looks members up there, with no platform call per member,
-// and writes only what differs. The cursor is "<status index>:<cursor>".
+// and writes only what differs. The cursor is "<status index>:<cursor>",
+// read on into the next status at its end; a part of a split read (see
+// audienceSplit) is "<status index>~:<cursor>" and ends with its part.
 func (a *Activities) SyncAudience(ctx context.Context, in PageInput) (PageResult, error) {
 	integ, err := a.integration(in)
 	if err != nil {
@@ -954,25 +956,26 @@ func (a *Activities) SyncAudience(ctx context.Context, in PageInput) (PageResult
 	}
 	s := integ.Settings
 	tags := slices.Sorted(maps.Values(s.FieldMap))
+	request := func(i int, inner string) connectors.ChangesRequest {
+		return connectors.ChangesRequest{Audience: s.Audience, Status: audienceStatuses[i], Since: in.Since, Cursor: inner, PageSize: s.PageSize, MergeFields: true}
+	}
 	return pages(ctx, a, integ, FieldSync, in.Cursor, func(ctx context.Context, cursor string) (connectors.MemberPage, string, error) {
-		i, inner, err := splitAudienceCursor(cursor)
+		i, part, inner, err := splitAudienceCursor(cursor)
 		if err != nil {
 			return connectors.MemberPage{}, "", temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeInvalid, nil)
 		}
-		page, err := integ.Marketing.ChangedMembers(ctx, connectors.ChangesRequest{
-			Audience: s.Audience, Status: audienceStatuses[i], Since: in.Since, Cursor: inner, PageSize: s.PageSize, MergeFields: true,
-		})
+		page, err := integ.Marketing.ChangedMembers(ctx, request(i, inner))
 		if err != nil {
 			return page, "", classify(err, integ.Settings.IntegrationID, "reading "+string(audienceStatuses[i])+" members of audience "+s.Audience)
 		}
 		switch {
 		case page.Next != "":
-			return page, strconv.Itoa(i) + ":" + page.Next, nil
-		case i+1 < len(audienceStatuses):
+			return page, audienceCursor(i, part, page.Next), nil
+		case !part && i+1 < len(audienceStatuses):
 			return page, strconv.Itoa(i+1) + ":", nil
 		}
 		return page, "", nil
-	}, nil, serial(func(ctx context.Context, page connectors.MemberPage, res *PageResult) error {
+	}, a.audienceSplit(integ, request), serial(func(ctx context.Context, page connectors.MemberPage, res *PageResult) error {
 		// Counted as mirrored only: the step's reads are its CRM records.
 		states := make([]ledger.MemberState, 0, len(page.Members))
 		links := map[string]string{}
@@ -994,16 +997,52 @@ func (a *Activities) SyncAudience(ctx context.Context, in PageInput) (PageResult
 	}))
 }
 
-func splitAudienceCursor(c string) (int, string, error) {
+// audienceSplit splits the rest of a status's read, after a full first
+// page, into parts read at once (connectors.ChangesSplitter): all but the
+// last end with their part, and the last goes on into the next status.
+// A read that cannot be split, or a split that fails, goes on in one part.
+func (a *Activities) audienceSplit(integ *Integration, request func(int, string) connectors.ChangesRequest) func(context.Context, string) []string {
+	sp, ok := integ.Marketing.(connectors.ChangesSplitter)
+	if !ok {
+		return nil
+	}
+	return func(ctx context.Context, cursor string) []string {
+		i, part, inner, err := splitAudienceCursor(cursor)
+		if err != nil || part {
+			return nil
+		}
+		cs, err := sp.SplitChanges(ctx, request(i, inner), pagesInFlight)
+		if err != nil {
+			a.log.Info("the audience read goes on in one part", "integration", integ.Settings.IntegrationID, "error", scrubAddresses(err.Error()))
+			return nil
+		}
+		out := make([]string, len(cs))
+		for j, c := range cs {
+			out[j] = audienceCursor(i, j < len(cs)-1, c)
+		}
+		return out
+	}
+}
+
+func audienceCursor(i int, part bool, inner string) string {
+	head := strconv.Itoa(i)
+	if part {
+		head += "~"
+	}
+	return head + ":" + inner
+}
+
+func splitAudienceCursor(c string) (i int, part bool, inner string, err error) {
 	if c == "" {
-		return 0, "", nil
+		return 0, false, "", nil
 	}
 	head, inner, ok := strings.Cut(c, ":")
-	i, err := strconv.Atoi(head)
+	head, part = strings.CutSuffix(head, "~")
+	i, err = strconv.Atoi(head)
 	if !ok || err != nil || i < 0 || i >= len(audienceStatuses) {
-		return 0, "", fmt.Errorf("audience cursor %q is not one this activity issued", c)
+		return 0, false, "", fmt.Errorf("audience cursor %q is not one this activity issued", c)
 	}
-	return i, inner, nil
+	return i, part, inner, nil
 }
 
 // fieldHashes names the values of the merge fields tags, as

@@ -211,7 +211,7 @@ func (b *beat) again() {
 // the workflow hands the rest to a worker that goes on, instead of this
 // attempt being cut off mid-page.
 func pages[P any](ctx context.Context, a *Activities, integ *Integration, step Step, cursor string,
-	read func(context.Context, string) (P, string, error), split func(string) []string,
+	read func(context.Context, string) (P, string, error), split func(context.Context, string) []string,
 	handle func(context.Context, P, *work) error) (PageResult, error) {
 	var res PageResult
 	last := heartbeat{Cursor: cursor}
@@ -320,7 +320,7 @@ func pages[P any](ctx context.Context, a *Activities, integ *Integration, step S
 		prev = w
 		// A full first page of a single read: the rest goes in parts.
 		if got.next != "" && split != nil && len(open) == 1 && dispatched == 1 {
-			if cs := split(got.next); len(cs) > 1 {
+			if cs := split(ctx, got.next); len(cs) > 1 {
 				w.spawn = map[int]string{}
 				for _, c := range cs {
 					w.spawn[nextPart] = c
@@ -411,9 +411,9 @@ func decodeParts(cursor string, splits bool) []string {
 }
 
 // crmSplit is the CRM's CursorSplitter, or nil.
-func crmSplit(integ *Integration) func(string) []string {
+func crmSplit(integ *Integration) func(context.Context, string) []string {
 	if s, ok := integ.CRM.(connectors.CursorSplitter); ok {
-		return s.SplitCursor
+		return func(_ context.Context, c string) []string { return s.SplitCursor(c) }
 	}
 	return nil
 }

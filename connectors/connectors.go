@@ -298,6 +298,16 @@ type CursorSplitter interface {
 	SplitCursor(cursor string) []string
 }
 
+// ChangesSplitter is a marketing platform whose ChangedMembers reads can
+// go on in several parts read at once. SplitChanges returns at most parts
+// cursors that together read what req (whose Cursor is a page's Next)
+// would, each read on its own with req's other fields: every one but the
+// last ends before the next one starts, and the last goes on to the
+// present. It returns nil when it cannot split req.
+type ChangesSplitter interface {
+	SplitChanges(ctx context.Context, req ChangesRequest, parts int) ([]string, error)
+}
+
 // Pinger is a connector that can check its credentials with one cheap
 // call. The worker pings every connector that is one at start.
 type Pinger interface {
