@@ -43,23 +43,37 @@ func TestAStoppingWorkerEndsTheCallAfterItsPage(t *testing.T) {
 // context is nobody's failure.
 func TestFailuresAreCountedByKind(t *testing.T) {
 	const integ = "failures-by-kind"
+	// The counters are the process's: each is read before and after, so
+	// that the test also holds when run again (-count).
 	item := func(kind string) float64 {
 		return testutil.ToFloat64(metrics.ItemFailures.WithLabelValues(integ, string(CRMToMarketing), kind))
 	}
-	observe(integ, CRMToMarketing, Counts{Failed: 3, Refused: 2, ComplianceHeld: 1, CRMOptOuts: 7, Unsubscribed: 4, AddedUnsub: 1})
-	require.EqualValues(t, 3, item(metrics.KindTransient))
-	require.EqualValues(t, 2, item(metrics.KindFinal))
-	require.EqualValues(t, 1, item(metrics.KindCompliance))
-	require.EqualValues(t, 7, testutil.ToFloat64(metrics.OptOutsObserved.WithLabelValues(integ, string(CRMToMarketing))))
-	require.EqualValues(t, 5, testutil.ToFloat64(metrics.OptOutsWritten.WithLabelValues(integ, string(CRMToMarketing))))
-
+	observed := func() float64 {
+		return testutil.ToFloat64(metrics.OptOutsObserved.WithLabelValues(integ, string(CRMToMarketing)))
+	}
+	written := func() float64 {
+		return testutil.ToFloat64(metrics.OptOutsWritten.WithLabelValues(integ, string(CRMToMarketing)))
+	}
 	call := func(kind string) float64 {
 		return testutil.ToFloat64(metrics.ActivityFailures.WithLabelValues(integ, kind))
 	}
+	kinds := []string{metrics.KindTransient, metrics.KindFinal, metrics.KindCompliance}
+	before := map[string]float64{"observed": observed(), "written": written()}
+	for _, k := range kinds {
+		before["item "+k], before["call "+k] = item(k), call(k)
+	}
+	observe(integ, CRMToMarketing, Counts{Failed: 3, Refused: 2, ComplianceHeld: 1, CRMOptOuts: 7, Unsubscribed: 4, AddedUnsub: 1})
+	require.EqualValues(t, 3, item(metrics.KindTransient)-before["item "+metrics.KindTransient])
+	require.EqualValues(t, 2, item(metrics.KindFinal)-before["item "+metrics.KindFinal])
+	require.EqualValues(t, 1, item(metrics.KindCompliance)-before["item "+metrics.KindCompliance])
+	require.EqualValues(t, 7, observed()-before["observed"])
+	require.EqualValues(t, 5, written()-before["written"])
+
 	_ = classify(&connectors.APIError{System: "mailchimp", Status: 401, Kind: connectors.ErrUnauthorized}, integ, "reading")
 	_ = classify(&connectors.APIError{System: "mailchimp", Status: 429, Kind: connectors.ErrRateLimited}, integ, "reading")
 	_ = classify(&connectors.APIError{System: "mailchimp", Status: 503, Kind: connectors.ErrServer}, integ, "reading")
 	_ = classify(context.Canceled, integ, "reading")
-	require.EqualValues(t, 1, call(metrics.KindFinal))
-	require.EqualValues(t, 2, call(metrics.KindTransient))
+	require.EqualValues(t, 1, call(metrics.KindFinal)-before["call "+metrics.KindFinal])
+	require.EqualValues(t, 2, call(metrics.KindTransient)-before["call "+metrics.KindTransient])
+	require.EqualValues(t, 0, call(metrics.KindCompliance)-before["call "+metrics.KindCompliance])
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -18,8 +19,11 @@ import (
 
 func testFlags(t *testing.T) Flags {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "config.yaml")
-	require.NoError(t, os.WriteFile(path, []byte(one(`{kind: mailchimp, audience: abc, apiKeyEnv: MC_KEY}`, nsTBA+`}`, "")), 0o600))
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.yaml")
+	// The ledger in the test's directory, not the package's.
+	ledger := fmt.Sprintf("ledger: {path: %q}\n", filepath.Join(dir, "ledger.db"))
+	require.NoError(t, os.WriteFile(path, []byte(ledger+one(`{kind: mailchimp, audience: abc, apiKeyEnv: MC_KEY}`, nsTBA+`}`, "")), 0o600))
 	return Flags{ConfigPath: path}
 }
 
