@@ -339,5 +339,18 @@ func TestAMemberSavedWithItsContactMovesItsEarlierAddress(t *testing.T) {
 		require.Equal(t, ledger.StatusMoved, got[old].Status, "the earlier address left the audience")
 		require.Equal(t, "unsubscribed", got[cur].Status)
 		require.Equal(t, "subscribed", got[other].Status, "another contact is untouched")
+
+		// Two addresses of one contact saved together: neither is moved
+		// by the other.
+		a, b := l.Person("a@example.com"), l.Person("b@example.com")
+		require.NoError(t, l.LinkContacts(ctx, "acme", "mailchimp", map[string]string{a: "c3", b: "c3"}))
+		require.NoError(t, l.SaveMembers(ctx, "acme", "aud1", []ledger.MemberState{
+			{Person: a, Contact: "c3", Status: "archived", Changed: t0},
+			{Person: b, Contact: "c3", Status: "subscribed", Changed: t0},
+		}))
+		got, err = l.Members(ctx, "acme", "aud1", []string{a, b})
+		require.NoError(t, err)
+		require.Equal(t, "archived", got[a].Status)
+		require.Equal(t, "subscribed", got[b].Status)
 	})
 }

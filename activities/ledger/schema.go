@@ -146,6 +146,15 @@ var migrations = []string{
 		workflow_id TEXT   NOT NULL,
 		run_id      TEXT   NOT NULL
 	);`,
+
+	// 8, 9: migration 5's index did not do its work on SQLite: without
+	// statistics its planner preferred the primary key, which covers the
+	// lookup but seeks by the integration alone, so each page of the
+	// audience mirror still read every contact of the integration (1.5 s
+	// of a 20,000-member mirror's 2.4 s of CPU). This index covers the
+	// lookup by contact, and SQLite takes it; it replaces 5's.
+	`CREATE INDEX contacts_contact_person ON contacts (integration, contact, person);`,
+	`DROP INDEX contacts_contact;`,
 }
 
 // migrate brings the schema up to date. Two processes starting at once

@@ -951,6 +951,9 @@ func (s *SQL) SaveMembers(ctx context.Context, integration, audience string, ms 
 				withContact, contacts = append(withContact, p), append(contacts, c)
 			}
 		}
+		if s.dialect == SQLite {
+			return s.markMoved(ctx, tx, integration, audience, latest, withContact, contacts)
+		}
 		size := s.inChunk() / 2
 		for start := 0; start < len(withContact); start += size {
 			ps, cs := withContact[start:min(start+size, len(withContact))], contacts[start:min(start+size, len(contacts))]
@@ -971,6 +974,53 @@ func (s *SQL) SaveMembers(ctx context.Context, integration, audience string, ms 
 	})
 	if err != nil {
 		return fmt.Errorf("ledger: saving members: %w", err)
+	}
+	return nil
+}
+
+// markMoved is SaveMembers' marking of the contacts' earlier addresses on
+// SQLite, with statements prepared once and run row by row (see rows.go):
+// each contact's persons are read by the contacts index, and those not
+// saved now are marked moved by the members' key. Most contacts have one
+// person, the one just saved, and cost one lookup.
+func (s *SQL) markMoved(ctx context.Context, tx *sql.Tx, integration, audience string, saved map[string]MemberState, persons, contacts []string) error {
+	sel, err := s.stmt(ctx, tx, `SELECT person FROM contacts WHERE integration = ? AND contact = ?`)
+	if err != nil {
+		return err
+	}
+	upd, err := s.stmt(ctx, tx, `UPDATE members SET status = ? WHERE integration = ? AND audience = ? AND person = ?`)
+	if err != nil {
+		return err
+	}
+	rowCtx := context.WithoutCancel(ctx)
+	var others []string
+	for i := range persons {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rows, err := sel.QueryContext(rowCtx, integration, contacts[i])
+		if err != nil {
+			return err
+		}
+		others = others[:0]
+		for rows.Next() {
+			var p string
+			if err := rows.Scan(&p); err != nil {
+				_ = rows.Close()
+				return err
+			}
+			if _, now := saved[p]; !now {
+				others = append(others, p)
+			}
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		for _, p := range others {
+			if _, err := upd.ExecContext(rowCtx, StatusMoved, integration, audience, p); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
