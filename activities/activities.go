@@ -907,15 +907,26 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 					if err != nil {
 						return classify(err, integ.Settings.IntegrationID, "looking up members in audience "+s.Audience)
 					}
+					var joined []connectors.MemberFields
 					for _, u := range adds {
-						st, joined := now[u.Email]
+						st, ok := now[u.Email]
 						switch {
-						case !joined:
+						case !ok:
 						case st.Status.Blocked() || st.Status == connectors.StatusArchived:
 							res.Counts.SkippedBlocked++
 						default:
-							upserts = append(upserts, u)
+							joined = append(joined, u)
 						}
+					}
+					if len(joined) > 0 {
+						// Members others added: all of them updates, not
+						// additions, whatever the answers look like.
+						out, err := integ.Marketing.UpsertMembers(ctx, s.Audience, joined, s.StatusIfNew)
+						if err != nil {
+							return classify(err, integ.Settings.IntegrationID, "updating merge fields in audience "+s.Audience)
+						}
+						res.Counts.FieldsUpdated += out.Written
+						res.recordFailures(FieldSync, out.Failed, nil)
 					}
 				}
 			}

@@ -45,11 +45,9 @@ func TestFieldSyncAddsNewMembersInBatches(t *testing.T) {
 	mc.AddList("aud", "Audience", "FNAME")
 	client, err := mailchimp.New(mailchimp.Options{APIKey: mc.APIKey, BaseURL: mc.URL})
 	require.NoError(t, err)
-	// They opted in a minute ago: a PUT's answer then shows no creation.
-	optIn := time.Now().Add(-time.Minute)
 	mk := &joinsMeanwhile{Marketing: client, join: func() {
-		require.NoError(t, mc.AddMember("aud", mailchimptest.MemberSeed{Email: "late-sub@example.com", Status: "subscribed", MergeFields: map[string]string{"FNAME": "Old"}, TimestampOpt: optIn}))
-		require.NoError(t, mc.AddMember("aud", mailchimptest.MemberSeed{Email: "late-unsub@example.com", Status: "unsubscribed", MergeFields: map[string]string{"FNAME": "Old"}, TimestampOpt: optIn}))
+		require.NoError(t, mc.AddMember("aud", mailchimptest.MemberSeed{Email: "late-sub@example.com", Status: "subscribed", MergeFields: map[string]string{"FNAME": "Old"}}))
+		require.NoError(t, mc.AddMember("aud", mailchimptest.MemberSeed{Email: "late-unsub@example.com", Status: "unsubscribed", MergeFields: map[string]string{"FNAME": "Old"}}))
 	}}
 	crm := connectorstest.NewCRM()
 	add := func(email, first string) {

@@ -352,5 +352,36 @@ func TestAMemberSavedWithItsContactMovesItsEarlierAddress(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, "archived", got[a].Status)
 		require.Equal(t, "subscribed", got[b].Status)
+
+		// The later address saved before the earlier one (parts of the
+		// audience read at once): the earlier one does not move it.
+		later, earlier := l.Person("later@example.com"), l.Person("earlier@example.com")
+		require.NoError(t, l.LinkContacts(ctx, "acme", "mailchimp", map[string]string{later: "c4", earlier: "c4"}))
+		require.NoError(t, l.SaveMembers(ctx, "acme", "aud1", []ledger.MemberState{{Person: later, Contact: "c4", Status: "subscribed", Changed: t0.Add(time.Hour)}}))
+		require.NoError(t, l.SaveMembers(ctx, "acme", "aud1", []ledger.MemberState{{Person: earlier, Contact: "c4", Status: "subscribed", Changed: t0}}))
+		got, err = l.Members(ctx, "acme", "aud1", []string{later})
+		require.NoError(t, err)
+		require.Equal(t, "subscribed", got[later].Status)
+
+		// More addresses of one contact than one statement takes (PostgreSQL
+		// marks in chunks): none of those saved together is moved.
+		var many []ledger.MemberState
+		links := map[string]string{}
+		for i := range 700 {
+			p := l.Person(fmt.Sprintf("many%d@example.com", i))
+			links[p] = "c5"
+			many = append(many, ledger.MemberState{Person: p, Contact: "c5", Status: "subscribed", Changed: t0})
+		}
+		require.NoError(t, l.LinkContacts(ctx, "acme", "mailchimp", links))
+		require.NoError(t, l.SaveMembers(ctx, "acme", "aud1", many))
+		ps := make([]string, len(many))
+		for i, m := range many {
+			ps[i] = m.Person
+		}
+		got, err = l.Members(ctx, "acme", "aud1", ps)
+		require.NoError(t, err)
+		for _, p := range ps {
+			require.Equal(t, "subscribed", got[p].Status)
+		}
 	})
 }

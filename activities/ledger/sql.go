@@ -951,22 +951,28 @@ func (s *SQL) SaveMembers(ctx context.Context, integration, audience string, ms 
 				withContact, contacts = append(withContact, p), append(contacts, c)
 			}
 		}
+		// A contact's other addresses are marked moved only when their
+		// state is no newer than the one saved now: the audience is read
+		// in parts at once, and a later address may be saved first.
 		if s.dialect == SQLite {
 			return s.markMoved(ctx, tx, integration, audience, latest, withContact, contacts)
 		}
 		size := s.inChunk() / 2
 		for start := 0; start < len(withContact); start += size {
 			ps, cs := withContact[start:min(start+size, len(withContact))], contacts[start:min(start+size, len(contacts))]
-			args := []any{StatusMoved, integration, audience}
-			for _, p := range ps {
+			args := []any{StatusMoved}
+			for i, c := range cs {
+				args = append(args, c, micros(latest[ps[i]].Changed))
+			}
+			args = append(args, integration, integration, audience)
+			for _, p := range persons {
 				args = append(args, p)
 			}
-			args = append(args, integration)
-			for _, c := range cs {
-				args = append(args, c)
-			}
-			if _, err := tx.ExecContext(ctx, s.q(`UPDATE members SET status = ? WHERE integration = ? AND audience = ? AND person NOT IN (`+placeholders(len(ps))+`)
-				AND person IN (SELECT person FROM contacts WHERE integration = ? AND contact IN (`+placeholders(len(cs))+`))`), args...); err != nil {
+			if _, err := tx.ExecContext(ctx, s.q(`UPDATE members SET status = ?
+				FROM contacts c, (VALUES `+strings.TrimSuffix(strings.Repeat("(?, CAST(? AS BIGINT)), ", len(cs)), ", ")+`) AS v (contact, changed)
+				WHERE c.integration = ? AND c.contact = v.contact
+				AND members.integration = ? AND members.audience = ? AND members.person = c.person
+				AND members.changed_at <= v.changed AND members.person NOT IN (`+placeholders(len(persons))+`)`), args...); err != nil {
 				return err
 			}
 		}
@@ -981,14 +987,14 @@ func (s *SQL) SaveMembers(ctx context.Context, integration, audience string, ms 
 // markMoved is SaveMembers' marking of the contacts' earlier addresses on
 // SQLite, with statements prepared once and run row by row (see rows.go):
 // each contact's persons are read by the contacts index, and those not
-// saved now are marked moved by the members' key. Most contacts have one
+// saved now, and no newer, are marked moved by the members' key. Most contacts have one
 // person, the one just saved, and cost one lookup.
 func (s *SQL) markMoved(ctx context.Context, tx *sql.Tx, integration, audience string, saved map[string]MemberState, persons, contacts []string) error {
 	sel, err := s.stmt(ctx, tx, `SELECT person FROM contacts WHERE integration = ? AND contact = ?`)
 	if err != nil {
 		return err
 	}
-	upd, err := s.stmt(ctx, tx, `UPDATE members SET status = ? WHERE integration = ? AND audience = ? AND person = ?`)
+	upd, err := s.stmt(ctx, tx, `UPDATE members SET status = ? WHERE integration = ? AND audience = ? AND person = ? AND changed_at <= ?`)
 	if err != nil {
 		return err
 	}
@@ -1017,7 +1023,7 @@ func (s *SQL) markMoved(ctx context.Context, tx *sql.Tx, integration, audience s
 			return err
 		}
 		for _, p := range others {
-			if _, err := upd.ExecContext(rowCtx, StatusMoved, integration, audience, p); err != nil {
+			if _, err := upd.ExecContext(rowCtx, StatusMoved, integration, audience, p, micros(saved[persons[i]].Changed)); err != nil {
 				return err
 			}
 		}

@@ -941,7 +941,9 @@ func (c *Client) AddMembers(ctx context.Context, audience string, members []conn
 			continue
 		}
 		pending[k] = m.Email
-		body.Members = append(body.Members, map[string]any{"email_address": e, "status": string(status), "merge_fields": maps.Clone(m.Fields)})
+		merge := make(map[string]string, len(m.Fields)) // an object, never null
+		maps.Copy(merge, m.Fields)
+		body.Members = append(body.Members, map[string]any{"email_address": e, "status": string(status), "merge_fields": merge})
 	}
 	if len(body.Members) == 0 {
 		return res, nil
