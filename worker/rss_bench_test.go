@@ -29,6 +29,7 @@ import (
 	"github.com/optoutsync/optoutsync/connectors/netsuite/netsuitetest"
 	"github.com/optoutsync/optoutsync/worker/codec"
 	"github.com/optoutsync/optoutsync/worker/devserver"
+	"github.com/optoutsync/optoutsync/worker/temporalclient"
 	"github.com/optoutsync/optoutsync/workflows"
 )
 
@@ -263,8 +264,17 @@ func runWorkerRSS(b *testing.B, bin string, members, changes int) rssResult {
 	})
 	require.NoError(b, err)
 	b.Cleanup(func() { _ = srv.Stop() })
-	c, err := client.Dial(client.Options{HostPort: srv.FrontendAddress(), Namespace: srv.Namespace(),
-		Logger: sdklog.NewStructuredLogger(slog.New(slog.DiscardHandler))})
+	// Payloads encrypted, as the worker requires outside the demo: the
+	// benchmark's client reads the run's result with the same key.
+	codecKey := testCodecKey(b, "bench")
+	keys, err := codec.ParseKeys(codec.KeysEnv, codecKey)
+	require.NoError(b, err)
+	cd, err := codec.New(keys, true)
+	require.NoError(b, err)
+	opts := client.Options{HostPort: srv.FrontendAddress(), Namespace: srv.Namespace(),
+		Logger: sdklog.NewStructuredLogger(slog.New(slog.DiscardHandler))}
+	temporalclient.WithCodec(&opts, cd)
+	c, err := client.Dial(opts)
 	require.NoError(b, err)
 	b.Cleanup(c.Close)
 
@@ -287,8 +297,7 @@ func runWorkerRSS(b *testing.B, bin string, members, changes int) rssResult {
 		"TEMPORAL_ADDRESS="+srv.FrontendAddress(),
 		"TEMPORAL_NAMESPACE="+srv.Namespace(),
 		ledger.DefaultKeyEnv+"=rss bench ledger key, not a secret",
-		// Payloads encrypted, as the worker requires outside the demo.
-		codec.KeysEnv+"="+testCodecKey(b, "bench"),
+		codec.KeysEnv+"="+codecKey,
 	)
 	cmd.Env = append(cmd.Env, em.env()...)
 	require.NoError(b, cmd.Start())
