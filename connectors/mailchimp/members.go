@@ -700,50 +700,19 @@ type batchDoc struct {
 // never taken as written without Mailchimp saying so.
 func (c *Client) Unsubscribe(ctx context.Context, audience string, emails []string) (connectors.BatchResult, error) {
 	var res connectors.BatchResult
-	if audience == "" {
-		return res, errors.New("mailchimp: Unsubscribe: audience is required")
+	given := make([]string, len(emails))
+	for i, e := range emails {
+		given[i] = strings.TrimSpace(e)
 	}
-	if len(emails) > maxBatch {
-		return res, fmt.Errorf("mailchimp: Unsubscribe: %d addresses, more than MaxBatch %d", len(emails), maxBatch)
-	}
-	body := struct {
-		Members []map[string]any `json:"members"`
-		Update  bool             `json:"update_existing"`
-	}{Update: true}
-	pending := map[string]string{} // lower-cased address -> address as given
-	for _, e := range emails {
-		e = strings.TrimSpace(e)
-		if !plausibleEmail(e) {
-			res.Failed = append(res.Failed, invalidAddress(e))
-			continue
-		}
-		k := strings.ToLower(e)
-		if _, dup := pending[k]; dup {
-			continue
-		}
-		pending[k] = e
-		body.Members = append(body.Members, map[string]any{"email_address": e, "status": "unsubscribed"})
-	}
-	if len(body.Members) == 0 {
-		return res, nil
-	}
-	var doc batchDoc
-	if _, err := c.do(ctx, http.MethodPost, "/lists/"+url.PathEscape(audience), nil, body, &doc); err != nil {
-		return res, err
-	}
-	for n, m := range append(doc.NewMembers, doc.UpdatedMembers...) {
-		k := strings.ToLower(m.EmailAddress)
-		e, ok := pending[k]
-		if !ok {
-			continue
-		}
-		delete(pending, k)
-		if n < len(doc.NewMembers) {
+	err := c.batchSubscribe(ctx, "Unsubscribe", audience, given, true, func(int, string) map[string]any {
+		return map[string]any{"status": "unsubscribed"}
+	}, &res, func(e string, m memberDoc, isNew bool) {
+		if isNew {
 			res.Added++
 		}
 		if m.Status == string(connectors.StatusUnsubscribed) {
 			res.Written++
-			continue
+			return
 		}
 		// Listed as updated but not unsubscribed (a cleaned member
 		// stays cleaned): final, nothing to retry.
@@ -751,23 +720,84 @@ func (c *Client) Unsubscribe(ctx context.Context, audience string, emails []stri
 			Email: e, Code: "status " + m.Status, Compliance: connectors.MemberStatus(m.Status).Blocked(),
 			Message: "member is " + m.Status + " after the unsubscribe",
 		})
+	}, func(e, code, msg string) {
+		res.Failed = append(res.Failed, batchFailure(e, code, msg))
+	})
+	return res, err
+}
+
+// batchSubscribe sends one batch subscribe call (POST /lists/{list_id})
+// for the addresses given, each once, its member item made by item (the
+// address is added to it); an address that is none is a Failure and not
+// sent. Each address the answer lists as a new or updated member goes to
+// took, each in its errors[] to refused, and one it does not mention at
+// all is a retryable Failure: nothing is taken as written without
+// Mailchimp saying so.
+func (c *Client) batchSubscribe(ctx context.Context, op, audience string, given []string, update bool, item func(i int, email string) map[string]any,
+	res *connectors.BatchResult, took func(given string, m memberDoc, isNew bool), refused func(given, code, msg string)) error {
+	if audience == "" {
+		return fmt.Errorf("mailchimp: %s: audience is required", op)
+	}
+	if len(given) > maxBatch {
+		return fmt.Errorf("mailchimp: %s: %d addresses, more than MaxBatch %d", op, len(given), maxBatch)
+	}
+	body := struct {
+		Members []map[string]any `json:"members"`
+		Update  bool             `json:"update_existing"`
+	}{Update: update}
+	pending := map[string]string{} // lower-cased address -> address as given
+	for i, g := range given {
+		e := strings.TrimSpace(g)
+		if !plausibleEmail(e) {
+			res.Failed = append(res.Failed, invalidAddress(g))
+			continue
+		}
+		k := strings.ToLower(e)
+		if _, dup := pending[k]; dup {
+			continue
+		}
+		pending[k] = g
+		m := item(i, e)
+		m["email_address"] = e
+		body.Members = append(body.Members, m)
+	}
+	if len(body.Members) == 0 {
+		return nil
+	}
+	var doc batchDoc
+	if _, err := c.do(ctx, http.MethodPost, "/lists/"+url.PathEscape(audience), nil, body, &doc); err != nil {
+		return err
+	}
+	for n, m := range append(doc.NewMembers, doc.UpdatedMembers...) {
+		k := strings.ToLower(m.EmailAddress)
+		if g, ok := pending[k]; ok {
+			delete(pending, k)
+			took(g, m, n < len(doc.NewMembers))
+		}
 	}
 	for _, be := range doc.Errors {
 		k := strings.ToLower(strings.TrimSpace(be.EmailAddress))
-		e, ok := pending[k]
-		if !ok {
-			continue
+		if g, ok := pending[k]; ok {
+			delete(pending, k)
+			refused(g, be.ErrorCode, be.Error)
 		}
-		delete(pending, k)
-		res.Failed = append(res.Failed, batchFailure(e, be.ErrorCode, be.Error))
 	}
-	for _, e := range pending {
+	for _, g := range pending {
 		res.Failed = append(res.Failed, connectors.Failure{
-			Email: e, Code: "missing_from_answer", Retryable: true,
+			Email: g, Code: "missing_from_answer", Retryable: true,
 			Message: "the batch answer did not mention this address",
 		})
 	}
-	return res, nil
+	return nil
+}
+
+// checkStatusIfNew refuses a status a new member cannot be given.
+func checkStatusIfNew(op, name string, st connectors.MemberStatus) error {
+	switch st {
+	case connectors.StatusSubscribed, connectors.StatusUnsubscribed, connectors.StatusPending, connectors.StatusTransactional:
+		return nil
+	}
+	return fmt.Errorf("mailchimp: %s: %s %q is not one of subscribed, unsubscribed, pending, transactional", op, name, st)
 }
 
 // batchFailure turns an errors[] entry of the batch answer into a Failure.
@@ -842,10 +872,8 @@ func (c *Client) UpsertMembers(ctx context.Context, audience string, members []c
 	if len(members) > maxBatch {
 		return res, fmt.Errorf("mailchimp: UpsertMembers: %d members, more than MaxBatch %d", len(members), maxBatch)
 	}
-	switch statusIfNew {
-	case connectors.StatusSubscribed, connectors.StatusUnsubscribed, connectors.StatusPending, connectors.StatusTransactional:
-	default:
-		return res, fmt.Errorf("mailchimp: UpsertMembers: statusIfNew %q is not one of subscribed, unsubscribed, pending, transactional", statusIfNew)
+	if err := checkStatusIfNew("UpsertMembers", "statusIfNew", statusIfNew); err != nil {
+		return res, err
 	}
 	type outcome struct {
 		written, added bool
@@ -914,75 +942,30 @@ func (c *Client) UpsertMembers(ctx context.Context, audience string, members []c
 // retryable Failure. Errors of the whole call are returned.
 func (c *Client) AddMembers(ctx context.Context, audience string, members []connectors.MemberFields, status connectors.MemberStatus) (connectors.BatchResult, error) {
 	var res connectors.BatchResult
-	if audience == "" {
-		return res, errors.New("mailchimp: AddMembers: audience is required")
-	}
-	if len(members) > maxBatch {
-		return res, fmt.Errorf("mailchimp: AddMembers: %d members, more than MaxBatch %d", len(members), maxBatch)
-	}
-	switch status {
-	case connectors.StatusSubscribed, connectors.StatusUnsubscribed, connectors.StatusPending, connectors.StatusTransactional:
-	default:
-		return res, fmt.Errorf("mailchimp: AddMembers: status %q is not one of subscribed, unsubscribed, pending, transactional", status)
-	}
-	body := struct {
-		Members []map[string]any `json:"members"`
-		Update  bool             `json:"update_existing"`
-	}{}
-	pending := map[string]string{} // lower-cased address -> address as given
-	for _, m := range members {
-		e := strings.TrimSpace(m.Email)
-		if !plausibleEmail(e) {
-			res.Failed = append(res.Failed, invalidAddress(m.Email))
-			continue
-		}
-		k := strings.ToLower(e)
-		if _, dup := pending[k]; dup {
-			continue
-		}
-		pending[k] = m.Email
-		merge := make(map[string]string, len(m.Fields)) // an object, never null
-		maps.Copy(merge, m.Fields)
-		body.Members = append(body.Members, map[string]any{"email_address": e, "status": string(status), "merge_fields": merge})
-	}
-	if len(body.Members) == 0 {
-		return res, nil
-	}
-	var doc batchDoc
-	if _, err := c.do(ctx, http.MethodPost, "/lists/"+url.PathEscape(audience), nil, body, &doc); err != nil {
+	if err := checkStatusIfNew("AddMembers", "status", status); err != nil {
 		return res, err
 	}
-	for n, m := range append(doc.NewMembers, doc.UpdatedMembers...) {
-		k := strings.ToLower(m.EmailAddress)
-		if _, ok := pending[k]; !ok {
-			continue
-		}
-		delete(pending, k)
+	given := make([]string, len(members))
+	for i, m := range members {
+		given[i] = m.Email
+	}
+	err := c.batchSubscribe(ctx, "AddMembers", audience, given, false, func(i int, _ string) map[string]any {
+		merge := make(map[string]string, len(members[i].Fields)) // an object, never null
+		maps.Copy(merge, members[i].Fields)
+		return map[string]any{"status": string(status), "merge_fields": merge}
+	}, &res, func(_ string, _ memberDoc, isNew bool) {
 		res.Written++
-		if n < len(doc.NewMembers) {
+		if isNew {
 			res.Added++
 		}
-	}
-	for _, be := range doc.Errors {
-		k := strings.ToLower(strings.TrimSpace(be.EmailAddress))
-		e, ok := pending[k]
-		if !ok {
-			continue
-		}
-		delete(pending, k)
-		if be.ErrorCode == "ERROR_CONTACT_EXISTS" {
+	}, func(e, code, msg string) {
+		if code == "ERROR_CONTACT_EXISTS" {
 			res.Existing = append(res.Existing, e)
-			continue
+			return
 		}
-		res.Failed = append(res.Failed, batchFailure(e, be.ErrorCode, be.Error))
-	}
-	for _, e := range pending {
-		res.Failed = append(res.Failed, connectors.Failure{
-			Email: e, Code: "missing_from_answer", Retryable: true,
-			Message: "the batch answer did not mention this address",
-		})
-	}
-	return res, nil
+		res.Failed = append(res.Failed, batchFailure(e, code, msg))
+	})
+	return res, err
 }
 
 // UpdateMembers writes each existing member's fields with PATCH
