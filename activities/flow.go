@@ -242,7 +242,10 @@ func pages[P any](ctx context.Context, a *Activities, integ *Integration, step S
 		next string
 		err  error
 	}
-	results := make(chan ahead, len(open)+16)
+	// Room for every read that can be in flight (at most limit, after the
+	// parts the cursor names): a read finishing after the activity stopped
+	// taking pages never blocks, and none is dropped before.
+	results := make(chan ahead, limit+len(open))
 	reading, dispatched := 0, 0
 	quit := workerStop(ctx)
 	startRead := func(part int, c string) {
@@ -252,10 +255,7 @@ func pages[P any](ctx context.Context, a *Activities, integ *Integration, step S
 		reading++
 		go func() {
 			p, next, err := read(ctx, c)
-			select {
-			case results <- ahead{part, p, next, err}:
-			case <-ctx.Done(): // the activity has stopped taking pages
-			}
+			results <- ahead{part, p, next, err}
 		}()
 	}
 	var (
