@@ -464,7 +464,7 @@ func (a *Activities) SyncLateRecords(ctx context.Context, in PageInput) (PageRes
 			return page, "", classify(err, integ.Settings.IntegrationID, "reading CRM records changed since the last run")
 		}
 		return page, page.Next, nil
-	}, crmSplit(integ), serial(func(ctx context.Context, page connectors.RecordPage, res *PageResult) error {
+	}, a.crmSplit(integ), serial(func(ctx context.Context, page connectors.RecordPage, res *PageResult) error {
 		res.Counts.Pages++
 		res.Counts.Read += len(page.Records)
 		var (
@@ -557,7 +557,7 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 			return page, "", classify(err, integ.Settings.IntegrationID, "reading CRM opt-outs")
 		}
 		return page, page.Next, nil
-	}, crmSplit(integ), func(ctx context.Context, page connectors.RecordPage, wk *work) error {
+	}, a.crmSplit(integ), func(ctx context.Context, page connectors.RecordPage, wk *work) error {
 		res := &wk.res
 		send := map[string]candidate{} // by address: one unsubscribe per person
 		var order []string
@@ -727,7 +727,7 @@ func (a *Activities) SyncFields(ctx context.Context, in PageInput) (PageResult, 
 			return page, "", classify(err, integ.Settings.IntegrationID, "reading CRM list members")
 		}
 		return page, page.Next, nil
-	}, crmSplit(integ), serial(func(ctx context.Context, page connectors.RecordPage, res *PageResult) error {
+	}, a.crmSplit(integ), serial(func(ctx context.Context, page connectors.RecordPage, res *PageResult) error {
 		res.Counts.Pages++
 		res.Counts.Read += len(page.Records)
 		// One address, one member: the first record of an address gives

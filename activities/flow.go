@@ -410,10 +410,19 @@ func decodeParts(cursor string, splits bool) []string {
 	return []string{cursor}
 }
 
-// crmSplit is the CRM's CursorSplitter, or nil.
-func crmSplit(integ *Integration) func(context.Context, string) []string {
-	if s, ok := integ.CRM.(connectors.CursorSplitter); ok {
-		return func(_ context.Context, c string) []string { return s.SplitCursor(c) }
+// crmSplit is the CRM's CursorSplitter, or nil. A split that fails (its
+// calls are only an optimisation) leaves the read in one part.
+func (a *Activities) crmSplit(integ *Integration) func(context.Context, string) []string {
+	s, ok := integ.CRM.(connectors.CursorSplitter)
+	if !ok {
+		return nil
 	}
-	return nil
+	return func(ctx context.Context, c string) []string {
+		cs, err := s.SplitCursor(ctx, c, pagesInFlight)
+		if err != nil {
+			a.log.Info("the CRM read goes on in one part", "integration", integ.Settings.IntegrationID, "error", scrubAddresses(err.Error()))
+			return nil
+		}
+		return cs
+	}
 }

@@ -73,12 +73,12 @@ func (c *splitCRM) OptedOut(_ context.Context, q connectors.OptOutQuery) (connec
 	return page, nil
 }
 
-func (c *splitCRM) SplitCursor(cursor string) []string {
+func (c *splitCRM) SplitCursor(_ context.Context, cursor string, _ int) ([]string, error) {
 	if !strings.HasPrefix(cursor, "w:") {
-		return nil
+		return nil, nil
 	}
 	from := strings.TrimPrefix(cursor, "w:")
-	return []string{"p:0:" + from, "p:1:" + from}
+	return []string{"p:0:" + from, "p:1:" + from}, nil
 }
 
 // countingMarketing unsubscribes whatever it is asked to and counts each address.

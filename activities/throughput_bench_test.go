@@ -179,9 +179,15 @@ func benchSalesforce(b *testing.B, v *vendor, n int, optedOut bool) connectors.C
 	return crm
 }
 
-// benchActivities are the activities over one integration and a fresh SQLite ledger.
+// benchActivities are the activities over one integration and a fresh
+// ledger: SQLite, or PostgreSQL with OPTOUT_BENCH_LEDGER=postgres (and
+// $OPTOUT_TEST_POSTGRES_URL).
 func benchActivities(b *testing.B, s *activities.Settings, mk connectors.Marketing, crm connectors.CRM) *activities.Activities {
-	return activities.New(activities.MapRegistry{s.IntegrationID: {Settings: *s, Marketing: mk, CRM: crm}}, ledgertest.Open(b, ledger.SQLite), nil)
+	dialect := ledger.SQLite
+	if os.Getenv("OPTOUT_BENCH_LEDGER") == "postgres" {
+		dialect = ledger.Postgres
+	}
+	return activities.New(activities.MapRegistry{s.IntegrationID: {Settings: *s, Marketing: mk, CRM: crm}}, ledgertest.Open(b, dialect), nil)
 }
 
 // BenchmarkThroughput runs each step against the emulators with the

@@ -291,11 +291,13 @@ type CRM interface {
 }
 
 // CursorSplitter is a CRM whose paged reads (OptedOut, ListMembers) can
-// go on in several parts read at once. SplitCursor returns cursors that
-// together read exactly what the cursor would (each read on its own with
-// the same query), or nil when it cannot split it.
+// go on in several parts read at once. SplitCursor returns at most parts
+// cursors that together read exactly what the cursor (a page's Next)
+// would, each read on its own with the same query, or nil when it cannot
+// split it. A part is not split again, except the one that goes on to
+// the end of the read where parts end at bounds.
 type CursorSplitter interface {
-	SplitCursor(cursor string) []string
+	SplitCursor(ctx context.Context, cursor string, parts int) ([]string, error)
 }
 
 // ChangesSplitter is a marketing platform whose ChangedMembers reads can

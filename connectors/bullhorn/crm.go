@@ -242,6 +242,13 @@ type cursor struct {
 	L int64  `json:"l,omitempty"` // keyset: dateLastModified (ms) of the last row
 	I int64  `json:"i,omitempty"` // keyset: id of the last row (phase 0: last member id)
 	K int    `json:"k,omitempty"` // rows at L already seen, to skip a run of equal stamps
+	// H ends a part of a split read (SplitCursor): the part reads the
+	// rows of its type modified before H (ms), and then the read ends.
+	H int64 `json:"h,omitempty"`
+	// E is the entity of T, and N about how many of its rows are left
+	// after the keyset: kept for SplitCursor, which has no query.
+	E string `json:"e,omitempty"`
+	N int    `json:"n,omitempty"`
 }
 
 func fingerprint(parts ...string) string {
@@ -267,7 +274,7 @@ func decodeCursor(raw, fp string) (cursor, error) {
 	if err == nil {
 		err = json.Unmarshal(b, &k)
 	}
-	if err != nil || k.V != 1 || k.P < 0 || k.P > 1 || k.T < 0 || k.K < 0 {
+	if err != nil || k.V != 1 || k.P < 0 || k.P > 1 || k.T < 0 || k.K < 0 || k.H < 0 || k.H != 0 && k.P != 1 {
 		return k, fmt.Errorf("bullhorn: Cursor: %w: not a cursor of this connector", connectors.ErrInvalid)
 	}
 	if k.F != fp {
@@ -381,6 +388,9 @@ func (c *Client) read(ctx context.Context, p plan, kind, raw string, size int, a
 	if kind == "members" && len(p.lists) > 0 {
 		lastPhase = 0
 	}
+	if k.E != "" && (k.T >= len(p.types) || k.E != p.types[k.T]) {
+		return connectors.RecordPage{}, fmt.Errorf("bullhorn: Cursor: %w: the cursor belongs to a different query", connectors.ErrInvalid)
+	}
 	var out []connectors.Record
 	for calls := 0; len(out) < size && calls < maxCallsPerPage; calls++ {
 		if k.T >= len(p.types) {
@@ -415,12 +425,19 @@ func (c *Client) read(ctx context.Context, p plan, kind, raw string, size int, a
 		if err != nil {
 			return connectors.RecordPage{}, err
 		}
-		if done {
+		switch {
+		case done && k.H != 0:
+			return connectors.RecordPage{Records: out}, nil // a part ends with its range
+		case done:
 			k = cursor{V: 1, F: fp, P: 1, T: k.T + 1}
 		}
 	}
 	if k.T >= len(p.types) && k.P >= lastPhase {
 		return connectors.RecordPage{Records: out}, nil
+	}
+	k.E = ""
+	if k.P == 1 && k.T < len(p.types) {
+		k.E = p.types[k.T]
 	}
 	return connectors.RecordPage{Records: out, Next: k.encode()}, nil
 }
@@ -453,32 +470,20 @@ func (c *Client) changed(ctx context.Context, p plan, t string, k *cursor, m *me
 	if s := p.since.UnixMilli(); !p.since.IsZero() && s > from {
 		from = s
 	}
-	search := func() (listAnswer, error) {
-		v := url.Values{
-			"query":  {"dateLastModified:[" + c.rangeValue(from) + " TO *]"},
-			"fields": {strings.Join(p.fields, ",")},
-			"sort":   {"dateLastModified,id"},
-			"start":  {strconv.Itoa(k.K)},
-			"count":  {strconv.Itoa(pageCount)},
-		}
-		var ans listAnswer
-		err := c.call(ctx, http.MethodGet, "search/"+t, v, nil, &ans)
-		return ans, err
-	}
-	ans, err := search()
-	var apiErr *connectors.APIError
-	if err != nil && errors.As(err, &apiErr) && apiErr.Status == http.StatusBadRequest && !c.compactDates.Load() {
-		c.compactDates.Store(true)
-		c.logger().Warn("search refused a dateLastModified range in epoch milliseconds; writing yyyyMMddHHmmss", "entity", t, "error", apiErr.Detail)
-		if ans, err = search(); err != nil {
-			c.compactDates.Store(false)
-		}
-	}
+	ans, err := c.searchChanged(ctx, t, p.fields, from, k.H, k.K, pageCount)
 	if err != nil {
 		return false, err
 	}
+	// left is what the answer's total says is left after row j: a hint
+	// for SplitCursor.
+	left := func(j int) int {
+		if ans.Total == nil {
+			return 0
+		}
+		return max(*ans.Total-ans.Start-j, 0)
+	}
 	fresh := 0
-	for _, row := range ans.Data {
+	for j, row := range ans.Data {
 		id, _ := row["id"].(float64)
 		stamp, _ := row["dateLastModified"].(float64)
 		if int64(stamp) < from || int64(stamp) == k.L && int64(id) <= k.I {
@@ -486,8 +491,11 @@ func (c *Client) changed(ctx context.Context, p plan, t string, k *cursor, m *me
 			// reaches back into it), or read before: at or before the keyset.
 			continue
 		}
+		if k.H != 0 && int64(stamp) >= k.H {
+			return true, nil // the next part's (rows come in stamp order)
+		}
 		if len(*out) >= size {
-			k.K = 0
+			k.K, k.N = 0, left(j)
 			return false, nil
 		}
 		fresh++
@@ -503,11 +511,104 @@ func (c *Client) changed(ctx context.Context, p plan, t string, k *cursor, m *me
 	if fresh == 0 && len(ans.Data) > 0 {
 		k.K += len(ans.Data) // a run of stamps at the keyset longer than a call
 	}
+	k.N = left(len(ans.Data))
 	// The search answers total (B3); without it, a page shorter than
 	// asked ends the read.
 	end := len(ans.Data) == 0 || ans.Total != nil && ans.Start+len(ans.Data) >= *ans.Total ||
 		ans.Total == nil && len(ans.Data) < pageCount
 	return end, nil
+}
+
+// searchChanged searches the rows of entity t modified at or after from
+// (ms) and, when to is not 0, before it, in (dateLastModified, id) order:
+// count rows from start, with fields. The range's upper end is written
+// to the second after to, as the range may be floored to seconds: rows
+// at or after to are the caller's to drop.
+func (c *Client) searchChanged(ctx context.Context, t string, fields []string, from, to int64, start, count int) (listAnswer, error) {
+	search := func() (listAnswer, error) {
+		upper := "*"
+		if to != 0 {
+			upper = c.rangeValue(to + 999)
+		}
+		v := url.Values{
+			"query":  {"dateLastModified:[" + c.rangeValue(from) + " TO " + upper + "]"},
+			"fields": {strings.Join(fields, ",")},
+			"sort":   {"dateLastModified,id"},
+			"start":  {strconv.Itoa(start)},
+			"count":  {strconv.Itoa(count)},
+		}
+		var ans listAnswer
+		err := c.call(ctx, http.MethodGet, "search/"+t, v, nil, &ans)
+		return ans, err
+	}
+	ans, err := search()
+	var apiErr *connectors.APIError
+	if err != nil && errors.As(err, &apiErr) && apiErr.Status == http.StatusBadRequest && !c.compactDates.Load() {
+		c.compactDates.Store(true)
+		c.logger().Warn("search refused a dateLastModified range in epoch milliseconds; writing yyyyMMddHHmmss", "entity", t, "error", apiErr.Detail)
+		if ans, err = search(); err != nil {
+			c.compactDates.Store(false)
+		}
+	}
+	return ans, err
+}
+
+// SplitCursor splits the rest of a read of changed records (an OptedOut
+// or ListMembers cursor between two calls of its changed-records phase)
+// into at most parts reads of about as many rows each, read at once: a
+// keyset read is otherwise a chain of round trips. nil when the cursor is
+// elsewhere, a part already, or fewer than two calls' rows are left.
+//
+// The bounds are the dateLastModified of the rows at even offsets of the
+// rest (the left rows the cursor's last answer counted; one count=1
+// search each, at once). Offsets move while records change, which only
+// makes the parts less even: each part is the same keyset read, ended
+// before the next part's first stamp, and a record modified while the
+// parts are read moves to the present, which the last part reads, as the
+// whole read would, or the next run does. The last part goes on to the
+// present and into the read's next types.
+func (c *Client) SplitCursor(ctx context.Context, raw string, parts int) ([]string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(raw)
+	var k cursor
+	if raw == "" || err != nil || json.Unmarshal(b, &k) != nil || k.V != 1 || k.P != 1 || k.H != 0 || k.E == "" || k.L <= 0 {
+		return nil, nil
+	}
+	parts = min(parts, k.N/pageCount)
+	if parts < 2 {
+		return nil, nil
+	}
+	bounds := make([]int64, parts-1)
+	errs := make([]error, len(bounds))
+	var wg sync.WaitGroup
+	for i := range bounds {
+		wg.Go(func() {
+			ans, err := c.searchChanged(ctx, k.E, []string{"id", "dateLastModified"}, k.L, 0, k.N*(i+1)/parts, 1)
+			if err == nil && len(ans.Data) == 1 {
+				stamp, _ := ans.Data[0]["dateLastModified"].(float64)
+				bounds[i] = int64(stamp)
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	var out []string
+	part := k
+	part.N = 0
+	for _, b := range bounds {
+		if b <= part.L {
+			continue // an empty part (a stamp shared with the last bound, or none read)
+		}
+		part.H = b
+		out = append(out, part.encode())
+		part = cursor{V: 1, F: k.F, P: 1, T: k.T, E: k.E, L: b}
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	return append(out, part.encode()), nil
 }
 
 // getByIDs reads records by id (entity/{type}/{ids}), in id order.

@@ -32,25 +32,27 @@ const maxQueriesPerPage = 8
 func (c *Client) MaxBatch() int { return maxBatch }
 
 // SplitCursor splits the rest of an OptedOut or ListMembers read into as
-// many parts as the account's concurrency (Options.Concurrency), by
-// internal id modulo that number (SuiteQL's MOD, which Oracle lists among
-// SuiteQL's functions), so that they are read at once: a keyset read is
-// otherwise a chain of round trips. Each part keeps the keyset order and
-// its guarantee (a record modified mid-read moves later in its own part,
-// to be read again, never skipped). A part is not split again.
-func (c *Client) SplitCursor(s string) []string {
+// many parts as the account's concurrency (Options.Concurrency; at most
+// parts), by internal id modulo that number (SuiteQL's MOD, which Oracle
+// lists among SuiteQL's functions), so that they are read at once: a
+// keyset read is otherwise a chain of round trips. Each part keeps the
+// keyset order and its guarantee (a record modified mid-read moves later
+// in its own part, to be read again, never skipped). A part is not split
+// again. It makes no call.
+func (c *Client) SplitCursor(_ context.Context, s string, parts int) ([]string, error) {
 	b, err := base64.RawURLEncoding.DecodeString(s)
 	var k cursor
-	if s == "" || err != nil || json.Unmarshal(b, &k) != nil || k.Mod != 0 || c.concurrency < 2 {
-		return nil
+	n := min(parts, c.concurrency)
+	if s == "" || err != nil || json.Unmarshal(b, &k) != nil || k.Mod != 0 || n < 2 {
+		return nil, nil
 	}
-	out := make([]string, c.concurrency)
+	out := make([]string, n)
 	for i := range out {
 		p := k
-		p.Mod, p.Rem = int64(c.concurrency), int64(i)
+		p.Mod, p.Rem = int64(n), int64(i)
 		out[i] = p.encode()
 	}
-	return out
+	return out, nil
 }
 
 // recordTypes are the entity types this connector reads and writes; their

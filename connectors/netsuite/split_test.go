@@ -28,9 +28,12 @@ func readParts(t *testing.T, c *netsuite.Client, read func(cursor string) (conne
 	require.NoError(t, err)
 	add(first)
 	require.NotEmpty(t, first.Next)
-	parts := c.SplitCursor(first.Next)
+	parts, err := c.SplitCursor(t.Context(), first.Next, 8)
+	require.NoError(t, err)
 	for _, p := range parts {
-		require.Nil(t, c.SplitCursor(p), "a part is not split again")
+		again, err := c.SplitCursor(t.Context(), p, 8)
+		require.NoError(t, err)
+		require.Nil(t, again, "a part is not split again")
 		for cursor := p; cursor != ""; {
 			page, err := read(cursor)
 			require.NoError(t, err)
@@ -68,7 +71,9 @@ func TestSplitCursorPartsReadExactlyTheRest(t *testing.T) {
 			listed = append(listed, ref(typ, id))
 		}
 	}
-	require.Nil(t, c.SplitCursor(""), "nothing to split before a first page")
+	none, err := c.SplitCursor(t.Context(), "", 8)
+	require.NoError(t, err)
+	require.Nil(t, none, "nothing to split before a first page")
 
 	got, parts := readParts(t, c, func(cursor string) (connectors.RecordPage, error) {
 		return c.OptedOut(t.Context(), connectors.OptOutQuery{Types: both, Field: standard, Since: since, Cursor: cursor, PageSize: 20})

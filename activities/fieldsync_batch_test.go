@@ -3,7 +3,6 @@ package activities
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -89,62 +88,4 @@ func TestFieldSyncAddsNewMembersInBatches(t *testing.T) {
 		require.Equal(t, want[0], m.Status, e)
 		require.Equal(t, want[1], m.MergeFields["FNAME"], e)
 	}
-}
-
-// TestAudienceMirrorReadsInParts: the audience read is split into parts
-// read at once after its first page, and the parts, carried from one
-// activity call to the next in the cursor, mirror every member once; the
-// statuses after the split one are read too.
-func TestAudienceMirrorReadsInParts(t *testing.T) {
-	const n = 3_000
-	mc := mailchimptest.NewServer(mailchimptest.Options{})
-	t.Cleanup(mc.Close)
-	mc.AddList("aud", "Audience", "FNAME")
-	past := time.Now().Add(-24 * time.Hour)
-	require.NoError(t, mc.Generate("aud", n, func(i int) mailchimptest.MemberSeed {
-		return mailchimptest.MemberSeed{Email: fmt.Sprintf("m%d@example.com", i), Status: "subscribed",
-			MergeFields: map[string]string{"FNAME": fmt.Sprint(i)}, LastChanged: past.Add(time.Duration(i) * 7 * time.Second)}
-	}))
-	require.NoError(t, mc.AddMember("aud", mailchimptest.MemberSeed{Email: "gone@example.com", Status: "unsubscribed", LastChanged: past}))
-	client, err := mailchimp.New(mailchimp.Options{APIKey: mc.APIKey, BaseURL: mc.URL})
-	require.NoError(t, err)
-	s := Settings{IntegrationID: "mirror", MarketingKind: "mailchimp", CRMKind: "netsuite", Audience: "aud", RecordTypes: []string{"customer"},
-		FieldMap: map[string]string{"firstName": "FNAME"}, PageSize: 100, PagesPerActivity: 4}
-	var ts testsuite.WorkflowTestSuite
-	env := ts.NewTestActivityEnvironment()
-	led := ledgertest.Open(t, ledger.SQLite)
-	acts := New(MapRegistry{s.IntegrationID: {Settings: s, Marketing: client, CRM: connectorstest.NewCRM()}}, led, nil)
-	env.RegisterActivity(acts)
-	mc.ResetCounts()
-	in := PageInput{IntegrationID: s.IntegrationID}
-	var c Counts
-	calls, sawParts := 0, false
-	for {
-		calls++
-		require.Less(t, calls, 100)
-		v, err := env.ExecuteActivity(acts.SyncAudience, in)
-		require.NoError(t, err)
-		var res PageResult
-		require.NoError(t, v.Get(&res))
-		c.Add(res.Counts)
-		if strings.HasPrefix(res.Next, partsPrefix) {
-			sawParts = true
-		}
-		if res.Next == "" {
-			break
-		}
-		in.Cursor = res.Next
-	}
-	require.True(t, sawParts, "the read went on in parts across activity calls")
-	require.Equal(t, n+1, c.Mirrored, "every member once")
-	persons := []string{led.Person("gone@example.com")}
-	for i := range n {
-		persons = append(persons, led.Person(fmt.Sprintf("m%d@example.com", i)))
-	}
-	held, err := led.Members(t.Context(), s.IntegrationID, s.Audience, persons)
-	require.NoError(t, err)
-	require.Len(t, held, n+1)
-	require.Equal(t, "unsubscribed", held[led.Person("gone@example.com")].Status)
-	reads := mc.Counts()["GET /lists/{list_id}/members"]
-	require.Less(t, reads, n/100+len(audienceStatuses)+2*pagesInFlight, "the parts read no page twice: %d reads", reads)
 }

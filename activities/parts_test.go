@@ -1,0 +1,143 @@
+package activities
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/testsuite"
+
+	"github.com/optoutsync/optoutsync/activities/ledger"
+	"github.com/optoutsync/optoutsync/activities/ledger/ledgertest"
+	"github.com/optoutsync/optoutsync/connectors"
+	"github.com/optoutsync/optoutsync/connectors/bullhorn"
+	"github.com/optoutsync/optoutsync/connectors/bullhorn/bullhorntest"
+	"github.com/optoutsync/optoutsync/connectors/connectorstest"
+	"github.com/optoutsync/optoutsync/connectors/emulator"
+	"github.com/optoutsync/optoutsync/connectors/mailchimp"
+	"github.com/optoutsync/optoutsync/connectors/mailchimp/mailchimptest"
+)
+
+// drainPages runs step from in until its read is done, as the workflow
+// does, and returns its counts and whether a cursor named parts.
+func drainPages(t *testing.T, acts *Activities, step func(context.Context, PageInput) (PageResult, error), in PageInput) (Counts, bool) {
+	t.Helper()
+	var ts testsuite.WorkflowTestSuite
+	env := ts.NewTestActivityEnvironment()
+	env.RegisterActivity(acts)
+	var c Counts
+	sawParts := false
+	for calls := 1; ; calls++ {
+		require.Less(t, calls, 100)
+		v, err := env.ExecuteActivity(step, in)
+		require.NoError(t, err)
+		var res PageResult
+		require.NoError(t, v.Get(&res))
+		require.Empty(t, res.Failures)
+		c.Add(res.Counts)
+		sawParts = sawParts || strings.HasPrefix(res.Next, partsPrefix)
+		if res.Next == "" {
+			return c, sawParts
+		}
+		in.Cursor = res.Next
+	}
+}
+
+// TestBullhornOptOutsReadInParts: a Bullhorn read of changed opt-outs
+// splits after its first page (connectors.CursorSplitter), and the parts,
+// carried from one activity call to the next, unsubscribe every opted-out
+// candidate once, with a Lead read after them by the last part.
+func TestBullhornOptOutsReadInParts(t *testing.T) {
+	const n = 3_000
+	clock := emulator.NewClock(time.Now().Add(-time.Hour))
+	bh := bullhorntest.NewServer(bullhorntest.Options{RequestsPerMinute: -1, Clock: clock.Now})
+	t.Cleanup(bh.Close)
+	mc := mailchimptest.NewServer(mailchimptest.Options{})
+	t.Cleanup(mc.Close)
+	mc.AddList("aud", "Audience")
+	require.NoError(t, mc.Generate("aud", n+1, func(i int) mailchimptest.MemberSeed {
+		return mailchimptest.MemberSeed{Email: fmt.Sprintf("p%d@example.com", i), Status: "subscribed"}
+	}))
+	bh.Seed("Candidate", n, func(i int) bullhorntest.Person {
+		clock.Advance(time.Millisecond)
+		return bullhorntest.Person{LastName: "P", Email: fmt.Sprintf("p%d@example.com", i), OptedOut: true}
+	})
+	bh.AddLead(bullhorntest.Person{LastName: "L", Email: fmt.Sprintf("p%d@example.com", n), OptedOut: true})
+	crm, err := bullhorn.New(bullhorn.Options{LoginInfoURL: bh.LoginInfoURL(), ClientID: bh.ClientID, ClientSecret: bh.ClientSecret,
+		Username: bh.Username, Password: bh.Password, RequestsPerMinute: -1})
+	require.NoError(t, err)
+	mk, err := mailchimp.New(mailchimp.Options{APIKey: mc.APIKey, BaseURL: mc.URL})
+	require.NoError(t, err)
+	s := Settings{IntegrationID: "bh-parts", MarketingKind: "mailchimp", CRMKind: "bullhorn", Audience: "aud", RecordTypes: []string{"Candidate", "Lead"},
+		OptOut: connectors.OptOutField{Kind: connectors.OptOutStandard}, CRMToMarketing: true, PageSize: 100, PagesPerActivity: 4}
+	acts := New(MapRegistry{s.IntegrationID: {Settings: s, Marketing: mk, CRM: crm}}, ledgertest.Open(t, ledger.SQLite), nil)
+	mc.ResetCounts()
+	c, sawParts := drainPages(t, acts, acts.SyncCRMOptOuts, PageInput{IntegrationID: s.IntegrationID, Settings: &s, Since: time.Now().Add(-2 * time.Hour)})
+	require.True(t, sawParts, "the read went on in parts across activity calls")
+	require.Equal(t, n+1, c.CRMOptOuts, "every opt-out read once")
+	require.Equal(t, n+1, c.Unsubscribed, "every member unsubscribed once")
+	for _, m := range mc.Members("aud") {
+		require.Equal(t, "unsubscribed", m.Status)
+	}
+}
+
+// TestAudienceMirrorReadsInParts: the audience read is split into parts
+// read at once after its first page, and the parts, carried from one
+// activity call to the next in the cursor, mirror every member once; the
+// statuses after the split one are read too.
+func TestAudienceMirrorReadsInParts(t *testing.T) {
+	const n = 3_000
+	mc := mailchimptest.NewServer(mailchimptest.Options{})
+	t.Cleanup(mc.Close)
+	mc.AddList("aud", "Audience", "FNAME")
+	past := time.Now().Add(-24 * time.Hour)
+	require.NoError(t, mc.Generate("aud", n, func(i int) mailchimptest.MemberSeed {
+		return mailchimptest.MemberSeed{Email: fmt.Sprintf("m%d@example.com", i), Status: "subscribed",
+			MergeFields: map[string]string{"FNAME": fmt.Sprint(i)}, LastChanged: past.Add(time.Duration(i) * 7 * time.Second)}
+	}))
+	require.NoError(t, mc.AddMember("aud", mailchimptest.MemberSeed{Email: "gone@example.com", Status: "unsubscribed", LastChanged: past}))
+	client, err := mailchimp.New(mailchimp.Options{APIKey: mc.APIKey, BaseURL: mc.URL})
+	require.NoError(t, err)
+	s := Settings{IntegrationID: "mirror", MarketingKind: "mailchimp", CRMKind: "netsuite", Audience: "aud", RecordTypes: []string{"customer"},
+		FieldMap: map[string]string{"firstName": "FNAME"}, PageSize: 100, PagesPerActivity: 4}
+	var ts testsuite.WorkflowTestSuite
+	env := ts.NewTestActivityEnvironment()
+	led := ledgertest.Open(t, ledger.SQLite)
+	acts := New(MapRegistry{s.IntegrationID: {Settings: s, Marketing: client, CRM: connectorstest.NewCRM()}}, led, nil)
+	env.RegisterActivity(acts)
+	mc.ResetCounts()
+	in := PageInput{IntegrationID: s.IntegrationID}
+	var c Counts
+	calls, sawParts := 0, false
+	for {
+		calls++
+		require.Less(t, calls, 100)
+		v, err := env.ExecuteActivity(acts.SyncAudience, in)
+		require.NoError(t, err)
+		var res PageResult
+		require.NoError(t, v.Get(&res))
+		c.Add(res.Counts)
+		if strings.HasPrefix(res.Next, partsPrefix) {
+			sawParts = true
+		}
+		if res.Next == "" {
+			break
+		}
+		in.Cursor = res.Next
+	}
+	require.True(t, sawParts, "the read went on in parts across activity calls")
+	require.Equal(t, n+1, c.Mirrored, "every member once")
+	persons := []string{led.Person("gone@example.com")}
+	for i := range n {
+		persons = append(persons, led.Person(fmt.Sprintf("m%d@example.com", i)))
+	}
+	held, err := led.Members(t.Context(), s.IntegrationID, s.Audience, persons)
+	require.NoError(t, err)
+	require.Len(t, held, n+1)
+	require.Equal(t, "unsubscribed", held[led.Person("gone@example.com")].Status)
+	reads := mc.Counts()["GET /lists/{list_id}/members"]
+	require.Less(t, reads, n/100+len(audienceStatuses)+2*pagesInFlight, "the parts read no page twice: %d reads", reads)
+}
