@@ -26,3 +26,26 @@ func TestSQLiteCachesAreSizedPerConnection(t *testing.T) {
 	_, err = l.rd.ExecContext(t.Context(), `CREATE TABLE x (y INTEGER)`)
 	require.Error(t, err, "a reader is query-only")
 }
+
+// TestWriteLookupsSeekTheUniqueKey: with writes_target dropped (migration
+// 10), the lookup of a list of targets' writes still seeks an index on
+// SQLite instead of scanning the integration's writes.
+func TestWriteLookupsSeekTheUniqueKey(t *testing.T) {
+	l, err := Open(t.Context(), Config{Dialect: SQLite, DSN: filepath.Join(t.TempDir(), "ledger.db"), Key: []byte("a test ledger key of 32 bytes!!!")})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = l.Close() })
+	rows, err := l.rd.QueryContext(t.Context(), `EXPLAIN QUERY PLAN SELECT target, MAX(at) FROM writes
+		WHERE integration = ? AND system = ? AND action = ? AND result IN (?) AND target IN (?, ?) GROUP BY target`,
+		"i", "mailchimp", "unsubscribe", "refused", "a", "b")
+	require.NoError(t, err)
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		require.NoError(t, rows.Scan(&id, &parent, &unused, &detail))
+		plan = append(plan, detail)
+	}
+	require.NoError(t, rows.Err())
+	require.Contains(t, plan, "SEARCH writes USING INDEX sqlite_autoindex_writes_1 (integration=? AND system=? AND target=? AND action=? AND result=?)", "%q", plan)
+}
