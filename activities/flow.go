@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"go.temporal.io/sdk/activity"
 
@@ -40,11 +42,22 @@ import (
 // one is read.
 const pagesInFlight = 8
 
+// callBudget bounds the time one activity call starts reading pages for;
+// the pages under way are then finished and the call returns the cursor
+// after them. With PagesPerActivity it keeps a call well inside its
+// start-to-close timeout (15 minutes) at any vendor's pace, while a step
+// that goes fast is not cut into many calls, each starting with one read
+// and draining at its end.
+var callBudget = 2 * time.Minute // a variable for the tests
+
 // work is one page being handled.
 type work struct {
 	res  PageResult
 	next string
-	prev *work
+	// prev is the page dispatched before this one, until that page and
+	// every page before it are done and counted (see pages' complete):
+	// the pages of a call are not all kept until it ends.
+	prev atomic.Pointer[work]
 	// turn is closed when this page has had its turn (see inTurn).
 	turn chan struct{}
 	// done is closed when the handler has returned, err its error.
@@ -59,14 +72,16 @@ type work struct {
 }
 
 func newWork(prev *work, next string) *work {
-	return &work{prev: prev, next: next, turn: make(chan struct{}), done: make(chan struct{})}
+	w := &work{next: next, turn: make(chan struct{}), done: make(chan struct{})}
+	w.prev.Store(prev)
+	return w
 }
 
 // inTurn runs fn once the page before has had its turn.
 func (w *work) inTurn(ctx context.Context, fn func() error) error {
-	if w.prev != nil {
+	if prev := w.prev.Load(); prev != nil {
 		select {
-		case <-w.prev.turn:
+		case <-prev.turn:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -90,9 +105,9 @@ func (w *work) finish(ctx context.Context) {
 		return
 	default:
 	}
-	if w.prev != nil && w.err == nil {
+	if prev := w.prev.Load(); prev != nil && w.err == nil {
 		select {
-		case <-w.prev.turn:
+		case <-prev.turn:
 		case <-ctx.Done():
 		}
 	}
@@ -113,7 +128,7 @@ func (w *work) claim(ctx context.Context, persons func() ([]string, error)) erro
 	if err != nil {
 		return err
 	}
-	for p := w.prev; p != nil; p = p.prev {
+	for p := w.prev.Load(); p != nil; p = p.prev.Load() {
 		select {
 		case <-p.done:
 			continue
@@ -199,8 +214,8 @@ func (b *beat) again() {
 // pages reads page after page from cursor (or from the cursor this
 // activity heartbeated before a retry) and handles each, several at once,
 // heartbeating the cursor after each page it finished with every page
-// before it, until the step is done or PagesPerActivity pages were
-// handled. The next pages are read while pages are handled.
+// before it, until the step is done, PagesPerActivity pages were read or
+// callBudget has passed. The next pages are read while pages are handled.
 //
 // With split (the CRM's CursorSplitter), a read whose first page is full
 // goes on in the parts split makes, read at once; the cursor then names
@@ -248,9 +263,13 @@ func pages[P any](ctx context.Context, a *Activities, integ *Integration, step S
 	results := make(chan ahead, limit+len(open))
 	reading, dispatched := 0, 0
 	quit := workerStop(ctx)
+	began := time.Now()
 	startRead := func(part int, c string) {
 		if stopping(quit) && dispatched+reading > 0 {
 			return // a stopping worker reads one page at most
+		}
+		if time.Since(began) >= callBudget && dispatched+reading > 0 {
+			return // read by the next call
 		}
 		reading++
 		go func() {
@@ -270,6 +289,10 @@ func pages[P any](ctx context.Context, a *Activities, integ *Integration, step S
 		<-w.done
 		if w.err != nil {
 			return w.err
+		}
+		if len(inFlight) > 0 {
+			// w had its turn and is done: nothing waits for it any more.
+			inFlight[0].prev.Store(nil)
 		}
 		res.merge(w.res)
 		switch {

@@ -30,6 +30,8 @@ type splitCRM struct {
 	peak      atomic.Int32
 	both      sync.WaitGroup
 	firstRead [2]sync.Once
+	// apart: the parts' first reads do not wait for each other.
+	apart bool
 }
 
 func (c *splitCRM) OptedOut(_ context.Context, q connectors.OptOutQuery) (connectors.RecordPage, error) {
@@ -46,6 +48,9 @@ func (c *splitCRM) OptedOut(_ context.Context, q connectors.OptOutQuery) (connec
 		rem, _ = strconv.Atoi(f[1])
 		from, _ = strconv.Atoi(f[2])
 		c.firstRead[rem].Do(func() {
+			if c.apart {
+				return
+			}
 			c.both.Done()
 			wait := make(chan struct{})
 			go func() { c.both.Wait(); close(wait) }()
@@ -202,4 +207,43 @@ func TestClaimsTakeTurnsAndWaitOnlyForTheSamePeople(t *testing.T) {
 	require.Less(t, at["1 claims"], at["2 claims"], "claims in page order")
 	require.Less(t, at["2 claims"], at["3 claims"])
 	require.Less(t, at["1 done"], at["3 looks up"])
+}
+
+// TestACallReadsNoNewPageAfterItsBudget: once callBudget has passed, a
+// call reads no further page, finishes the pages under way and returns
+// the cursor after them (the parts of a split read included), and the
+// next calls go on from it until every record is sent once.
+func TestACallReadsNoNewPageAfterItsBudget(t *testing.T) {
+	budget := callBudget
+	callBudget = 0 // every call reads its first page only
+	t.Cleanup(func() { callBudget = budget })
+	const n = 95
+	crm := &splitCRM{n: n, apart: true}
+	mk := &countingMarketing{sent: map[string]int{}}
+	s := Settings{IntegrationID: "x", MarketingKind: "mailchimp", CRMKind: "netsuite", CRMToMarketing: true, PageSize: 10, PagesPerActivity: 100}
+	acts := New(MapRegistry{"x": {Settings: s, Marketing: mk, CRM: crm}}, ledgertest.Open(t, ledger.SQLite), nil)
+	var ts testsuite.WorkflowTestSuite
+	var total Counts
+	cursor, calls := "", 0
+	for {
+		env := ts.NewTestActivityEnvironment()
+		env.RegisterActivity(acts)
+		val, err := env.ExecuteActivity(acts.SyncCRMOptOuts, PageInput{IntegrationID: "x", Settings: &s, Cursor: cursor})
+		require.NoError(t, err)
+		var res PageResult
+		require.NoError(t, val.Get(&res))
+		require.Equal(t, 1, res.Counts.Pages, "call %d handled one page", calls)
+		total.Add(res.Counts)
+		calls++
+		require.Less(t, calls, 100)
+		if cursor = res.Next; cursor == "" {
+			break
+		}
+	}
+	require.Equal(t, (n+9)/10+1, calls, "a first page, then each part's pages, a call each")
+	require.Equal(t, n, total.Unsubscribed)
+	require.Len(t, mk.sent, n)
+	for e, k := range mk.sent {
+		require.Equal(t, 1, k, "%s sent once", e)
+	}
 }

@@ -136,7 +136,8 @@ type Integration struct {
 	Overlap string `yaml:"overlap"`
 	// PageSize is asked of the connectors; default (and maximum) 1000.
 	PageSize int `yaml:"pageSize"`
-	// PagesPerActivity bounds one activity call; default 10.
+	// PagesPerActivity bounds the pages one activity call reads; default
+	// 100. A call also reads no new page after two minutes.
 	PagesPerActivity int `yaml:"pagesPerActivity"`
 
 	// Parsed by Validate.
@@ -150,7 +151,7 @@ const (
 	maxSchedule             = 24 * time.Hour // CAN-SPAM allows ten business days; a day leaves room for failures
 	defaultOverlap          = 2 * time.Minute
 	maxOverlap              = 24 * time.Hour
-	defaultPagesPerActivity = 10
+	defaultPagesPerActivity = 100
 	maxPagesPerActivity     = 100
 	maxConfigFile           = 1 << 20
 	maxIntegrations         = 1000

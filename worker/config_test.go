@@ -34,7 +34,7 @@ func TestParseConfigDefaults(t *testing.T) {
 	require.Equal(t, connectors.StatusSubscribed, s.StatusIfNew)
 	require.Equal(t, 2*time.Minute, s.Overlap)
 	require.Equal(t, 1000, s.PageSize)
-	require.Equal(t, 10, s.PagesPerActivity)
+	require.Equal(t, 100, s.PagesPerActivity)
 	require.False(t, s.CRMToMarketing)
 	require.Nil(t, s.FieldMap)
 }
