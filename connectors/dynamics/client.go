@@ -104,6 +104,7 @@ type Client struct {
 	emails   []string
 	http     *http.Client
 	lists    *listCache
+	rest     connectors.Leftovers[batch] // the unread rest of query batches, by cursor
 
 	mu  sync.Mutex // serialises token requests
 	tok *token

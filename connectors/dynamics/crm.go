@@ -8,9 +8,66 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/optoutsync/optoutsync/connectors"
 )
+
+// batchRows is the rows asked of each query of a read of changed records:
+// the most Dataverse answers at once (reference A4). A page takes at most
+// connectors.MaxPageSize records of a batch; the rest is kept for the
+// next pages (connectors.Leftovers), so that the chain of nextLink calls
+// a read is (each needs the link the one before answered) is up to five
+// times shorter.
+const batchRows = 5000
+
+// batch is the query answer a cursor resumes in: the answer, the URL it
+// came from and the rows of it already taken.
+type batch struct {
+	res  collection
+	url  string
+	skip int
+}
+
+// resumeAt is the index of the first row of a batch read again that the
+// read has not returned: the one after the row whose modifiedon and id are
+// t and id. Rows come in (modifiedon, id) order, but Dataverse orders ids
+// as SQL Server does, not as text: when that row is no longer in the
+// batch (modified since, it moved to the end of the read), every row at t
+// is returned again, a repeat and never a loss.
+func resumeAt(rows []map[string]any, tab table, t, id string) int {
+	at, err := time.Parse(time.RFC3339Nano, t)
+	if t == "" || err != nil {
+		return 0
+	}
+	firstAt := -1
+	for i, row := range rows {
+		s, _ := row["modifiedon"].(string)
+		m, err := time.Parse(time.RFC3339Nano, s)
+		switch {
+		case err != nil:
+			return 0 // unreadable: read the batch whole again
+		case m.Before(at):
+			continue
+		case m.Equal(at):
+			if firstAt < 0 {
+				firstAt = i
+			}
+			if k, _ := row[tab.key].(string); strings.EqualFold(k, id) {
+				return i + 1
+			}
+			continue
+		}
+		if firstAt >= 0 {
+			return firstAt
+		}
+		return i
+	}
+	if firstAt >= 0 {
+		return firstAt
+	}
+	return len(rows)
+}
 
 // maxQueriesPerPage bounds the queries one page of a read makes, so that
 // an activity's call stays short; a page may then come back empty with a
@@ -97,9 +154,9 @@ func (c *Client) OptedOut(ctx context.Context, q connectors.OptOutQuery) (connec
 			return connectors.RecordPage{}, err
 		}
 	}
-	rowsPerPage := max(1, size/len(c.emails))
 	var out []connectors.Record
-	for queries := 0; st.P < off+len(tabs) && len(out) < size && queries < maxQueriesPerPage; {
+	first := true
+	for queries := 0; st.P < off+len(tabs) && len(out) < size && queries < maxQueriesPerPage; first = false {
 		if st.P < off {
 			i := m.after(st.K)
 			for ; i < len(m.rows) && (len(out) == 0 || len(out)+len(c.emails) <= size); i++ {
@@ -117,43 +174,75 @@ func (c *Client) OptedOut(ctx context.Context, q connectors.OptOutQuery) (connec
 			st = cursorState{V: 1, F: fp, P: st.P + 1}
 			continue
 		}
-		if len(out) > 0 {
-			break // a query's page must fit whole: start it on the next page
-		}
 		tab := tabs[st.P-off]
-		u := st.N
-		if u == "" {
-			filter := o.filter()
-			if since != "" {
-				filter += " and modifiedon ge " + since
-			}
-			sel := selectList(append(append([]string{tab.key}, c.emails...), o.col, "modifiedon")...)
-			// A stable order: time, then id (reference A4).
-			u = c.queryURL(tab.set, sel, filter, "modifiedon asc,"+tab.key+" asc")
-		}
 		var res collection
-		h := http.Header{"Prefer": {"odata.maxpagesize=" + strconv.Itoa(rowsPerPage)}}
-		queries++
-		if _, err := c.getJSON(ctx, u, h, &res); err != nil {
-			return connectors.RecordPage{}, fmt.Errorf("dynamics: reading opted-out %ss: %w", tab.logical, err)
+		batchURL, skip := "", 0
+		kept, ok := batch{}, false
+		if first && q.Cursor != "" {
+			kept, ok = c.rest.Take(q.Cursor)
 		}
-		for _, row := range res.Value {
+		if ok {
+			res, batchURL, skip = kept.res, kept.url, kept.skip
+		} else {
+			switch {
+			case st.U != "":
+				batchURL = st.U
+			case st.N != "":
+				batchURL = st.N
+			default:
+				filter := o.filter()
+				if since != "" {
+					filter += " and modifiedon ge " + since
+				}
+				sel := selectList(append(append([]string{tab.key}, c.emails...), o.col, "modifiedon")...)
+				// A stable order: time, then id (reference A4).
+				batchURL = c.queryURL(tab.set, sel, filter, "modifiedon asc,"+tab.key+" asc")
+				st.Z = batchRows
+			}
+			// The chain's own page size (reference A4: resent unchanged); a
+			// cursor from before batches asked a page's rows.
+			rows := st.Z
+			if rows == 0 {
+				rows = max(1, size/len(c.emails))
+			}
+			queries++
+			if _, err := c.getJSON(ctx, batchURL, http.Header{"Prefer": {"odata.maxpagesize=" + strconv.Itoa(rows)}}, &res); err != nil {
+				return connectors.RecordPage{}, fmt.Errorf("dynamics: reading opted-out %ss: %w", tab.logical, err)
+			}
+			if st.U != "" {
+				skip = resumeAt(res.Value, tab, st.T, st.K)
+			}
+		}
+		rows := res.Value[min(skip, len(res.Value)):]
+		took := 0
+		for ; took < len(rows) && (len(out) == 0 || len(out)+len(c.emails) <= size); took++ {
+			row := rows[took]
 			recs, err := c.rowRecords(tab, row, o.optedOut(row), m == nil, true)
 			if err != nil {
 				return connectors.RecordPage{}, err
 			}
+			st.T, _ = row["modifiedon"].(string)
+			st.K, _ = row[tab.key].(string)
 			if len(recs) > 0 && m != nil && m.has(recs[0].Ref) {
 				continue // returned with InLists in the first step
 			}
 			out = append(out, recs...)
 		}
+		if took < len(rows) {
+			// The page is full inside this batch: the rest is kept for the
+			// next page, which otherwise reads the batch again after the
+			// last row returned (see resumeAt).
+			st.U, st.N = batchURL, ""
+			next := st.encode()
+			c.rest.Put(next, batch{res: res, url: batchURL, skip: skip + took})
+			return connectors.RecordPage{Records: out, Next: next}, nil
+		}
 		if res.NextLink != "" {
-			if st.N, err = c.follow(res.NextLink); err != nil {
+			next, err := c.follow(res.NextLink)
+			if err != nil {
 				return connectors.RecordPage{}, err
 			}
-			if len(out) > 0 {
-				break
-			}
+			st.U, st.N = "", next
 			continue
 		}
 		st = cursorState{V: 1, F: fp, P: st.P + 1}

@@ -217,6 +217,9 @@ type cursorState struct {
 	F string `json:"f"`           // fingerprint of the read
 	P int    `json:"p"`           // step
 	N string `json:"n,omitempty"` // nextLink of the step's next page
+	U string `json:"u,omitempty"` // the batch a page ended inside: read on after T, K
+	T string `json:"t,omitempty"` // modifiedon of the last row returned from U
+	Z int    `json:"z,omitempty"` // odata.maxpagesize of the step's chain
 	G int    `json:"g,omitempty"` // FetchXML page number of the step's next page
 	K string `json:"k,omitempty"` // last list member returned ("type/id")
 }
@@ -249,10 +252,16 @@ func (c *Client) decodeCursor(raw, fp string) (cursorState, error) {
 	if st.F != fp {
 		return st, fmt.Errorf("dynamics: Cursor: %w: the cursor belongs to a different query", connectors.ErrInvalid)
 	}
-	if st.N != "" {
-		if _, err := c.follow(st.N); err != nil {
+	for _, u := range []string{st.N, st.U} {
+		if u == "" {
+			continue
+		}
+		if _, err := c.follow(u); err != nil {
 			return st, fmt.Errorf("dynamics: Cursor: %w", err)
 		}
+	}
+	if st.Z < 0 || st.Z > batchRows {
+		return st, fmt.Errorf("dynamics: Cursor: %w: bad page size", connectors.ErrInvalid)
 	}
 	return st, nil
 }

@@ -92,7 +92,7 @@ type Client struct {
 	maxAPI   atomic.Int64
 	usageSet atomic.Bool
 
-	rest leftovers // the unread rest of query batches, by cursor
+	rest connectors.Leftovers[leftover] // the unread rest of query batches, by cursor
 }
 
 type session struct {

@@ -331,7 +331,7 @@ func (c *Client) page(ctx context.Context, phases []phase, cursor string, pageSi
 		batchURL, skip := st.U, st.S
 		b, kept := leftover{}, false
 		if first && cursor != "" {
-			b, kept = c.rest.take(cursor)
+			b, kept = c.rest.Take(cursor)
 		}
 		if kept {
 			res, batchURL, skip = b.res, b.url, b.skip
@@ -372,7 +372,7 @@ func (c *Client) page(ctx context.Context, phases []phase, cursor string, pageSi
 				st.U, st.S = "", 0
 			}
 			next := st.encode()
-			c.rest.put(next, leftover{res: res, url: batchURL, skip: skip + take})
+			c.rest.Put(next, leftover{res: res, url: batchURL, skip: skip + take})
 			return connectors.RecordPage{Records: out, Next: next}, nil
 		case !res.Done && res.NextRecordsURL != "":
 			st.U, st.S = res.NextRecordsURL, 0
