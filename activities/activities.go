@@ -151,7 +151,9 @@ func (a *Activities) SyncMarketingChanges(ctx context.Context, in PageInput) (Pa
 			return page, "", classify(err, integ.Settings.IntegrationID, "reading "+string(in.Status)+" members of audience "+s.Audience)
 		}
 		return page, page.Next, nil
-	}, nil, func(ctx context.Context, page connectors.MemberPage, wk *work) error {
+	}, a.changesSplit(integ, func(cursor string) connectors.ChangesRequest {
+		return connectors.ChangesRequest{Audience: s.Audience, Status: in.Status, Since: in.Since, Cursor: cursor, PageSize: s.PageSize}
+	}), func(ctx context.Context, page connectors.MemberPage, wk *work) error {
 		res := &wk.res
 		res.Counts.Pages++
 		res.Counts.Read += len(page.Members)
@@ -1013,8 +1015,7 @@ func (a *Activities) SyncAudience(ctx context.Context, in PageInput) (PageResult
 // last end with their part, and the last goes on into the next status.
 // A read that cannot be split, or a split that fails, goes on in one part.
 func (a *Activities) audienceSplit(integ *Integration, request func(int, string) connectors.ChangesRequest) func(context.Context, string) []string {
-	sp, ok := integ.Marketing.(connectors.ChangesSplitter)
-	if !ok {
+	if _, ok := integ.Marketing.(connectors.ChangesSplitter); !ok {
 		return nil
 	}
 	return func(ctx context.Context, cursor string) []string {
@@ -1022,16 +1023,30 @@ func (a *Activities) audienceSplit(integ *Integration, request func(int, string)
 		if err != nil || part {
 			return nil
 		}
-		cs, err := sp.SplitChanges(ctx, request(i, inner), pagesInFlight)
-		if err != nil {
-			a.log.Info("the audience read goes on in one part", "integration", integ.Settings.IntegrationID, "error", scrubAddresses(err.Error()))
-			return nil
-		}
+		cs := a.changesSplit(integ, func(c string) connectors.ChangesRequest { return request(i, c) })(ctx, inner)
 		out := make([]string, len(cs))
 		for j, c := range cs {
 			out[j] = audienceCursor(i, j < len(cs)-1, c)
 		}
 		return out
+	}
+}
+
+// changesSplit splits the rest of a ChangedMembers read, after a full
+// first page, into parts read at once (connectors.ChangesSplitter). A
+// read that cannot be split, or a split that fails, goes on in one part.
+func (a *Activities) changesSplit(integ *Integration, request func(cursor string) connectors.ChangesRequest) func(context.Context, string) []string {
+	sp, ok := integ.Marketing.(connectors.ChangesSplitter)
+	if !ok {
+		return nil
+	}
+	return func(ctx context.Context, cursor string) []string {
+		cs, err := sp.SplitChanges(ctx, request(cursor), pagesInFlight)
+		if err != nil {
+			a.log.Info("the marketing read goes on in one part", "integration", integ.Settings.IntegrationID, "error", scrubAddresses(err.Error()))
+			return nil
+		}
+		return cs
 	}
 }
 

@@ -84,6 +84,42 @@ func TestBullhornOptOutsReadInParts(t *testing.T) {
 	}
 }
 
+// TestMarketingUnsubscribesReadInParts: marketing-to-crm's read of a
+// status splits after its first page (connectors.ChangesSplitter), and the
+// parts, carried from one activity call to the next, set the opt-out on
+// every unsubscribed member's CRM record, each written once.
+func TestMarketingUnsubscribesReadInParts(t *testing.T) {
+	const n = 3_000
+	mc := mailchimptest.NewServer(mailchimptest.Options{})
+	t.Cleanup(mc.Close)
+	mc.AddList("aud", "Audience")
+	past := time.Now().Add(-24 * time.Hour)
+	require.NoError(t, mc.Generate("aud", n, func(i int) mailchimptest.MemberSeed {
+		return mailchimptest.MemberSeed{Email: fmt.Sprintf("u%d@example.com", i), Status: "unsubscribed", LastChanged: past.Add(time.Duration(i) * 7 * time.Second)}
+	}))
+	crm := connectorstest.NewCRM()
+	refs := make([]connectors.RecordRef, n)
+	for i := range n {
+		refs[i] = crm.Add("customer", fmt.Sprintf("u%d@example.com", i), connectorstest.StatusSoftOptIn)
+	}
+	mk, err := mailchimp.New(mailchimp.Options{APIKey: mc.APIKey, BaseURL: mc.URL})
+	require.NoError(t, err)
+	s := Settings{IntegrationID: "m2c-parts", MarketingKind: "mailchimp", CRMKind: "netsuite", Audience: "aud", RecordTypes: []string{"customer"},
+		OptOut: connectors.OptOutField{Kind: connectors.OptOutStandard}, PageSize: 100, PagesPerActivity: 4}
+	acts := New(MapRegistry{s.IntegrationID: {Settings: s, Marketing: mk, CRM: crm}}, ledgertest.Open(t, ledger.SQLite), nil)
+	mc.ResetCounts()
+	c, sawParts := drainPages(t, acts, acts.SyncMarketingChanges, PageInput{IntegrationID: s.IntegrationID, Settings: &s, Status: connectors.StatusUnsubscribed})
+	require.True(t, sawParts, "the read went on in parts across activity calls")
+	require.Equal(t, n, c.Unsubscribes, "every unsubscribe read once")
+	require.Equal(t, n, c.CRMOptedOut, "every record opted out once")
+	require.Equal(t, n, crm.Writes(), "each record written once")
+	for _, ref := range refs {
+		require.Equal(t, connectorstest.StatusSoftOptOut, crm.Record(ref).Status)
+	}
+	reads := mc.Counts()["GET /lists/{list_id}/members"]
+	require.Less(t, reads, n/100+4*pagesInFlight, "the parts read no page twice: %d reads", reads)
+}
+
 // TestAudienceMirrorReadsInParts: the audience read is split into parts
 // read at once after its first page, and the parts, carried from one
 // activity call to the next in the cursor, mirror every member once; the

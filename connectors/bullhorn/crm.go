@@ -557,7 +557,8 @@ func (c *Client) searchChanged(ctx context.Context, t string, fields []string, f
 // or ListMembers cursor between two calls of its changed-records phase)
 // into at most parts reads of about as many rows each, read at once: a
 // keyset read is otherwise a chain of round trips. nil when the cursor is
-// elsewhere, a part already, or fewer than two calls' rows are left.
+// elsewhere, a part already, or the split's round trip would not shorten
+// the read.
 //
 // The bounds are the dateLastModified of the rows at even offsets of the
 // rest (the left rows the cursor's last answer counted; one count=1
@@ -573,8 +574,11 @@ func (c *Client) SplitCursor(ctx context.Context, raw string, parts int) ([]stri
 	if raw == "" || err != nil || json.Unmarshal(b, &k) != nil || k.V != 1 || k.P != 1 || k.H != 0 || k.E == "" || k.L <= 0 {
 		return nil, nil
 	}
+	// The split costs a round trip (the bounds): worth it only when the
+	// parts' chains are shorter by more.
+	calls := (k.N + pageCount - 1) / pageCount
 	parts = min(parts, k.N/pageCount)
-	if parts < 2 {
+	if parts < 2 || 1+(calls+parts-1)/parts >= calls {
 		return nil, nil
 	}
 	bounds := make([]int64, parts-1)

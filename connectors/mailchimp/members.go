@@ -88,6 +88,9 @@ type cursor struct {
 	// U, when set, ends the read before second U (before_last_changed):
 	// the cursor is one part of a split read (see SplitChanges).
 	U int64 `json:"u,omitempty"`
+	// N is about how many members the read has left, as the page's read
+	// counted them (total_items): a hint for SplitChanges, 0 when unknown.
+	N int `json:"n,omitempty"`
 }
 
 // groupDone as a cursor's I sorts after every id (ids are lower-case hex).
@@ -382,7 +385,9 @@ func (c *Client) ChangedMembers(ctx context.Context, req connectors.ChangesReque
 	ch := c.changesOf(req, cur)
 
 	page := connectors.MemberPage{Members: make([]connectors.Member, 0, min(size, 64))}
+	left := 0 // what the read between seconds counted from the page's start
 	next := func() (connectors.MemberPage, error) {
+		cur.N = max(left-len(page.Members), 0)
 		page.Next = cur.encode()
 		return page, nil
 	}
@@ -403,10 +408,11 @@ func (c *Client) ChangedMembers(ctx context.Context, req connectors.ChangesReque
 	// Between seconds: everything up to S was returned.
 	q := after(cur)
 	count := min(size+1, maxCount)
-	_, ks, err := ch.read(ctx, q, count, 0, ch.fields)
+	doc, ks, err := ch.read(ctx, q, count, 0, ch.fields)
 	if err != nil {
 		return connectors.MemberPage{}, err
 	}
+	left = doc.TotalItems
 	for i, k := range ks {
 		if cur.S != 0 && k.sec <= cur.S || i > 0 && k.sec < ks[i-1].sec {
 			return connectors.MemberPage{}, fmt.Errorf("mailchimp: the members answer is not in last_changed order after %s", ts(cur.S))
@@ -476,18 +482,19 @@ func after(cur cursor) url.Values {
 
 // SplitChanges splits the rest of a ChangedMembers read into at most
 // parts reads of about as many members each, read at once: req.Cursor
-// must be a page's Next between two seconds (nil otherwise, or when fewer
-// than two pages are left). Every part but the last ends before the
+// must be a page's Next between two seconds (nil otherwise, or when the
+// split's two round trips would not shorten the read). Every part but the last ends before the
 // second the next one starts at; the last goes on to the present, as the
 // read would have.
 //
 // The bounds are the last_changed seconds of the members at even offsets
-// of the rest (one count=1 read each, at once, after a read of its
-// total). Offsets move while members change, which only makes the parts
-// less even: each part is a keyset read of its seconds, safe as
-// ChangedMembers is (see cursor), and a member that changes while the
-// parts are read moves to the present second, which the last part reads
-// or, once it has ended, the next poll does.
+// of the rest (one count=1 read each, at once, after a read of its total
+// when the cursor does not hold the count its page read). Offsets move
+// while members change, which only makes the parts less even: each part
+// is a keyset read of its seconds, safe as ChangedMembers is (see
+// cursor), and a member that changes while the parts are read moves to
+// the present second, which the last part reads or, once it has ended,
+// the next poll does.
 func (c *Client) SplitChanges(ctx context.Context, req connectors.ChangesRequest, parts int) ([]string, error) {
 	if req.Cursor == "" || parts < 2 {
 		return nil, nil
@@ -505,12 +512,22 @@ func (c *Client) SplitChanges(ctx context.Context, req connectors.ChangesRequest
 	}
 	ch := c.changesOf(req, cur)
 	q := after(cur)
-	n, err := ch.total(ctx, q)
-	if err != nil {
-		return nil, err
+	n := cur.N // as the page's read counted it, or read here
+	if n == 0 {
+		if n, err = ch.total(ctx, q); err != nil {
+			return nil, err
+		}
 	}
+	// The split costs a round trip for the bounds (and one for the total
+	// when the cursor holds none): worth it only when the parts' chains
+	// are shorter by more.
+	trips := 1
+	if cur.N == 0 {
+		trips = 2
+	}
+	pages := (n + size - 1) / size
 	parts = min(parts, n/size)
-	if parts < 2 {
+	if parts < 2 || trips+(pages+parts-1)/parts >= pages {
 		return nil, nil
 	}
 	bounds := make([]int64, parts-1)
