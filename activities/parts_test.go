@@ -177,3 +177,62 @@ func TestAudienceMirrorReadsInParts(t *testing.T) {
 	reads := mc.Counts()["GET /lists/{list_id}/members"]
 	require.Less(t, reads, n/100+len(audienceStatuses)+2*pagesInFlight, "the parts read no page twice: %d reads", reads)
 }
+
+// TestBullhornPartsGoOnOnAnotherWorker: the parts of a split Bullhorn
+// read, named by the cursor, are read at once by the next call, which may
+// run on another worker (or after a restart) whose client has not learnt
+// yet that the search takes dates as yyyyMMddHHmmss. Each part's first
+// search is refused with 400 and must fall back; none may fail the call
+// (a 400 is ErrInvalid, which is final and ends the run before the rest
+// of the opt-outs are sent).
+func TestBullhornPartsGoOnOnAnotherWorker(t *testing.T) {
+	const n = 3_000
+	clock := emulator.NewClock(time.Now().Add(-time.Hour))
+	bh := bullhorntest.NewServer(bullhorntest.Options{RequestsPerMinute: -1, Clock: clock.Now, SearchDates: bullhorntest.DatesCompact})
+	t.Cleanup(bh.Close)
+	mc := mailchimptest.NewServer(mailchimptest.Options{})
+	t.Cleanup(mc.Close)
+	mc.AddList("aud", "Audience")
+	require.NoError(t, mc.Generate("aud", n, func(i int) mailchimptest.MemberSeed {
+		return mailchimptest.MemberSeed{Email: fmt.Sprintf("p%d@example.com", i), Status: "subscribed"}
+	}))
+	bh.Seed("Candidate", n, func(i int) bullhorntest.Person {
+		clock.Advance(time.Millisecond)
+		return bullhorntest.Person{LastName: "P", Email: fmt.Sprintf("p%d@example.com", i), OptedOut: true}
+	})
+	mk, err := mailchimp.New(mailchimp.Options{APIKey: mc.APIKey, BaseURL: mc.URL})
+	require.NoError(t, err)
+	s := Settings{IntegrationID: "bh-workers", MarketingKind: "mailchimp", CRMKind: "bullhorn", Audience: "aud", RecordTypes: []string{"Candidate"},
+		OptOut: connectors.OptOutField{Kind: connectors.OptOutStandard}, CRMToMarketing: true, PageSize: 100, PagesPerActivity: 4}
+	led := ledgertest.Open(t, ledger.SQLite)
+	// Each call runs on a worker of its own: a client that has made no
+	// search yet.
+	worker := func() *Activities {
+		crm, err := bullhorn.New(bullhorn.Options{LoginInfoURL: bh.LoginInfoURL(), ClientID: bh.ClientID, ClientSecret: bh.ClientSecret,
+			Username: bh.Username, Password: bh.Password, RequestsPerMinute: -1})
+		require.NoError(t, err)
+		return New(MapRegistry{s.IntegrationID: {Settings: s, Marketing: mk, CRM: crm}}, led, nil)
+	}
+	var ts testsuite.WorkflowTestSuite
+	in := PageInput{IntegrationID: s.IntegrationID, Settings: &s, Since: time.Now().Add(-2 * time.Hour)}
+	var c Counts
+	sawParts := false
+	for calls := 1; ; calls++ {
+		require.Less(t, calls, 100)
+		acts := worker()
+		env := ts.NewTestActivityEnvironment()
+		env.RegisterActivity(acts)
+		v, err := env.ExecuteActivity(acts.SyncCRMOptOuts, in)
+		require.NoError(t, err, "call %d (cursor names parts: %v)", calls, strings.HasPrefix(in.Cursor, partsPrefix))
+		var res PageResult
+		require.NoError(t, v.Get(&res))
+		c.Add(res.Counts)
+		sawParts = sawParts || strings.HasPrefix(res.Next, partsPrefix)
+		if res.Next == "" {
+			break
+		}
+		in.Cursor = res.Next
+	}
+	require.True(t, sawParts, "the read went on in parts across activity calls")
+	require.Equal(t, n, c.Unsubscribed, "every member unsubscribed once")
+}

@@ -450,13 +450,13 @@ type listAnswer struct {
 }
 
 // rangeValue writes a dateLastModified bound for a search range: epoch
-// milliseconds, or yyyyMMddHHmmss (UTC, floored to the second) once the
-// search has refused milliseconds. UNCONFIRMED which Bullhorn takes (B3):
+// milliseconds, or (compact) yyyyMMddHHmmss (UTC, floored to the second),
+// which the client uses once the search has refused milliseconds. UNCONFIRMED which Bullhorn takes (B3):
 // milliseconds go first because a service expecting the other form fails
 // loudly on a 13-digit value, while a compact value read as milliseconds
 // would silently match nothing.
-func (c *Client) rangeValue(ms int64) string {
-	if c.compactDates.Load() {
+func rangeValue(ms int64, compact bool) string {
+	if compact {
 		return time.UnixMilli(ms).UTC().Format("20060102150405")
 	}
 	return strconv.FormatInt(ms, 10)
@@ -525,13 +525,13 @@ func (c *Client) changed(ctx context.Context, p plan, t string, k *cursor, m *me
 // to the second after to, as the range may be floored to seconds: rows
 // at or after to are the caller's to drop.
 func (c *Client) searchChanged(ctx context.Context, t string, fields []string, from, to int64, start, count int) (listAnswer, error) {
-	search := func() (listAnswer, error) {
+	search := func(compact bool) (listAnswer, error) {
 		upper := "*"
 		if to != 0 {
-			upper = c.rangeValue(to + 999)
+			upper = rangeValue(to+999, compact)
 		}
 		v := url.Values{
-			"query":  {"dateLastModified:[" + c.rangeValue(from) + " TO " + upper + "]"},
+			"query":  {"dateLastModified:[" + rangeValue(from, compact) + " TO " + upper + "]"},
 			"fields": {strings.Join(fields, ",")},
 			"sort":   {"dateLastModified,id"},
 			"start":  {strconv.Itoa(start)},
@@ -541,13 +541,16 @@ func (c *Client) searchChanged(ctx context.Context, t string, fields []string, f
 		err := c.call(ctx, http.MethodGet, "search/"+t, v, nil, &ans)
 		return ans, err
 	}
-	ans, err := search()
+	// The format this search is written in: searches run at once (the
+	// parts of a split read, on a client that has made none yet) each
+	// fall back on their own, and the client switches only once the
+	// compact form was answered, never while another search is on its way.
+	compact := c.compactDates.Load()
+	ans, err := search(compact)
 	var apiErr *connectors.APIError
-	if err != nil && errors.As(err, &apiErr) && apiErr.Status == http.StatusBadRequest && !c.compactDates.Load() {
-		c.compactDates.Store(true)
-		c.logger().Warn("search refused a dateLastModified range in epoch milliseconds; writing yyyyMMddHHmmss", "entity", t, "error", apiErr.Detail)
-		if ans, err = search(); err != nil {
-			c.compactDates.Store(false)
+	if err != nil && !compact && errors.As(err, &apiErr) && apiErr.Status == http.StatusBadRequest {
+		if ans, err = search(true); err == nil && c.compactDates.CompareAndSwap(false, true) {
+			c.logger().Warn("search refused a dateLastModified range in epoch milliseconds; writing yyyyMMddHHmmss", "entity", t, "error", apiErr.Detail)
 		}
 	}
 	return ans, err

@@ -1,7 +1,11 @@
 package bullhorn_test
 
 import (
+	"net/http"
 	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -109,4 +113,76 @@ func testSplit(t *testing.T, dates bullhorntest.DateFormat) {
 	none, err := c.SplitCursor(t.Context(), "", 8)
 	require.NoError(t, err)
 	require.Nil(t, none, "nothing to split before a first page")
+}
+
+// staggered400 holds every answer of 400 to a search until want of them
+// arrived, then lets the first go at once and the others a moment later,
+// as the answers of reads sent at once come back: each part's read on a
+// client that has not learnt the search's date format yet.
+type staggered400 struct {
+	want    int32
+	arrived atomic.Int32
+	all     chan struct{}
+	once    sync.Once
+	first   atomic.Bool
+}
+
+func (s *staggered400) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(r)
+	if err != nil || resp.StatusCode != http.StatusBadRequest || !strings.Contains(r.URL.Path, "/search/") {
+		return resp, err
+	}
+	if s.arrived.Add(1) == s.want {
+		s.once.Do(func() { close(s.all) })
+	}
+	select {
+	case <-s.all:
+	case <-time.After(5 * time.Second):
+	}
+	if !s.first.CompareAndSwap(false, true) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	return resp, nil
+}
+
+// TestPartsReadAtOnceOnAFreshClientLearnCompactDates: the parts of a
+// split read, carried in the cursor, are read at once by the next call,
+// perhaps on another worker (or after a restart) whose client has not
+// yet learnt that the search takes dates as yyyyMMddHHmmss. Every part's
+// first search is refused with 400; each must fall back and read on, not
+// fail with the 400 (ErrInvalid, which ends the run) because another
+// part's fallback flipped the format meanwhile.
+func TestPartsReadAtOnceOnAFreshClientLearnCompactDates(t *testing.T) {
+	clock := emulator.NewClock(time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC))
+	s := bullhorntest.NewServer(bullhorntest.Options{Clock: clock.Now, SearchDates: bullhorntest.DatesCompact})
+	t.Cleanup(s.Close)
+	since := clock.Now()
+	for i := range 3000 {
+		clock.Advance(7 * time.Millisecond)
+		s.AddCandidate(bullhorntest.Person{LastName: "P", Email: "p" + strconv.Itoa(i) + "@example.com", OptedOut: true})
+	}
+	q := connectors.OptOutQuery{Types: []string{"Candidate"}, Field: std, Since: since, PageSize: 100}
+	first := newClient(t, s)
+	page, err := first.OptedOut(t.Context(), q)
+	require.NoError(t, err)
+	parts, err := first.SplitCursor(t.Context(), page.Next, 4)
+	require.NoError(t, err)
+	require.Len(t, parts, 4)
+
+	gate := &staggered400{want: int32(len(parts)), all: make(chan struct{})}
+	fresh := newClient(t, s, func(o *bullhorn.Options) { o.Transport = gate })
+	require.NoError(t, fresh.Ping(t.Context()))
+	errs := make([]error, len(parts))
+	var wg sync.WaitGroup
+	for i, p := range parts {
+		wg.Go(func() {
+			q := q
+			q.Cursor = p
+			_, errs[i] = fresh.OptedOut(t.Context(), q)
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		require.NoError(t, err, "part %d", i)
+	}
 }
