@@ -451,7 +451,8 @@ type listAnswer struct {
 
 // rangeValue writes a dateLastModified bound for a search range: epoch
 // milliseconds, or (compact) yyyyMMddHHmmss (UTC, floored to the second),
-// which the client uses once the search has refused milliseconds. UNCONFIRMED which Bullhorn takes (B3):
+// which the client uses once the search has refused milliseconds.
+// UNCONFIRMED which Bullhorn takes (B3):
 // milliseconds go first because a service expecting the other form fails
 // loudly on a 13-digit value, while a compact value read as milliseconds
 // would silently match nothing.
@@ -470,7 +471,10 @@ func (c *Client) changed(ctx context.Context, p plan, t string, k *cursor, m *me
 	if s := p.since.UnixMilli(); !p.since.IsZero() && s > from {
 		from = s
 	}
-	ans, err := c.searchChanged(ctx, t, p.fields, from, k.H, k.K, pageCount)
+	// A part's end (k.H) is not written into the search: the rows come in
+	// stamp order and the part stops at the first at or past it, which
+	// no reading of the range's time zone or precision can move.
+	ans, err := c.searchChanged(ctx, t, p.fields, from, k.K, pageCount)
 	if err != nil {
 		return false, err
 	}
@@ -520,18 +524,12 @@ func (c *Client) changed(ctx context.Context, p plan, t string, k *cursor, m *me
 }
 
 // searchChanged searches the rows of entity t modified at or after from
-// (ms) and, when to is not 0, before it, in (dateLastModified, id) order:
-// count rows from start, with fields. The range's upper end is written
-// to the second after to, as the range may be floored to seconds: rows
-// at or after to are the caller's to drop.
-func (c *Client) searchChanged(ctx context.Context, t string, fields []string, from, to int64, start, count int) (listAnswer, error) {
+// (ms), in (dateLastModified, id) order: count rows from start, with
+// fields.
+func (c *Client) searchChanged(ctx context.Context, t string, fields []string, from int64, start, count int) (listAnswer, error) {
 	search := func(compact bool) (listAnswer, error) {
-		upper := "*"
-		if to != 0 {
-			upper = rangeValue(to+999, compact)
-		}
 		v := url.Values{
-			"query":  {"dateLastModified:[" + rangeValue(from, compact) + " TO " + upper + "]"},
+			"query":  {"dateLastModified:[" + rangeValue(from, compact) + " TO *]"},
 			"fields": {strings.Join(fields, ",")},
 			"sort":   {"dateLastModified,id"},
 			"start":  {strconv.Itoa(start)},
@@ -589,7 +587,7 @@ func (c *Client) SplitCursor(ctx context.Context, raw string, parts int) ([]stri
 	var wg sync.WaitGroup
 	for i := range bounds {
 		wg.Go(func() {
-			ans, err := c.searchChanged(ctx, k.E, []string{"id", "dateLastModified"}, k.L, 0, k.N*(i+1)/parts, 1)
+			ans, err := c.searchChanged(ctx, k.E, []string{"id", "dateLastModified"}, k.L, k.N*(i+1)/parts, 1)
 			if err == nil && len(ans.Data) == 1 {
 				stamp, _ := ans.Data[0]["dateLastModified"].(float64)
 				bounds[i] = int64(stamp)
