@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.temporal.io/sdk/testsuite"
 
 	"github.com/optoutsync/optoutsync/activities/ledger"
 	"github.com/optoutsync/optoutsync/activities/ledger/ledgertest"
@@ -115,25 +114,9 @@ func TestSplitReadGoesOnInPartsReadAtOnce(t *testing.T) {
 	mk := &countingMarketing{sent: map[string]int{}}
 	s := Settings{IntegrationID: "x", MarketingKind: "mailchimp", CRMKind: "netsuite", CRMToMarketing: true, PageSize: 10, PagesPerActivity: 3}
 	acts := New(MapRegistry{"x": {Settings: s, Marketing: mk, CRM: crm}}, ledgertest.Open(t, ledger.SQLite), nil)
-	var ts testsuite.WorkflowTestSuite
-	var total Counts
-	cursor, calls := "", 0
-	for {
-		env := ts.NewTestActivityEnvironment()
-		env.RegisterActivity(acts)
-		val, err := env.ExecuteActivity(acts.SyncCRMOptOuts, PageInput{IntegrationID: "x", Settings: &s, Cursor: cursor})
-		require.NoError(t, err)
-		var res PageResult
-		require.NoError(t, val.Get(&res))
-		total.Add(res.Counts)
-		calls++
-		if calls == 1 {
-			require.True(t, strings.HasPrefix(res.Next, partsPrefix), "the cursor names both parts: %q", res.Next)
-		}
-		if cursor = res.Next; cursor == "" {
-			break
-		}
-	}
+	calls := drainPages(t, acts, acts.SyncCRMOptOuts, PageInput{IntegrationID: "x", Settings: &s})
+	require.True(t, strings.HasPrefix(calls[0].Next, partsPrefix), "the cursor names both parts: %q", calls[0].Next)
+	total, _ := sumPages(calls)
 	require.Equal(t, 2, int(crm.peak.Load()), "the two parts were read at once")
 	require.Equal(t, n, total.Unsubscribed)
 	require.Equal(t, n, total.Read)
@@ -222,24 +205,12 @@ func TestACallReadsNoNewPageAfterItsBudget(t *testing.T) {
 	mk := &countingMarketing{sent: map[string]int{}}
 	s := Settings{IntegrationID: "x", MarketingKind: "mailchimp", CRMKind: "netsuite", CRMToMarketing: true, PageSize: 10, PagesPerActivity: 100}
 	acts := New(MapRegistry{"x": {Settings: s, Marketing: mk, CRM: crm}}, ledgertest.Open(t, ledger.SQLite), nil)
-	var ts testsuite.WorkflowTestSuite
-	var total Counts
-	cursor, calls := "", 0
-	for {
-		env := ts.NewTestActivityEnvironment()
-		env.RegisterActivity(acts)
-		val, err := env.ExecuteActivity(acts.SyncCRMOptOuts, PageInput{IntegrationID: "x", Settings: &s, Cursor: cursor})
-		require.NoError(t, err)
-		var res PageResult
-		require.NoError(t, val.Get(&res))
-		require.Equal(t, 1, res.Counts.Pages, "call %d handled one page", calls)
-		total.Add(res.Counts)
-		calls++
-		require.Less(t, calls, 100)
-		if cursor = res.Next; cursor == "" {
-			break
-		}
+	rs := drainPages(t, acts, acts.SyncCRMOptOuts, PageInput{IntegrationID: "x", Settings: &s})
+	for i, r := range rs {
+		require.Equal(t, 1, r.Counts.Pages, "call %d handled one page", i)
 	}
+	calls := len(rs)
+	total, _ := sumPages(rs)
 	require.Equal(t, (n+9)/10+1, calls, "a first page, then each part's pages, a call each")
 	require.Equal(t, n, total.Unsubscribed)
 	require.Len(t, mk.sent, n)

@@ -21,29 +21,40 @@ import (
 	"github.com/optoutsync/optoutsync/connectors/mailchimp/mailchimptest"
 )
 
-// drainPages runs step from in until its read is done, as the workflow
-// does, and returns its counts and whether a cursor named parts.
-func drainPages(t *testing.T, acts *Activities, step func(context.Context, PageInput) (PageResult, error), in PageInput) (Counts, bool) {
+// drainPages runs step from in, call after call as the workflow does,
+// until its read is done, and returns each call's result. No call may
+// report a failure.
+func drainPages(t *testing.T, acts *Activities, step func(context.Context, PageInput) (PageResult, error), in PageInput) []PageResult {
 	t.Helper()
 	var ts testsuite.WorkflowTestSuite
 	env := ts.NewTestActivityEnvironment()
 	env.RegisterActivity(acts)
-	var c Counts
-	sawParts := false
-	for calls := 1; ; calls++ {
-		require.Less(t, calls, 100)
+	var out []PageResult
+	for {
+		require.Less(t, len(out), 100, "the read does not end")
 		v, err := env.ExecuteActivity(step, in)
 		require.NoError(t, err)
 		var res PageResult
 		require.NoError(t, v.Get(&res))
 		require.Empty(t, res.Failures)
-		c.Add(res.Counts)
-		sawParts = sawParts || strings.HasPrefix(res.Next, partsPrefix)
+		out = append(out, res)
 		if res.Next == "" {
-			return c, sawParts
+			return out
 		}
 		in.Cursor = res.Next
 	}
+}
+
+// sumPages adds up the calls' counts and says whether a call's cursor
+// named parts.
+func sumPages(rs []PageResult) (Counts, bool) {
+	var c Counts
+	parts := false
+	for _, r := range rs {
+		c.Add(r.Counts)
+		parts = parts || strings.HasPrefix(r.Next, partsPrefix)
+	}
+	return c, parts
 }
 
 // TestBullhornOptOutsReadInParts: a Bullhorn read of changed opt-outs
@@ -75,7 +86,7 @@ func TestBullhornOptOutsReadInParts(t *testing.T) {
 		OptOut: connectors.OptOutField{Kind: connectors.OptOutStandard}, CRMToMarketing: true, PageSize: 100, PagesPerActivity: 4}
 	acts := New(MapRegistry{s.IntegrationID: {Settings: s, Marketing: mk, CRM: crm}}, ledgertest.Open(t, ledger.SQLite), nil)
 	mc.ResetCounts()
-	c, sawParts := drainPages(t, acts, acts.SyncCRMOptOuts, PageInput{IntegrationID: s.IntegrationID, Settings: &s, Since: time.Now().Add(-2 * time.Hour)})
+	c, sawParts := sumPages(drainPages(t, acts, acts.SyncCRMOptOuts, PageInput{IntegrationID: s.IntegrationID, Settings: &s, Since: time.Now().Add(-2 * time.Hour)}))
 	require.True(t, sawParts, "the read went on in parts across activity calls")
 	require.Equal(t, n+1, c.CRMOptOuts, "every opt-out read once")
 	require.Equal(t, n+1, c.Unsubscribed, "every member unsubscribed once")
@@ -108,7 +119,7 @@ func TestMarketingUnsubscribesReadInParts(t *testing.T) {
 		OptOut: connectors.OptOutField{Kind: connectors.OptOutStandard}, PageSize: 100, PagesPerActivity: 4}
 	acts := New(MapRegistry{s.IntegrationID: {Settings: s, Marketing: mk, CRM: crm}}, ledgertest.Open(t, ledger.SQLite), nil)
 	mc.ResetCounts()
-	c, sawParts := drainPages(t, acts, acts.SyncMarketingChanges, PageInput{IntegrationID: s.IntegrationID, Settings: &s, Status: connectors.StatusUnsubscribed})
+	c, sawParts := sumPages(drainPages(t, acts, acts.SyncMarketingChanges, PageInput{IntegrationID: s.IntegrationID, Settings: &s, Status: connectors.StatusUnsubscribed}))
 	require.True(t, sawParts, "the read went on in parts across activity calls")
 	require.Equal(t, n, c.Unsubscribes, "every unsubscribe read once")
 	require.Equal(t, n, c.CRMOptedOut, "every record opted out once")
@@ -139,31 +150,10 @@ func TestAudienceMirrorReadsInParts(t *testing.T) {
 	require.NoError(t, err)
 	s := Settings{IntegrationID: "mirror", MarketingKind: "mailchimp", CRMKind: "netsuite", Audience: "aud", RecordTypes: []string{"customer"},
 		FieldMap: map[string]string{"firstName": "FNAME"}, PageSize: 100, PagesPerActivity: 4}
-	var ts testsuite.WorkflowTestSuite
-	env := ts.NewTestActivityEnvironment()
 	led := ledgertest.Open(t, ledger.SQLite)
 	acts := New(MapRegistry{s.IntegrationID: {Settings: s, Marketing: client, CRM: connectorstest.NewCRM()}}, led, nil)
-	env.RegisterActivity(acts)
 	mc.ResetCounts()
-	in := PageInput{IntegrationID: s.IntegrationID}
-	var c Counts
-	calls, sawParts := 0, false
-	for {
-		calls++
-		require.Less(t, calls, 100)
-		v, err := env.ExecuteActivity(acts.SyncAudience, in)
-		require.NoError(t, err)
-		var res PageResult
-		require.NoError(t, v.Get(&res))
-		c.Add(res.Counts)
-		if strings.HasPrefix(res.Next, partsPrefix) {
-			sawParts = true
-		}
-		if res.Next == "" {
-			break
-		}
-		in.Cursor = res.Next
-	}
+	c, sawParts := sumPages(drainPages(t, acts, acts.SyncAudience, PageInput{IntegrationID: s.IntegrationID}))
 	require.True(t, sawParts, "the read went on in parts across activity calls")
 	require.Equal(t, n+1, c.Mirrored, "every member once")
 	persons := []string{led.Person("gone@example.com")}
