@@ -1,6 +1,7 @@
 package bullhorn_test
 
 import (
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -407,4 +408,35 @@ func TestCursorOfAnotherQueryIsRefused(t *testing.T) {
 	require.NotEmpty(t, p.Next)
 	_, err = c.OptedOut(t.Context(), connectors.OptOutQuery{Types: []string{"Lead"}, Field: std, PageSize: 3, Cursor: p.Next})
 	require.ErrorIs(t, err, connectors.ErrInvalid)
+}
+
+// strayRefusal answers the first search it passes with a 400, as a
+// passing fault would, and passes every other request.
+type strayRefusal struct{ fired atomic.Bool }
+
+func (f *strayRefusal) RoundTrip(r *http.Request) (*http.Response, error) {
+	if strings.Contains(r.URL.Path, "/search/") && f.fired.CompareAndSwap(false, true) {
+		return &http.Response{StatusCode: http.StatusBadRequest, Header: http.Header{"Content-Type": {"application/json"}},
+			Body: io.NopCloser(strings.NewReader(`{"errorMessage":"stray","errorCode":400}`)), Request: r}, nil
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestAStrayRefusalDoesNotSwitchTheDateFormat: on a search that takes
+// milliseconds, one 400 is not taken for a refusal of the format (a
+// compact range read as milliseconds would match nothing, and every
+// later read would come back empty): the read returns every opt-out.
+func TestAStrayRefusalDoesNotSwitchTheDateFormat(t *testing.T) {
+	clock := emulator.NewClock(time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC))
+	s := bullhorntest.NewServer(bullhorntest.Options{Clock: clock.Now})
+	t.Cleanup(s.Close)
+	since := clock.Now()
+	seedPeople(s, clock, 30, 2)
+	c := newClient(t, s, func(o *bullhorn.Options) { o.Transport = &strayRefusal{} })
+	for range 2 {
+		recs := readAll(t, func(cur string) (connectors.RecordPage, error) {
+			return c.OptedOut(t.Context(), connectors.OptOutQuery{Types: []string{"Candidate"}, Field: std, Since: since, Cursor: cur, PageSize: 5})
+		})
+		require.Len(t, recs, 15, "every opted-out record, on this read and the next")
+	}
 }

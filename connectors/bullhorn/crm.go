@@ -543,12 +543,23 @@ func (c *Client) searchChanged(ctx context.Context, t string, fields []string, f
 	// parts of a split read, on a client that has made none yet) each
 	// fall back on their own, and the client switches only once the
 	// compact form was answered, never while another search is on its way.
+	//
+	// A refusal of milliseconds is taken for the format only when the
+	// same search is refused again: a compact range that a search reading
+	// milliseconds takes as a date in the 27th century matches nothing,
+	// silently, so one stray 400 must not switch the client.
 	compact := c.compactDates.Load()
 	ans, err := search(compact)
-	var apiErr *connectors.APIError
-	if err != nil && !compact && errors.As(err, &apiErr) && apiErr.Status == http.StatusBadRequest {
-		if ans, err = search(true); err == nil && c.compactDates.CompareAndSwap(false, true) {
-			c.logger().Warn("search refused a dateLastModified range in epoch milliseconds; writing yyyyMMddHHmmss", "entity", t, "error", apiErr.Detail)
+	refused := func(err error) (*connectors.APIError, bool) {
+		var apiErr *connectors.APIError
+		return apiErr, err != nil && errors.As(err, &apiErr) && apiErr.Status == http.StatusBadRequest
+	}
+	if _, ok := refused(err); ok && !compact {
+		ans, err = search(false)
+		if apiErr, ok := refused(err); ok {
+			if ans, err = search(true); err == nil && c.compactDates.CompareAndSwap(false, true) {
+				c.logger().Warn("search refused a dateLastModified range in epoch milliseconds twice; writing yyyyMMddHHmmss", "entity", t, "error", apiErr.Detail)
+			}
 		}
 	}
 	return ans, err
