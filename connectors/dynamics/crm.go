@@ -201,12 +201,12 @@ func (c *Client) OptedOut(ctx context.Context, q connectors.OptOutQuery) (connec
 			}
 			// The chain's own page size (reference A4: resent unchanged); a
 			// cursor from before batches asked a page's rows.
-			rows := st.Z
-			if rows == 0 {
-				rows = max(1, size/len(c.emails))
+			asked := st.Z
+			if asked == 0 {
+				asked = max(1, size/len(c.emails))
 			}
 			queries++
-			if _, err := c.getJSON(ctx, batchURL, http.Header{"Prefer": {"odata.maxpagesize=" + strconv.Itoa(rows)}}, &res); err != nil {
+			if _, err := c.getJSON(ctx, batchURL, http.Header{"Prefer": {"odata.maxpagesize=" + strconv.Itoa(asked)}}, &res); err != nil {
 				return connectors.RecordPage{}, fmt.Errorf("dynamics: reading opted-out %ss: %w", tab.logical, err)
 			}
 			if st.U != "" {
