@@ -27,6 +27,31 @@ func TestSQLiteCachesAreSizedPerConnection(t *testing.T) {
 	require.Error(t, err, "a reader is query-only")
 }
 
+// TestSQLiteReadersStayOpen: lookups on every reader at once close none
+// of them when they end (database/sql keeps two idle by default; a reader
+// closed takes its page cache with it, to be read again by the next).
+func TestSQLiteReadersStayOpen(t *testing.T) {
+	l, err := Open(t.Context(), Config{Dialect: SQLite, DSN: filepath.Join(t.TempDir(), "ledger.db"), Key: []byte("a test ledger key of 32 bytes!!!")})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = l.Close() })
+	for range 3 {
+		var held []*sql.Conn
+		for range readers {
+			c, err := l.rd.Conn(t.Context())
+			require.NoError(t, err)
+			var n int
+			require.NoError(t, c.QueryRowContext(t.Context(), `SELECT COUNT(*) FROM people`).Scan(&n))
+			held = append(held, c)
+		}
+		for _, c := range held {
+			require.NoError(t, c.Close())
+		}
+	}
+	st := l.rd.Stats()
+	require.Equal(t, readers, st.OpenConnections)
+	require.Zero(t, st.MaxIdleClosed, "readers closed for being idle")
+}
+
 // TestWriteLookupsSeekTheUniqueKey: with writes_target dropped (migration
 // 10), the lookup of a list of targets' writes still seeks an index on
 // SQLite instead of scanning the integration's writes.

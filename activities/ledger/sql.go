@@ -153,7 +153,12 @@ func Open(ctx context.Context, cfg Config) (*SQL, error) {
 			db.Close()
 			return nil, fmt.Errorf("ledger: %w", err)
 		}
+		// All of them stay open: database/sql keeps two idle by default,
+		// and a third or fourth reader closed after its lookup took its
+		// page cache with it, to be opened and read into again by the next
+		// (TestSQLiteReadersStayOpen).
 		s.rd.SetMaxOpenConns(readers)
+		s.rd.SetMaxIdleConns(readers)
 		s.stopCheckpoints = s.checkpoints()
 	}
 	return s, nil
