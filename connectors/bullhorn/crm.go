@@ -594,20 +594,15 @@ func (c *Client) SplitCursor(ctx context.Context, raw string, parts int) ([]stri
 		return nil, nil
 	}
 	bounds := make([]int64, parts-1)
-	errs := make([]error, len(bounds))
-	var wg sync.WaitGroup
-	for i := range bounds {
-		wg.Go(func() {
-			ans, err := c.searchChanged(ctx, k.E, []string{"id", "dateLastModified"}, k.L, k.N*(i+1)/parts, 1)
-			if err == nil && len(ans.Data) == 1 {
-				stamp, _ := ans.Data[0]["dateLastModified"].(float64)
-				bounds[i] = int64(stamp)
-			}
-			errs[i] = err
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	err = connectors.ForEach(ctx, 0, len(bounds), func(ctx context.Context, i int) error {
+		ans, err := c.searchChanged(ctx, k.E, []string{"id", "dateLastModified"}, k.L, k.N*(i+1)/parts, 1)
+		if err == nil && len(ans.Data) == 1 {
+			stamp, _ := ans.Data[0]["dateLastModified"].(float64)
+			bounds[i] = int64(stamp)
+		}
+		return err
+	})
+	if err != nil {
 		return nil, err
 	}
 	var out []string
@@ -831,13 +826,11 @@ func (c *Client) FindByEmail(ctx context.Context, types []string, field connecto
 		}
 	}
 	recs := make([][]connectors.Record, len(jobs))
-	errs := make([]error, len(jobs))
-	var wg sync.WaitGroup
-	for i, j := range jobs {
-		wg.Go(func() { recs[i], errs[i] = c.findAll(ctx, p, j.t, j.q, asked) })
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	err = connectors.ForEach(ctx, 0, len(jobs), func(ctx context.Context, i int) (err error) {
+		recs[i], err = c.findAll(ctx, p, jobs[i].t, jobs[i].q, asked)
+		return err
+	})
+	if err != nil {
 		return nil, err
 	}
 	var out []connectors.Record
@@ -942,48 +935,32 @@ func (c *Client) write(ctx context.Context, body map[string]any, refs []connecto
 			todo = append(todo, ref)
 		}
 	}
-	work := make(chan connectors.RecordRef)
-	var (
-		mu    sync.Mutex
-		fatal error
-		wg    sync.WaitGroup
-	)
-	for range min(c.inFlight, len(todo)) {
-		wg.Go(func() {
-			for ref := range work {
-				var ans struct {
-					ChangedEntityID int    `json:"changedEntityId"`
-					ChangeType      string `json:"changeType"`
-				}
-				err := c.call(ctx, http.MethodPost, "entity/"+ref.Type+"/"+ref.ID, nil, body, &ans)
-				mu.Lock()
-				switch {
-				case err == nil:
-					res.Written++
-				case ctx.Err() != nil:
-					fatal = ctx.Err()
-				case errors.Is(err, connectors.ErrUnauthorized):
-					fatal = err
-				default:
-					res.Failed = append(res.Failed, failure(ref, err))
-				}
-				mu.Unlock()
-			}
-		})
-	}
-	for _, ref := range todo {
-		mu.Lock()
-		stop := fatal != nil
-		mu.Unlock()
-		if stop {
-			break
+	var mu sync.Mutex
+	err := connectors.ForEach(ctx, c.inFlight, len(todo), func(ctx context.Context, i int) error {
+		ref := todo[i]
+		var ans struct {
+			ChangedEntityID int    `json:"changedEntityId"`
+			ChangeType      string `json:"changeType"`
 		}
-		work <- ref
-	}
-	close(work)
-	wg.Wait()
-	if fatal != nil {
-		return res, fatal
+		err := c.call(ctx, http.MethodPost, "entity/"+ref.Type+"/"+ref.ID, nil, body, &ans)
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, connectors.ErrUnauthorized):
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			res.Failed = append(res.Failed, failure(ref, err))
+		} else {
+			res.Written++
+		}
+		return nil
+	})
+	if err != nil {
+		return res, err
 	}
 	slices.SortFunc(res.Failed, func(a, b connectors.Failure) int { return strings.Compare(a.Record.String(), b.Record.String()) })
 	return res, nil

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/optoutsync/optoutsync/connectors"
@@ -433,19 +432,14 @@ func (c *Client) FindByEmail(ctx context.Context, types []string, field connecto
 		}
 	}
 	recs := make([][]connectors.Record, len(jobs))
-	errs := make([]error, len(jobs))
-	var wg sync.WaitGroup
-	for i, j := range jobs {
-		wg.Go(func() {
-			sel := selectList(append(append([]string{j.tab.key}, c.emails...), o.col, "modifiedon")...)
-			recs[i], errs[i] = c.findAll(ctx, j.tab, c.queryURL(j.tab.set, sel, j.filter, ""), o, asked)
-		})
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return nil, err
-		}
+	err = connectors.ForEach(ctx, 0, len(jobs), func(ctx context.Context, i int) (err error) {
+		j := jobs[i]
+		sel := selectList(append(append([]string{j.tab.key}, c.emails...), o.col, "modifiedon")...)
+		recs[i], err = c.findAll(ctx, j.tab, c.queryURL(j.tab.set, sel, j.filter, ""), o, asked)
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	var out []connectors.Record
 	seen := map[string]bool{}

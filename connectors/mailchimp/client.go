@@ -26,7 +26,6 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/optoutsync/optoutsync/connectors"
@@ -322,42 +321,4 @@ func classify(resp *http.Response) error {
 		e.Kind = connectors.ErrInvalid
 	}
 	return e
-}
-
-// forEach runs fn(ctx, i) for i in [0, n) on at most c.workers goroutines
-// (the shared limiter is the real cap; this only avoids parking hundreds
-// of goroutines on it). The first error fn returns cancels the rest and
-// is returned.
-func (c *Client) forEach(ctx context.Context, n int, fn func(ctx context.Context, i int) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		wg       sync.WaitGroup
-		once     sync.Once
-		firstErr error
-		next     = make(chan int)
-	)
-	for range min(c.workers, n) {
-		wg.Go(func() {
-			for i := range next {
-				if err := fn(ctx, i); err != nil {
-					once.Do(func() { firstErr = err; cancel() })
-				}
-			}
-		})
-	}
-feed:
-	for i := range n {
-		select {
-		case next <- i:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(next)
-	wg.Wait()
-	if firstErr != nil {
-		return firstErr
-	}
-	return ctx.Err()
 }

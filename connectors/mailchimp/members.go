@@ -531,7 +531,7 @@ func (c *Client) SplitChanges(ctx context.Context, req connectors.ChangesRequest
 		return nil, nil
 	}
 	bounds := make([]int64, parts-1)
-	err = c.forEach(ctx, len(bounds), func(ctx context.Context, i int) error {
+	err = connectors.ForEach(ctx, c.workers, len(bounds), func(ctx context.Context, i int) error {
 		_, ks, err := ch.read(ctx, q, 1, n*(i+1)/parts, memberFields)
 		if err == nil && len(ks) == 1 {
 			bounds[i] = ks[0].sec
@@ -897,7 +897,7 @@ func (c *Client) UpsertMembers(ctx context.Context, audience string, members []c
 		failure        *connectors.Failure
 	}
 	outs := make([]outcome, len(members))
-	err := c.forEach(ctx, len(members), func(ctx context.Context, i int) error {
+	err := connectors.ForEach(ctx, c.workers, len(members), func(ctx context.Context, i int) error {
 		m := members[i]
 		email := strings.TrimSpace(m.Email)
 		if !plausibleEmail(email) {
@@ -1001,7 +1001,7 @@ func (c *Client) UpdateMembers(ctx context.Context, audience string, members []c
 	}
 	failures := make([]*connectors.Failure, len(members))
 	written := make([]bool, len(members))
-	err := c.forEach(ctx, len(members), func(ctx context.Context, i int) error {
+	err := connectors.ForEach(ctx, c.workers, len(members), func(ctx context.Context, i int) error {
 		m := members[i]
 		email := strings.TrimSpace(m.Email)
 		if !plausibleEmail(email) {
@@ -1071,7 +1071,7 @@ func (c *Client) Members(ctx context.Context, audience string, emails []string) 
 	}
 	out := make([]connectors.Member, len(emails))
 	q := url.Values{"fields": {"email_address,status,last_changed,contact_id"}}
-	err := c.forEach(ctx, len(emails), func(ctx context.Context, i int) error {
+	err := connectors.ForEach(ctx, c.workers, len(emails), func(ctx context.Context, i int) error {
 		email := strings.TrimSpace(emails[i])
 		if !plausibleEmail(email) {
 			return fmt.Errorf("mailchimp: Members: entry %d is not an email address", i)

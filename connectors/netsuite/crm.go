@@ -418,50 +418,38 @@ func (c *Client) SetOptOut(ctx context.Context, field connectors.OptOutField, re
 		}
 	}
 
-	body := o.patch()
-	header := http.Header{"X-Netsuite-Propertynamevalidation": {"error"}}
-	work := make(chan connectors.RecordRef)
-	var (
-		mu    sync.Mutex
-		fatal error
-		wg    sync.WaitGroup
-	)
-	for range min(c.concurrency, len(todo)) {
-		wg.Go(func() {
-			for ref := range work {
-				_, _, err := c.request(ctx, http.MethodPatch, "/services/rest/record/v1/"+ref.Type+"/"+ref.ID, nil, body, header)
-				mu.Lock()
-				switch {
-				case err == nil:
-					res.Written++
-				case ctx.Err() != nil:
-					fatal = ctx.Err()
-				case errors.Is(err, connectors.ErrUnauthorized):
-					fatal = err
-				default:
-					res.Failed = append(res.Failed, failure(ref, err))
-				}
-				mu.Unlock()
-			}
-		})
-	}
+	var send []connectors.RecordRef
 	for _, ref := range todo {
 		if already[ref] {
 			res.Written++
-			continue
+		} else {
+			send = append(send, ref)
+		}
+	}
+	body := o.patch()
+	header := http.Header{"X-Netsuite-Propertynamevalidation": {"error"}}
+	var mu sync.Mutex
+	err = connectors.ForEach(ctx, c.concurrency, len(send), func(ctx context.Context, i int) error {
+		ref := send[i]
+		_, _, err := c.request(ctx, http.MethodPatch, "/services/rest/record/v1/"+ref.Type+"/"+ref.ID, nil, body, header)
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, connectors.ErrUnauthorized):
+			return err
 		}
 		mu.Lock()
-		stop := fatal != nil
-		mu.Unlock()
-		if stop {
-			break
+		defer mu.Unlock()
+		if err != nil {
+			res.Failed = append(res.Failed, failure(ref, err))
+		} else {
+			res.Written++
 		}
-		work <- ref
-	}
-	close(work)
-	wg.Wait()
-	if fatal != nil {
-		return res, fatal
+		return nil
+	})
+	if err != nil {
+		return res, err
 	}
 	slices.SortFunc(res.Failed, func(a, b connectors.Failure) int { return strings.Compare(a.Record.String(), b.Record.String()) })
 	return res, nil

@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/optoutsync/optoutsync/connectors"
 	"github.com/optoutsync/optoutsync/connectors/httpx"
@@ -511,23 +510,17 @@ func (c *Client) FindByEmail(ctx context.Context, types []string, field connecto
 	// One query per record type (and per IN list), all at once: the org's
 	// in-flight cap, shared by every call of the client, bounds them.
 	recs := make([][]connectors.Record, len(phases))
-	errs := make([]error, len(phases))
-	var wg sync.WaitGroup
-	for i, p := range phases {
-		wg.Go(func() {
-			recs[i], errs[i] = c.findAll(ctx, p, asked)
-			if locatorLost(errs[i]) {
-				// The session changed between batches and took the locator
-				// with it: read this type again from the start.
-				recs[i], errs[i] = c.findAll(ctx, p, asked)
-			}
-		})
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return nil, err
+	err = connectors.ForEach(ctx, 0, len(phases), func(ctx context.Context, i int) (err error) {
+		recs[i], err = c.findAll(ctx, phases[i], asked)
+		if locatorLost(err) {
+			// The session changed between batches and took the locator
+			// with it: read this type again from the start.
+			recs[i], err = c.findAll(ctx, phases[i], asked)
 		}
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	var out []connectors.Record
 	for _, r := range recs {
