@@ -3,7 +3,6 @@ package bullhorn_test
 import (
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/optoutsync/optoutsync/connectors"
 	"github.com/optoutsync/optoutsync/connectors/bullhorn/bullhorntest"
+	"github.com/optoutsync/optoutsync/connectors/connectorstest"
 	"github.com/optoutsync/optoutsync/connectors/emulator"
 )
 
@@ -22,17 +22,10 @@ import (
 // end of the read that is due (in the tearsheet, or modified since) is
 // read at least once.
 func TestSplitCursorRandomisedNoLoss(t *testing.T) {
-	seeds := 8 // more with SPLIT_SEEDS
-	if s := os.Getenv("SPLIT_SEEDS"); s != "" {
-		seeds, _ = strconv.Atoi(s)
-	}
-	for seed := range seeds {
-		t.Run(strconv.Itoa(seed), func(t *testing.T) { splitFuzz(t, uint64(seed)) })
-	}
+	connectorstest.Randomised(t, 8, 7, splitFuzz)
 }
 
-func splitFuzz(t *testing.T, seed uint64) {
-	rng := rand.New(rand.NewPCG(seed, 7))
+func splitFuzz(t *testing.T, rng *rand.Rand) {
 	dates := bullhorntest.DatesEpochMillis
 	if rng.IntN(2) == 1 {
 		dates = bullhorntest.DatesCompact

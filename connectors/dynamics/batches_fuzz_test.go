@@ -3,8 +3,6 @@ package dynamics_test
 import (
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/optoutsync/optoutsync/connectors"
+	"github.com/optoutsync/optoutsync/connectors/connectorstest"
 	"github.com/optoutsync/optoutsync/connectors/dynamics"
 	"github.com/optoutsync/optoutsync/connectors/dynamics/dynamicstest"
 	"github.com/optoutsync/optoutsync/connectors/emulator"
@@ -24,17 +23,10 @@ import (
 // the last row returned), and records modified between the pages: every
 // record opted out and not modified during the read is returned.
 func TestOptedOutBatchesRandomisedNoLoss(t *testing.T) {
-	seeds := 8 // more with BATCH_SEEDS
-	if s := os.Getenv("BATCH_SEEDS"); s != "" {
-		seeds, _ = strconv.Atoi(s)
-	}
-	for seed := range seeds {
-		t.Run(strconv.Itoa(seed), func(t *testing.T) { batchFuzz(t, uint64(seed)) })
-	}
+	connectorstest.Randomised(t, 8, 11, batchFuzz)
 }
 
-func batchFuzz(t *testing.T, seed uint64) {
-	rng := rand.New(rand.NewPCG(seed, 11))
+func batchFuzz(t *testing.T, rng *rand.Rand) {
 	clock := emulator.NewClock(time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC))
 	maxPage := []int{0, 7, 13, 50}[rng.IntN(4)]
 	srv := newEnv(t, dynamicstest.Options{Clock: clock.Now, RequestLimit: -1, MaxPageSize: maxPage, FractionalSeconds: rng.IntN(2) == 0})

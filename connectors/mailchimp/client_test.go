@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/optoutsync/optoutsync/connectors"
+	"github.com/optoutsync/optoutsync/connectors/connectorstest"
 	"github.com/optoutsync/optoutsync/connectors/emulator"
 	"github.com/optoutsync/optoutsync/connectors/mailchimp"
 	"github.com/optoutsync/optoutsync/connectors/mailchimp/mailchimptest"
@@ -210,16 +211,13 @@ func TestChangedMembersBoundarySecondShift(t *testing.T) {
 }
 
 func TestChangedMembersRandomEdits(t *testing.T) {
-	for seed := range uint64(6) {
-		t.Run(fmt.Sprint(seed), func(t *testing.T) { randomEdits(t, seed) })
-	}
+	connectorstest.Randomised(t, 6, 11, randomEdits)
 }
 
 // randomEdits pages through an audience while members change between
 // pages, many in the very second the pages are at.
-func randomEdits(t *testing.T, seed uint64) {
+func randomEdits(t *testing.T, rng *rand.Rand) {
 	s, clk, c := newEnv(t, mailchimptest.Options{})
-	rng := rand.New(rand.NewPCG(seed, 11))
 	var want []string
 	for i := range 200 {
 		e := fmt.Sprintf("r%03d@example.com", i)
