@@ -2,6 +2,7 @@ package connectors
 
 import (
 	"context"
+	"errors"
 	"sync"
 )
 
@@ -55,4 +56,48 @@ feed:
 		return firstErr
 	}
 	return ctx.Err()
+}
+
+// WriteEach writes each of refs with its own call of write, on at most
+// workers goroutines (ForEach), and counts the outcome: Written for each
+// call that succeeded, a Failure naming the record for each that failed
+// (RecordFailure). Rejected credentials, or the context ending, stop the
+// whole call with that error: no record would be written after them.
+func WriteEach(ctx context.Context, workers int, refs []RecordRef, write func(ctx context.Context, ref RecordRef) error) (BatchResult, error) {
+	var (
+		mu  sync.Mutex
+		res BatchResult
+	)
+	err := ForEach(ctx, workers, len(refs), func(ctx context.Context, i int) error {
+		err := write(ctx, refs[i])
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, ErrUnauthorized):
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			res.Failed = append(res.Failed, RecordFailure(refs[i], err))
+		} else {
+			res.Written++
+		}
+		return nil
+	})
+	return res, err
+}
+
+// RecordFailure is the Failure of one record's write: the vendor's code
+// and detail when it answered with an error, retryable unless the answer
+// is final (Permanent).
+func RecordFailure(ref RecordRef, err error) Failure {
+	f := Failure{Record: ref, Message: err.Error(), Retryable: true}
+	var apiErr *APIError
+	if errors.As(err, &apiErr) {
+		f.Code, f.Message = apiErr.Code, apiErr.Detail
+		f.Retryable = !Permanent(err)
+	}
+	return f
 }

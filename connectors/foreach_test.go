@@ -68,3 +68,42 @@ func TestForEachStopsAtTheFirstError(t *testing.T) {
 	cancel()
 	require.ErrorIs(t, connectors.ForEach(ctx, 2, 5, func(context.Context, int) error { return nil }), context.Canceled)
 }
+
+// TestWriteEachCountsEachRecordAndStopsOnCredentials: a record written is
+// counted, a record refused is a Failure naming it (final for an invalid
+// request, retryable for a 5xx or a network error), and rejected
+// credentials end the call with that error.
+func TestWriteEachCountsEachRecordAndStopsOnCredentials(t *testing.T) {
+	refs := []connectors.RecordRef{{Type: "customer", ID: "1"}, {Type: "customer", ID: "2"}, {Type: "customer", ID: "3"}, {Type: "contact", ID: "4"}}
+	answers := map[string]error{
+		"customer/2": &connectors.APIError{System: "netsuite", Status: 400, Kind: connectors.ErrInvalid, Code: "INVALID_FLD_VALUE", Detail: "bad field"},
+		"customer/3": &connectors.APIError{System: "netsuite", Status: 503, Kind: connectors.ErrServer, Code: "503"},
+		"contact/4":  errors.New("connection reset"),
+	}
+	res, err := connectors.WriteEach(t.Context(), 2, refs, func(_ context.Context, ref connectors.RecordRef) error { return answers[ref.String()] })
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Written)
+	byRef := map[string]connectors.Failure{}
+	for _, f := range res.Failed {
+		byRef[f.Record.String()] = f
+	}
+	require.Len(t, byRef, 3)
+	require.Equal(t, connectors.Failure{Record: refs[1], Code: "INVALID_FLD_VALUE", Message: "bad field"}, byRef["customer/2"])
+	require.True(t, byRef["customer/3"].Retryable)
+	require.Equal(t, "503", byRef["customer/3"].Code)
+	require.Equal(t, connectors.Failure{Record: refs[3], Message: "connection reset", Retryable: true}, byRef["contact/4"])
+
+	denied := &connectors.APIError{System: "netsuite", Status: 401, Kind: connectors.ErrUnauthorized, Code: "INVALID_LOGIN"}
+	var after atomic.Int32
+	_, err = connectors.WriteEach(t.Context(), 1, refs, func(_ context.Context, ref connectors.RecordRef) error {
+		if ref.ID != "1" {
+			after.Add(1)
+		}
+		if ref.ID == "1" {
+			return denied
+		}
+		return nil
+	})
+	require.ErrorIs(t, err, connectors.ErrUnauthorized)
+	require.Zero(t, after.Load(), "records written after the credentials were rejected")
+}

@@ -935,43 +935,18 @@ func (c *Client) write(ctx context.Context, body map[string]any, refs []connecto
 			todo = append(todo, ref)
 		}
 	}
-	var mu sync.Mutex
-	err := connectors.ForEach(ctx, c.inFlight, len(todo), func(ctx context.Context, i int) error {
-		ref := todo[i]
+	sent, err := connectors.WriteEach(ctx, c.inFlight, todo, func(ctx context.Context, ref connectors.RecordRef) error {
 		var ans struct {
 			ChangedEntityID int    `json:"changedEntityId"`
 			ChangeType      string `json:"changeType"`
 		}
-		err := c.call(ctx, http.MethodPost, "entity/"+ref.Type+"/"+ref.ID, nil, body, &ans)
-		switch {
-		case err == nil:
-		case ctx.Err() != nil:
-			return ctx.Err()
-		case errors.Is(err, connectors.ErrUnauthorized):
-			return err
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if err != nil {
-			res.Failed = append(res.Failed, failure(ref, err))
-		} else {
-			res.Written++
-		}
-		return nil
+		return c.call(ctx, http.MethodPost, "entity/"+ref.Type+"/"+ref.ID, nil, body, &ans)
 	})
+	res.Written += sent.Written
+	res.Failed = append(res.Failed, sent.Failed...)
 	if err != nil {
 		return res, err
 	}
 	slices.SortFunc(res.Failed, func(a, b connectors.Failure) int { return strings.Compare(a.Record.String(), b.Record.String()) })
 	return res, nil
-}
-
-func failure(ref connectors.RecordRef, err error) connectors.Failure {
-	f := connectors.Failure{Record: ref, Message: err.Error(), Retryable: true}
-	var apiErr *connectors.APIError
-	if errors.As(err, &apiErr) {
-		f.Code, f.Message = apiErr.Code, apiErr.Detail
-		f.Retryable = !connectors.Permanent(err)
-	}
-	return f
 }

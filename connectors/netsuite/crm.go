@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/optoutsync/optoutsync/connectors"
@@ -428,26 +427,12 @@ func (c *Client) SetOptOut(ctx context.Context, field connectors.OptOutField, re
 	}
 	body := o.patch()
 	header := http.Header{"X-Netsuite-Propertynamevalidation": {"error"}}
-	var mu sync.Mutex
-	err = connectors.ForEach(ctx, c.concurrency, len(send), func(ctx context.Context, i int) error {
-		ref := send[i]
+	sent, err := connectors.WriteEach(ctx, c.concurrency, send, func(ctx context.Context, ref connectors.RecordRef) error {
 		_, _, err := c.request(ctx, http.MethodPatch, "/services/rest/record/v1/"+ref.Type+"/"+ref.ID, nil, body, header)
-		switch {
-		case err == nil:
-		case ctx.Err() != nil:
-			return ctx.Err()
-		case errors.Is(err, connectors.ErrUnauthorized):
-			return err
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if err != nil {
-			res.Failed = append(res.Failed, failure(ref, err))
-		} else {
-			res.Written++
-		}
-		return nil
+		return err
 	})
+	res.Written += sent.Written
+	res.Failed = append(res.Failed, sent.Failed...)
 	if err != nil {
 		return res, err
 	}
@@ -460,16 +445,6 @@ func (c *Client) SetOptOut(ctx context.Context, field connectors.OptOutField, re
 // per record not already set.
 func (c *Client) SetFlag(ctx context.Context, field string, refs []connectors.RecordRef) (connectors.BatchResult, error) {
 	return c.SetOptOut(ctx, connectors.OptOutField{Kind: connectors.OptOutCustom, Field: field}, refs)
-}
-
-func failure(ref connectors.RecordRef, err error) connectors.Failure {
-	f := connectors.Failure{Record: ref, Message: err.Error(), Retryable: true}
-	var apiErr *connectors.APIError
-	if errors.As(err, &apiErr) {
-		f.Code, f.Message = apiErr.Code, apiErr.Detail
-		f.Retryable = !connectors.Permanent(err)
-	}
-	return f
 }
 
 // ListMembers pages through the members of q.Lists (or all records of
