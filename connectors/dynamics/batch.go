@@ -55,45 +55,14 @@ func (c *Client) writeFlag(ctx context.Context, col string, val bool, refs []con
 	if err != nil {
 		return res, err
 	}
-	var buf bytes.Buffer
-	mw := multipart.NewWriter(&buf)
-	rnd := make([]byte, 16)
-	_, _ = rand.Read(rnd)
-	if err := mw.SetBoundary("batch_" + hex.EncodeToString(rnd)); err != nil {
-		return res, err
+	parts := make([]string, len(items))
+	for i, r := range items {
+		parts[i] = fmt.Sprintf("PATCH %s/%s(%s) HTTP/1.1\r\nContent-Type: application/json; type=entry\r\nIf-Match: *\r\n\r\n%s\r\n",
+			apiPath, tables[r.Type].set, strings.ToLower(r.ID), body)
 	}
-	for _, r := range items {
-		pw, err := mw.CreatePart(textproto.MIMEHeader{"Content-Type": {"application/http"}, "Content-Transfer-Encoding": {"binary"}})
-		if err != nil {
-			return res, err
-		}
-		fmt.Fprintf(pw, "PATCH %s/%s(%s) HTTP/1.1\r\n", apiPath, tables[r.Type].set, strings.ToLower(r.ID))
-		fmt.Fprintf(pw, "Content-Type: application/json; type=entry\r\nIf-Match: *\r\n\r\n%s\r\n", body)
-	}
-	if err := mw.Close(); err != nil {
-		return res, err
-	}
-	h := http.Header{
-		"Content-Type": {"multipart/mixed; boundary=" + mw.Boundary()},
-		"Prefer":       {"odata.continue-on-error"},
-	}
-	a, err := c.send(ctx, call{method: http.MethodPost, url: c.api + "$batch", header: h, body: buf.Bytes()})
+	answers, err := c.batch(ctx, parts, true)
 	if err != nil {
 		return res, err
-	}
-	mt, params, _ := mime.ParseMediaType(a.header.Get("Content-Type"))
-	if mt != "multipart/mixed" || params["boundary"] == "" {
-		if a.status >= 200 && a.status < 300 {
-			return res, fmt.Errorf("dynamics: $batch answered %d without a multipart body", a.status)
-		}
-		return res, c.classify(a)
-	}
-	answers, err := readBatchAnswers(bytes.NewReader(a.body), params["boundary"])
-	if err != nil {
-		return res, fmt.Errorf("dynamics: $batch answer: %w", err)
-	}
-	if len(answers) > len(items) {
-		return res, fmt.Errorf("dynamics: $batch answered %d parts for %d requests", len(answers), len(items))
 	}
 	for i, r := range items {
 		if i >= len(answers) {
@@ -113,6 +82,56 @@ func (c *Client) writeFlag(ctx context.Context, col string, val bool, refs []con
 		res.Failed = append(res.Failed, f)
 	}
 	return res, nil
+}
+
+// batch sends requests (each an application/http part: request line,
+// headers, blank line, body) as one $batch outside any changeset, and
+// returns the answers in order (reference A6). With continueOnError every
+// part runs and answers; without it the batch stops at the first failure,
+// whose answer is the last.
+func (c *Client) batch(ctx context.Context, requests []string, continueOnError bool) ([]answer, error) {
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	rnd := make([]byte, 16)
+	_, _ = rand.Read(rnd)
+	if err := mw.SetBoundary("batch_" + hex.EncodeToString(rnd)); err != nil {
+		return nil, err
+	}
+	for _, r := range requests {
+		pw, err := mw.CreatePart(textproto.MIMEHeader{"Content-Type": {"application/http"}, "Content-Transfer-Encoding": {"binary"}})
+		if err != nil {
+			return nil, err
+		}
+		if _, err := io.WriteString(pw, r); err != nil {
+			return nil, err
+		}
+	}
+	if err := mw.Close(); err != nil {
+		return nil, err
+	}
+	h := http.Header{"Content-Type": {"multipart/mixed; boundary=" + mw.Boundary()}}
+	if continueOnError {
+		h.Set("Prefer", "odata.continue-on-error")
+	}
+	a, err := c.send(ctx, call{method: http.MethodPost, url: c.api + "$batch", header: h, body: buf.Bytes()})
+	if err != nil {
+		return nil, err
+	}
+	mt, params, _ := mime.ParseMediaType(a.header.Get("Content-Type"))
+	if mt != "multipart/mixed" || params["boundary"] == "" {
+		if a.status >= 200 && a.status < 300 {
+			return nil, fmt.Errorf("dynamics: $batch answered %d without a multipart body", a.status)
+		}
+		return nil, c.classify(a)
+	}
+	answers, err := readBatchAnswers(bytes.NewReader(a.body), params["boundary"])
+	if err != nil {
+		return nil, fmt.Errorf("dynamics: $batch answer: %w", err)
+	}
+	if len(answers) > len(requests) {
+		return nil, fmt.Errorf("dynamics: $batch answered %d parts for %d requests", len(answers), len(requests))
+	}
+	return answers, nil
 }
 
 // readBatchAnswers reads a $batch answer's parts in order; a changeset's
@@ -144,7 +163,9 @@ func readBatchAnswers(r io.Reader, boundary string) ([]answer, error) {
 			if err != nil {
 				return nil, fmt.Errorf("a part is not an HTTP answer: %w", err)
 			}
-			b, err := httpx.ReadBody(resp.Body, 1<<20, "dynamics: $batch part")
+			// The whole answer was read within httpx.MaxBody; a part of
+			// it (a lookup's rows) may take as much.
+			b, err := httpx.ReadBody(resp.Body, httpx.MaxBody, "dynamics: $batch part")
 			resp.Body.Close()
 			if err != nil {
 				return nil, err

@@ -515,3 +515,51 @@ func TestConcurrencyLimitIsAbsorbed(t *testing.T) {
 	}
 	require.Positive(t, srv.Middleware.Faulted()["over-limit"], "the limit was met")
 }
+
+// TestFindByEmailIsOneBatchCall: a lookup of 200 long addresses in three
+// columns of two tables (several filters, each far past what one GET URL
+// held before) is one $batch of GET parts, no other call; a query with
+// more rows than an answer holds goes on from its nextLink in the next
+// $batch; every record is found once per asked address.
+func TestFindByEmailIsOneBatchCall(t *testing.T) {
+	for _, maxPage := range []int{0, 7} {
+		srv := newEnv(t, dynamicstest.Options{MaxPageSize: maxPage})
+		var emails []string
+		want := map[string]bool{}
+		for i := range 200 {
+			e := fmt.Sprintf("a.rather.long.local.part.number.%03d@subdomain.example-company.com", i)
+			emails = append(emails, e)
+			switch i % 3 {
+			case 0:
+				want[srv.AddContact(dynamicstest.Person{Email: e})] = true
+			case 1:
+				want[srv.AddContact(dynamicstest.Person{Email: "other@example.com", Email3: strings.ToUpper(e)})] = true
+			case 2:
+				want[srv.AddLead(dynamicstest.Person{Email: e, OptedOut: true})] = true
+			}
+		}
+		c := clientFor(t, srv, func(o *dynamics.Options) {
+			o.EmailColumns = []string{"emailaddress1", "emailaddress2", "emailaddress3"}
+		})
+		srv.Middleware.ResetCounts()
+		recs, err := c.FindByEmail(t.Context(), []string{"contact", "lead"}, standard, emails)
+		require.NoError(t, err)
+		got := byID(recs)
+		require.Len(t, recs, 200, "page size %d", maxPage)
+		for id := range want {
+			require.Contains(t, got, id)
+		}
+		api := map[string]int{} // the Web API's calls (the token's aside)
+		for k, n := range srv.Middleware.Counts() {
+			if strings.Contains(k, "/api/data/") {
+				api[k] = n
+			}
+		}
+		if maxPage == 0 {
+			require.Equal(t, map[string]int{"POST /api/data/v9.2/$batch": 1}, api)
+		} else {
+			require.Greater(t, api["POST /api/data/v9.2/$batch"], 1, "nextLinks followed")
+			require.Len(t, api, 1, "%v", api)
+		}
+	}
+}

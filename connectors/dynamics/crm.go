@@ -2,8 +2,10 @@ package dynamics
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -366,13 +368,15 @@ func (c *Client) ListMembers(ctx context.Context, q connectors.ListMembersQuery)
 }
 
 // maxFilter bounds the URL-encoded length of one FindByEmail filter: the
-// query goes in a GET's URL, and Dataverse's URL limit is far above it.
-const maxFilter = 6000
+// query goes in the URL of a GET inside a $batch, which may be up to 64 KB
+// (reference A6). 200 addresses in one column fit one filter; a nextLink
+// repeating it stays well inside the limit too.
+const maxFilter = 16_000
 
 // FindByEmail returns every record of the types holding one of the
 // addresses in one of the configured columns, with one query per type
-// (more when the addresses do not fit one URL), all at once within the
-// in-flight cap. Dataverse compares strings case-insensitively (reference
+// (more when the addresses do not fit one filter), all of them GET parts
+// of one $batch: one call a lookup (lookupBatch). Dataverse compares strings case-insensitively (reference
 // A4); every spelling of an address (connectors.EmailSpellings) is asked
 // for and the rows are matched back by connectors.EmailKey. Each record's
 // Email is the address as the caller gave it; a record holding two asked
@@ -431,56 +435,107 @@ func (c *Client) FindByEmail(ctx context.Context, types []string, field connecto
 			jobs = append(jobs, job{tab: t, filter: ch})
 		}
 	}
-	recs := make([][]connectors.Record, len(jobs))
-	err = connectors.ForEach(ctx, 0, len(jobs), func(ctx context.Context, i int) (err error) {
-		j := jobs[i]
+	type query struct {
+		tab table
+		url string
+	}
+	qs := make([]query, len(jobs))
+	for i, j := range jobs {
 		sel := selectList(append(append([]string{j.tab.key}, c.emails...), o.col, "modifiedon")...)
-		recs[i], err = c.findAll(ctx, j.tab, c.queryURL(j.tab.set, sel, j.filter, ""), o, asked)
-		return err
-	})
-	if err != nil {
-		return nil, err
+		qs[i] = query{j.tab, c.queryURL(j.tab.set, sel, j.filter, "")}
+	}
+	var found []connectors.Record
+	for len(qs) > 0 {
+		urls := make([]string, len(qs))
+		for i, q := range qs {
+			urls[i] = q.url
+		}
+		cols, err := c.lookupBatch(ctx, urls)
+		if err != nil {
+			return nil, fmt.Errorf("dynamics: finding records by address: %w", err)
+		}
+		// A query with more rows than one answer holds goes on from its
+		// nextLink, in the next $batch with the others'.
+		var more []query
+		for i, col := range cols {
+			rs, err := matchRows(qs[i].tab, col.Value, c.emails, o, asked)
+			if err != nil {
+				return nil, err
+			}
+			found = append(found, rs...)
+			if col.NextLink != "" {
+				u, err := c.follow(col.NextLink)
+				if err != nil {
+					return nil, err
+				}
+				more = append(more, query{qs[i].tab, u})
+			}
+		}
+		qs = more
 	}
 	var out []connectors.Record
 	seen := map[string]bool{}
-	for _, rs := range recs {
-		for _, r := range rs {
-			k := r.Ref.String() + "\x00" + connectors.EmailKey(r.Email)
-			if !seen[k] {
-				seen[k] = true
-				out = append(out, r)
+	for _, r := range found {
+		k := r.Ref.String() + "\x00" + connectors.EmailKey(r.Email)
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// matchRows keeps the rows of tab holding an asked address in one of
+// the columns, once per asked address they hold.
+func matchRows(tab table, rows []map[string]any, columns []string, o optOut, asked map[string]string) ([]connectors.Record, error) {
+	var out []connectors.Record
+	for _, row := range rows {
+		id, _ := row[tab.key].(string)
+		if !guidPattern.MatchString(id) {
+			return nil, fmt.Errorf("dynamics: a %s row without a valid %s", tab.logical, tab.key)
+		}
+		for _, col := range columns {
+			v, _ := row[col].(string)
+			if e, ok := asked[connectors.EmailKey(v)]; ok && v != "" {
+				out = append(out, connectors.Record{Ref: connectors.RecordRef{Type: tab.logical, ID: strings.ToLower(id)}, Email: e, OptedOut: o.optedOut(row), InLists: true})
 			}
 		}
 	}
 	return out, nil
 }
 
-func (c *Client) findAll(ctx context.Context, tab table, u string, o optOut, asked map[string]string) ([]connectors.Record, error) {
-	var out []connectors.Record
-	for u != "" {
-		var res collection
-		if _, err := c.getJSON(ctx, u, http.Header{"Prefer": {"odata.maxpagesize=5000"}}, &res); err != nil {
-			return nil, fmt.Errorf("dynamics: finding %ss by address: %w", tab.logical, err)
+// lookupBatch reads the queries (Web API URLs on the environment) as GET
+// parts of one $batch, each asking up to 1,000 rows (the rest follows from
+// its nextLink: an address held by thousands of records keeps a batch's
+// answer to a few megabytes), and returns their
+// answers in order. The batch stops at the first query that fails (no
+// continue-on-error: a lookup is whole or retried), and that query's
+// answer is the error.
+func (c *Client) lookupBatch(ctx context.Context, urls []string) ([]collection, error) {
+	parts := make([]string, len(urls))
+	for i, raw := range urls {
+		u, err := url.Parse(raw)
+		if err != nil {
+			return nil, fmt.Errorf("dynamics: a query URL: %w", err)
 		}
-		for _, row := range res.Value {
-			id, _ := row[tab.key].(string)
-			if !guidPattern.MatchString(id) {
-				return nil, fmt.Errorf("dynamics: a %s row without a valid %s", tab.logical, tab.key)
-			}
-			for _, col := range c.emails {
-				v, _ := row[col].(string)
-				if e, ok := asked[connectors.EmailKey(v)]; ok && v != "" {
-					out = append(out, connectors.Record{Ref: connectors.RecordRef{Type: tab.logical, ID: strings.ToLower(id)}, Email: e, OptedOut: o.optedOut(row), InLists: true})
-				}
-			}
+		// If-None-Match: null, as on every read: never a cached answer (reference A2).
+		parts[i] = "GET " + u.RequestURI() + " HTTP/1.1\r\nAccept: application/json\r\nPrefer: odata.maxpagesize=1000\r\nIf-None-Match: null\r\n\r\n"
+	}
+	answers, err := c.batch(ctx, parts, false)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]collection, len(answers))
+	for i, a := range answers {
+		if a.status < 200 || a.status > 299 {
+			return nil, c.classify(a)
 		}
-		u = ""
-		if res.NextLink != "" {
-			var err error
-			if u, err = c.follow(res.NextLink); err != nil {
-				return nil, err
-			}
+		if err := json.Unmarshal(a.body, &out[i]); err != nil {
+			return nil, fmt.Errorf("dynamics: $batch part %d: %w", i+1, err)
 		}
+	}
+	if len(answers) < len(urls) {
+		return nil, fmt.Errorf("dynamics: $batch answered %d parts for %d queries", len(answers), len(urls))
 	}
 	return out, nil
 }
