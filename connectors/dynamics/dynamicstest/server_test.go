@@ -274,3 +274,20 @@ func TestSeedAMillionRecords(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(body), &res))
 	require.Len(t, res.Value, 10)
 }
+
+// TestBatchGetPartsAndTheirURLLimit: a GET part is answered with its rows;
+// one whose URL passes 64 KB is refused with a 400 of its own.
+func TestBatchGetPartsAndTheirURLLimit(t *testing.T) {
+	r := newRaw(t, dynamicstest.Options{})
+	r.srv.AddContact(dynamicstest.Person{Email: "a@example.com"})
+	getPart := func(query string) string {
+		return "Content-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\nGET " + dynamicstest.APIPath + "/contacts?" + query + " HTTP/1.1\r\nAccept: application/json\r\n\r\n"
+	}
+	ok := "$select=contactid&$filter=" + url.QueryEscape("emailaddress1 eq 'a@example.com'")
+	long := "$select=contactid&$filter=" + url.QueryEscape("emailaddress1 eq '"+strings.Repeat("x", dynamicstest.MaxBatchURL)+"@example.com'")
+	h := http.Header{"Content-Type": {"multipart/mixed; boundary=batch_3"}, "Prefer": {"odata.continue-on-error"}}
+	resp, out := r.do(http.MethodPost, "/$batch", h, batchBody("batch_3", getPart(ok), getPart(long)))
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, []string{"HTTP/1.1 200 OK", "HTTP/1.1 400 Bad Request"}, statuses(t, resp, out))
+	require.Contains(t, out, `"value":[{`)
+}
