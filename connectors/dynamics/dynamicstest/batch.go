@@ -215,6 +215,11 @@ func (s *Server) runOne(ctx context.Context, outer, in *http.Request, refs map[s
 		writeError(rec, http.StatusBadRequest, "", "Batch requests cannot be nested.")
 		return rec
 	}
+	if req.Method != http.MethodGet {
+		s.mu.Lock()
+		s.batchWrites++
+		s.mu.Unlock()
+	}
 	s.api(rec, req)
 	return rec
 }

@@ -112,9 +112,11 @@ type Server struct {
 	lists    map[string]*list
 	tokens   map[string]time.Time // token -> expiry
 	issued   int
-	version  int64
-	window   []time.Time // API requests in the last 300 s
-	forced   []forced
+	// batchWrites counts the requests other than GET run inside batches.
+	batchWrites int
+	version     int64
+	window      []time.Time // API requests in the last 300 s
+	forced      []forced
 }
 
 // forced is a service-protection answer Throttle queued.
@@ -213,6 +215,14 @@ func (s *Server) TokensIssued() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.issued
+}
+
+// BatchWrites counts the requests other than GET that batches have run
+// (the Middleware counts a batch as one POST, whatever it holds).
+func (s *Server) BatchWrites() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.batchWrites
 }
 
 // Throttle answers the next n API requests with the service-protection
