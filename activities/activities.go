@@ -111,6 +111,8 @@ const (
 	ruleCRMToMarketing   = "a CRM opt-out inside the lists unsubscribes the address"
 	ruleLaterConsent     = "a re-subscribe newer than the opt-out is the person's later choice: not reverted"
 	ruleAlready          = "the ledger knows the member is already unsubscribed or cleaned"
+	ruleAbsent           = "a CRM opt-out whose address the audience lacks (or holds archived) is not added as an unsubscribed member (addAbsentAsUnsubscribed: false); it is unsubscribed if it joins"
+	ruleJoined           = "an address whose CRM opt-out was not added, because the audience lacked it, is unsubscribed when it joins: joining is not consent after an opt-out"
 )
 
 // run names the workflow run an activity belongs to, for the ledger.
@@ -166,7 +168,8 @@ func (a *Activities) SyncMarketingChanges(ctx context.Context, in PageInput) (Pa
 				res.Counts.Cleaned += len(page.Members)
 				return a.markCleaned(ctx, integ, page.Members, res)
 			}
-			return a.noteResubscribes(ctx, integ, page.Members, res)
+			_, err := a.noteResubscribes(ctx, integ, page.Members, res)
+			return err
 		})
 	})
 }
@@ -409,8 +412,10 @@ func (a *Activities) markCleaned(ctx context.Context, integ *Integration, member
 // those the ledger knew as unsubscribed by an earlier change: a
 // re-subscribe, the person's later choice. It also remembers each member's
 // contact, so that a later address change followed by an unsubscribe
-// suppresses the earlier address too.
-func (a *Activities) noteResubscribes(ctx context.Context, integ *Integration, members []connectors.Member, res *PageResult) error {
+// suppresses the earlier address too. Members who joined after a CRM
+// opt-out the audience lacked are unsubscribed instead (unsubscribeJoined);
+// it returns the others.
+func (a *Activities) noteResubscribes(ctx context.Context, integ *Integration, members []connectors.Member, res *PageResult) ([]connectors.Member, error) {
 	s := integ.Settings
 	wf, rid := run(ctx)
 	persons := make([]string, 0, len(members))
@@ -424,11 +429,14 @@ func (a *Activities) noteResubscribes(ctx context.Context, integ *Integration, m
 		}
 	}
 	if err := a.ledger.LinkContacts(ctx, s.IntegrationID, s.MarketingKind, links); err != nil {
-		return err
+		return nil, err
 	}
 	people, err := a.ledger.People(ctx, s.IntegrationID, persons)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	if members, err = a.unsubscribeJoined(ctx, integ, members, people, res); err != nil {
+		return nil, err
 	}
 	var obs []ledger.Observation
 	for _, m := range members {
@@ -444,7 +452,7 @@ func (a *Activities) noteResubscribes(ctx context.Context, integ *Integration, m
 			Person: p.Person, Contact: m.ContactID, Kind: ledger.KindResubscribe, OccurredAt: m.LastChanged, WorkflowID: wf, RunID: rid})
 	}
 	_, err = a.ledger.Observe(ctx, obs)
-	return err
+	return members, err
 }
 
 // SyncLateRecords handles pages of CRM records modified since the
@@ -662,6 +670,12 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 				case !refused[hashes[i]].IsZero() && refused[hashes[i]].After(p.ResubscribedAt):
 					// Refused for good, and the person made no choice since.
 					res.Counts.KnownRefused++
+				case s.SkipAbsent && p.OptedOut && p.MarketingStatus == ledger.MarketingAbsent:
+					// Looked up and found absent by an earlier run: not looked
+					// up again each time a list is read; a join is caught by
+					// the re-subscribes read (unsubscribeJoined).
+					res.Counts.AbsentNotAdded++
+					skip(i, c, ruleAbsent)
 				default:
 					if _, dup := send[c.email]; !dup {
 						order = append(order, c.email)
@@ -676,13 +690,10 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 		}
 		// The unsubscribes go while other pages are decided.
 		var writes []ledger.Write
-		err = pipelined(ctx, order, integ.Marketing.MaxBatch(), func(ctx context.Context, batch []string) (connectors.BatchResult, error) {
-			out, err := integ.Marketing.Unsubscribe(ctx, s.Audience, batch)
-			if err != nil {
-				return out, classify(err, integ.Settings.IntegrationID, "unsubscribing from audience "+s.Audience)
-			}
-			return out, nil
-		}, func(batch []string, out connectors.BatchResult) error {
+		err = pipelined(ctx, order, integ.Marketing.MaxBatch(), func(ctx context.Context, batch []string) (unsubscribed, error) {
+			return a.unsubscribe(ctx, integ, batch)
+		}, func(batch []string, u unsubscribed) error {
+			out := u.out
 			res.Counts.Unsubscribed += out.Written - out.Added
 			res.Counts.AddedUnsub += out.Added
 			failed := res.recordFailures(CRMToMarketing, out.Failed, nil)
@@ -691,7 +702,10 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 				w := ledger.Write{Integration: s.IntegrationID, System: s.MarketingKind, Target: connectors.AddressHash(e),
 					Person: c.person, Action: ledger.ActionUnsubscribe, Result: ledger.ResultWritten, Rule: ruleCRMToMarketing,
 					Cause: c.record.Ref.String(), WorkflowID: wf, RunID: rid}
-				if f, ok := failed[strings.ToLower(e)]; ok {
+				if u.absent[e] {
+					res.Counts.AbsentNotAdded++
+					w.Result, w.Rule = ledger.ResultAbsent, ruleAbsent
+				} else if f, ok := failed[strings.ToLower(e)]; ok {
 					w.Result, w.Code = failureResult(f), f.Code
 					if f.Compliance {
 						w.Result = ledger.ResultRefused
@@ -706,6 +720,106 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 		}
 		return a.ledger.RecordWrites(ctx, append(writes, skipped...))
 	})
+}
+
+// unsubscribed is what unsubscribe did with one batch of addresses.
+type unsubscribed struct {
+	out connectors.BatchResult
+	// absent are the addresses not sent because the audience lacks them
+	// (or holds them archived) and the integration does not add them.
+	absent map[string]bool
+}
+
+// unsubscribe unsubscribes a batch of addresses from the integration's
+// audience. With SkipAbsent, each address is looked up first and only the
+// audience's members (archived ones aside) are sent: Mailchimp bills every
+// unsubscribed member, and batch subscribe has no way to update existing
+// members without adding the others. That costs one lookup per address, so
+// a run looks an address up once: the ledger remembers it as absent.
+func (a *Activities) unsubscribe(ctx context.Context, integ *Integration, batch []string) (unsubscribed, error) {
+	s := integ.Settings
+	var u unsubscribed
+	send := batch
+	if s.SkipAbsent {
+		send, u.absent = nil, map[string]bool{}
+		// In parts, each renewing the heartbeat: the lookups of every page
+		// under way share the vendor's request slots, and one batch's may
+		// wait long for its turn.
+		err := chunks(ctx, batch, lookupChunk, func(part []string) error {
+			ms, err := integ.Marketing.Members(ctx, s.Audience, part)
+			if err != nil {
+				return classify(err, s.IntegrationID, "looking up addresses in audience "+s.Audience)
+			}
+			for _, e := range part {
+				if st := ms[e].Status; st == connectors.StatusNotFound || st == connectors.StatusArchived {
+					u.absent[e] = true
+				} else {
+					send = append(send, e)
+				}
+			}
+			return nil
+		})
+		if err != nil || len(send) == 0 {
+			return u, err
+		}
+	}
+	out, err := integ.Marketing.Unsubscribe(ctx, s.Audience, send)
+	if err != nil {
+		return u, classify(err, s.IntegrationID, "unsubscribing from audience "+s.Audience)
+	}
+	u.out = out
+	return u, nil
+}
+
+// unsubscribeJoined unsubscribes the members among ms (subscribed, read or
+// pushed) whose person's CRM opt-out stands and was not written because
+// the audience lacked the address (ledger.MarketingAbsent): they joined
+// after it, by an import, an API call or a form, and joining is not the
+// person's consent after an opt-out. A re-subscribe of the unsubscribed
+// member this leaves is. It returns the other members.
+func (a *Activities) unsubscribeJoined(ctx context.Context, integ *Integration, ms []connectors.Member, people map[string]ledger.Person, res *PageResult) ([]connectors.Member, error) {
+	s := integ.Settings
+	rest := ms[:0:0]
+	joined := map[string]connectors.Member{} // by address as given
+	var emails []string
+	for _, m := range ms {
+		p, ok := people[a.ledger.Person(m.Email)]
+		if !ok || !p.OptedOut || p.MarketingStatus != ledger.MarketingAbsent {
+			rest = append(rest, m)
+			continue
+		}
+		if _, dup := joined[m.Email]; !dup {
+			emails = append(emails, m.Email)
+		}
+		joined[m.Email] = m
+	}
+	wf, rid := run(ctx)
+	var writes []ledger.Write
+	err := chunks(ctx, emails, integ.Marketing.MaxBatch(), func(batch []string) error {
+		out, err := integ.Marketing.Unsubscribe(ctx, s.Audience, batch)
+		if err != nil {
+			return classify(err, s.IntegrationID, "unsubscribing members who joined after their CRM opt-out from audience "+s.Audience)
+		}
+		res.Counts.JoinedUnsub += out.Written
+		failed := res.recordFailures(CRMToMarketing, out.Failed, nil)
+		for _, e := range batch {
+			w := ledger.Write{Integration: s.IntegrationID, System: s.MarketingKind, Target: connectors.AddressHash(e),
+				Person: a.ledger.Person(e), Action: ledger.ActionUnsubscribe, Result: ledger.ResultWritten, Rule: ruleJoined,
+				Cause: memberSubject(joined[e]), WorkflowID: wf, RunID: rid}
+			if f, ok := failed[strings.ToLower(e)]; ok {
+				w.Result, w.Code = failureResult(f), f.Code
+				if f.Compliance {
+					w.Result = ledger.ResultRefused
+				}
+			}
+			writes = append(writes, w)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return rest, a.ledger.RecordWrites(ctx, writes)
 }
 
 // SyncFields handles pages of CRM list members (the field-sync step): their mapped
@@ -1232,6 +1346,10 @@ func chunks[T any](ctx context.Context, items []T, size int, fn func([]T) error)
 // across batch boundaries (a NetSuite batch is one request per record,
 // a Mailchimp batch one request for 500).
 const callsAhead = 8
+
+// lookupChunk is how many addresses unsubscribe looks up between two
+// heartbeats.
+const lookupChunk = 50
 
 // pipelined calls call on consecutive slices of items of at most size,
 // up to callsAhead at once, and apply on each slice's answer in order,

@@ -119,7 +119,9 @@ func (a *Activities) applyEvents(ctx context.Context, in EventsInput) (PageResul
 		}
 	}
 	if len(subbed) > 0 {
-		if err := a.noteResubscribes(ctx, integ, subbed, &res); err != nil {
+		// A member who joined after a CRM opt-out the audience lacked is
+		// unsubscribed, and the join is not remembered as a choice.
+		if subbed, err = a.noteResubscribes(ctx, integ, subbed, &res); err != nil {
 			return PageResult{}, err
 		}
 		// Every subscribe is remembered as the person's latest choice, even

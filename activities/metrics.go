@@ -21,6 +21,8 @@ func observe(integration string, step Step, c Counts) {
 	case MarketingToCRM:
 		metrics.OptOutsObserved.WithLabelValues(integration, dir).Add(float64(c.Unsubscribes))
 		metrics.OptOutsWritten.WithLabelValues(integration, dir).Add(float64(c.CRMOptedOut + c.LateOptedOut))
+		// Found by the re-subscribes read, but a CRM opt-out reaching the audience.
+		metrics.OptOutsWritten.WithLabelValues(integration, string(CRMToMarketing)).Add(float64(c.JoinedUnsub))
 	case CRMToMarketing:
 		metrics.OptOutsObserved.WithLabelValues(integration, dir).Add(float64(c.CRMOptOuts))
 		metrics.OptOutsWritten.WithLabelValues(integration, dir).Add(float64(c.Unsubscribed + c.AddedUnsub))

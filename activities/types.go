@@ -28,6 +28,12 @@ type Settings struct {
 	Lists []string
 	// CRMToMarketing is the crmToMarketing setting: unsubscribe CRM opt-outs from the audience. Off by default.
 	CRMToMarketing bool
+	// SkipAbsent is the addAbsentAsUnsubscribed setting turned off: a CRM
+	// opt-out whose address the audience does not hold (or holds archived)
+	// is not added as an unsubscribed member, which Mailchimp bills; each
+	// address is looked up first, and one that joins the audience later is
+	// unsubscribed then. Off (addresses are added) by default.
+	SkipAbsent bool `json:",omitempty"`
 	// OptOut is where the CRM keeps the opt-out.
 	OptOut connectors.OptOutField
 	// CleanedField, when set, is a custom CRM boolean set on records whose
@@ -99,6 +105,7 @@ type Counts struct {
 	DuplicateRecords int `json:"duplicateRecords,omitempty"`   // extra records sharing an address
 	LateOptedOut     int `json:"lateOptedOut,omitempty"`       // CRM records that appeared (or got the address) after its unsubscribe, opted out
 	Resubscribes     int `json:"resubscribes,omitempty"`       // members who re-subscribed after an opt-out we knew: their later choice
+	JoinedUnsub      int `json:"joinedUnsubscribed,omitempty"` // members who joined the audience after their CRM opt-out was not added (absent), unsubscribed
 
 	// CRM → marketing.
 	CRMOptOuts     int `json:"crmOptOuts,omitempty"`          // opted-out CRM records seen
@@ -108,6 +115,7 @@ type Counts struct {
 	EchoSkipped    int `json:"echoSkipped,omitempty"`         // opt-outs this product wrote, read back from where it wrote them: not sent back
 	LaterConsent   int `json:"laterConsent,omitempty"`        // CRM opt-outs older than the member's re-subscribe: not sent
 	KnownRefused   int `json:"knownRefused,omitempty"`        // addresses the platform refused for good in an earlier run: not sent again
+	AbsentNotAdded int `json:"absentNotAdded,omitempty"`      // addresses not in the audience (or archived there), not added (addAbsentAsUnsubscribed: false)
 	OutsideLists   int `json:"outsideLists,omitempty"`        // opted-out records left alone: outside the lists
 	InvalidEmails  int `json:"invalidEmails,omitempty"`       // records skipped for a missing or invalid address
 	ComplianceHeld int `json:"complianceHeld,omitempty"`      // writes refused by a compliance state (final)
@@ -143,6 +151,7 @@ func (c *Counts) Add(o Counts) {
 	c.DuplicateRecords += o.DuplicateRecords
 	c.LateOptedOut += o.LateOptedOut
 	c.Resubscribes += o.Resubscribes
+	c.JoinedUnsub += o.JoinedUnsub
 	c.CRMOptOuts += o.CRMOptOuts
 	c.Unsubscribed += o.Unsubscribed
 	c.AddedUnsub += o.AddedUnsub
@@ -150,6 +159,7 @@ func (c *Counts) Add(o Counts) {
 	c.EchoSkipped += o.EchoSkipped
 	c.LaterConsent += o.LaterConsent
 	c.KnownRefused += o.KnownRefused
+	c.AbsentNotAdded += o.AbsentNotAdded
 	c.OutsideLists += o.OutsideLists
 	c.InvalidEmails += o.InvalidEmails
 	c.ComplianceHeld += o.ComplianceHeld

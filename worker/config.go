@@ -127,6 +127,12 @@ type Integration struct {
 	// CRMToMarketing turns on the crm-to-marketing step: CRM opt-outs
 	// unsubscribe the audience. Off by default, because it unsubscribes people.
 	CRMToMarketing bool `yaml:"crmToMarketing"`
+	// AddAbsentAsUnsubscribed: a CRM opt-out whose address the audience
+	// lacks (or holds archived) is added to it as an unsubscribed member, so
+	// that a later import cannot subscribe it. Default true. Mailchimp bills
+	// unsubscribed members: false adds none, looks each address up first
+	// (one more call per address), and unsubscribes an address that joins later.
+	AddAbsentAsUnsubscribed *bool `yaml:"addAbsentAsUnsubscribed"`
 	// FieldMap maps CRM fields to merge fields for the field-sync step;
 	// empty turns the step off.
 	FieldMap map[string]string `yaml:"fieldMap"`
@@ -469,6 +475,7 @@ func (in *Integration) Settings() activities.Settings {
 		RecordTypes:      slices.Clone(scope.RecordTypes),
 		Lists:            slices.Clone(scope.Lists),
 		CRMToMarketing:   in.CRMToMarketing,
+		SkipAbsent:       in.AddAbsentAsUnsubscribed != nil && !*in.AddAbsentAsUnsubscribed,
 		OptOut:           scope.OptOut,
 		CleanedField:     scope.CleanedField,
 		FieldMap:         maps.Clone(in.FieldMap),

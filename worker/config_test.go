@@ -36,7 +36,20 @@ func TestParseConfigDefaults(t *testing.T) {
 	require.Equal(t, 1000, s.PageSize)
 	require.Equal(t, 100, s.PagesPerActivity)
 	require.False(t, s.CRMToMarketing)
+	require.False(t, s.SkipAbsent, "absent addresses are added as unsubscribed by default")
 	require.Nil(t, s.FieldMap)
+}
+
+func TestParseConfigAddAbsentAsUnsubscribed(t *testing.T) {
+	mc := `{kind: mailchimp, audience: abc, apiKeyEnv: MC_KEY}`
+	for v, skip := range map[string]bool{"false": true, "true": false} {
+		cfg, err := ParseConfig([]byte(one(mc, nsTBA+`}`, "    crmToMarketing: true\n    addAbsentAsUnsubscribed: "+v+"\n")), false)
+		require.NoError(t, err)
+		require.Equal(t, skip, cfg.Integrations[0].Settings().SkipAbsent, v)
+	}
+	_, err := ParseConfig([]byte(one(mc, nsTBA+`}`, "    addAbsentAsUnsubscribed: 1\n")), false)
+	require.ErrorContains(t, err, "addAbsentAsUnsubscribed")
+	require.ErrorContains(t, err, "acme")
 }
 
 func TestParseConfigExample(t *testing.T) {
@@ -71,7 +84,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"second document", one(mc, ns, "") + "---\nintegrations: []\n", "configuration", "only one YAML document"},
 		{"no integrations", "integrations: []\n", "integrations", "at least one integration"},
 		{"top-level unknown key", "integration: []\n", "integration", "unknown key"},
-		{"unknown key", one(mc, ns, "    crmToMarketting: true\n"), acme + "crmToMarketting", "unknown key (known: crm, crmToMarketing"},
+		{"unknown key", one(mc, ns, "    crmToMarketting: true\n"), acme + "crmToMarketting", "unknown key (known: addAbsentAsUnsubscribed, crm, crmToMarketing"},
 		{"key given twice", one(mc, ns, "    schedule: 5m\n    schedule: 10m\n"), acme + "schedule", "given twice"},
 		{"unknown marketing key", one(`{kind: mailchimp, audience: abc, apiKeyEnv: K, apikey: x}`, ns, ""), acme + "marketing.apikey", "unknown key"},
 		{"missing id", "integrations:\n  - marketing: " + mc + "\n    crm: " + ns + "\n", `integration "#1": id`, "required"},

@@ -87,6 +87,14 @@ func decodeValue(n *yaml.Node, f reflect.Value, at string) []string {
 		return nil
 	}
 	switch f.Kind() {
+	case reflect.Pointer:
+		// An optional value whose default is not the zero value: nil when absent.
+		v := reflect.New(f.Type().Elem())
+		if p := decodeValue(n, v.Elem(), at); len(p) > 0 {
+			return p
+		}
+		f.Set(v)
+		return nil
 	case reflect.Struct:
 		return decodeStrict(n, f.Addr().Interface(), at)
 	case reflect.Slice:

@@ -150,7 +150,7 @@ func TestIntegrationSalesforceCampaignAddedToTheListsIsReadFromTheBeginning(t *t
 	r2 := s.runAfter(t, r1)
 	require.Equal(t, connectors.StatusUnsubscribed, s.status(t, "out@example.com"), "the promise of the note is kept")
 	require.Equal(t, 1, r2.Counts.CRMToMarketing.Unsubscribed)
-	require.Contains(t, notesText(r2), "crm-to-marketing reads from the beginning once: its settings (audience, record types, lists or opt-out field) changed")
+	require.Contains(t, notesText(r2), "crm-to-marketing reads from the beginning once: its settings (audience, record types, lists, opt-out field or addAbsentAsUnsubscribed) changed")
 
 	r3 := s.runAfter(t, r2)
 	require.NotContains(t, notesText(r3), "reads from the beginning", "once")
@@ -337,4 +337,67 @@ func TestIntegrationPropagationAgeOfAnOptOutNotYetWritten(t *testing.T) {
 	}
 	require.Contains(t, results, "wrote:crm-opt-out:failed")
 	require.Contains(t, results, "wrote:crm-opt-out:written")
+}
+
+// With addAbsentAsUnsubscribed off, a CRM opt-out whose address the
+// audience lacks (or holds archived) adds no billed member; the ledger
+// remembers it, so a list read again looks nobody up again, and an
+// import of the address later is unsubscribed, while the person's own
+// re-subscribe after that stands.
+func TestIntegrationAbsentOptOutIsNotAddedAndIsUnsubscribedWhenItJoins(t *testing.T) {
+	s := newStack(t, func(st *activities.Settings) { st.SkipAbsent = true })
+	s.member(t, "sub@example.com", connectors.StatusSubscribed)
+	sub := s.customer(t, "sub", "sub@example.com", "2")
+	abs := s.customer(t, "abs", "absent@example.com", "2")
+	s.member(t, "arc@example.com", connectors.StatusArchived)
+	arc := s.customer(t, "arc", "arc@example.com", "2")
+	s.ns.AddSavedSearch(search, sub, abs, arc)
+
+	r1 := s.run(t)
+	k := r1.Counts.CRMToMarketing
+	require.Equal(t, 1, k.Unsubscribed, "sub changed")
+	require.Zero(t, k.AddedUnsub, "nothing added")
+	require.Equal(t, 2, k.AbsentNotAdded, "absent and archived")
+	require.Equal(t, connectors.StatusUnsubscribed, s.status(t, "sub@example.com"))
+	_, ok := s.mc.Member(audience, "absent@example.com")
+	require.False(t, ok, "an absent address is not added")
+	require.Equal(t, connectors.StatusArchived, s.status(t, "arc@example.com"), "an archived member stays archived (free)")
+	require.Contains(t, notesText(r1), "2 opted-out address(es) are not in the audience (or are archived there) and were not added")
+	require.Equal(t, 3, s.mc.Counts()[memberGET], "each address looked up once")
+	require.Equal(t, 1, s.mc.Counts()["POST /lists/{list_id}"], "one unsubscribe call, for sub alone")
+
+	// The saved search is read again: the ledger knows both as absent.
+	s.mc.ResetCounts()
+	r2 := s.runAfter(t, r1)
+	require.Equal(t, 2, r2.Counts.CRMToMarketing.AbsentNotAdded)
+	require.Zero(t, s.mc.Counts()[memberGET], "not looked up again")
+	require.Zero(t, s.mc.Counts()["POST /lists/{list_id}"])
+
+	// Someone imports the absent address: joining is not the person's consent.
+	s.member(t, "absent@example.com", connectors.StatusSubscribed)
+	r3 := s.runAfter(t, r2)
+	require.Equal(t, connectors.StatusUnsubscribed, s.status(t, "absent@example.com"), "the opt-out wins over the import")
+	require.Equal(t, 1, r3.Counts.MarketingToCRM.JoinedUnsub)
+	require.Zero(t, r3.Counts.MarketingToCRM.Resubscribes, "a join is not a re-subscribe")
+	require.Contains(t, notesText(r3), "1 member(s) joined the audience after a CRM opt-out")
+	require.Equal(t, "2", s.subscription(t, "abs"), "the CRM record is left opted out")
+
+	// The person then re-subscribes through a form: that is consent.
+	afterResubscribe()
+	s.resubscribe(t, "absent@example.com")
+	r4 := s.runAfter(t, r3)
+	require.Equal(t, connectors.StatusSubscribed, s.status(t, "absent@example.com"), "the later choice stands")
+	require.Equal(t, 1, r4.Counts.MarketingToCRM.Resubscribes)
+	require.Zero(t, r4.Counts.MarketingToCRM.JoinedUnsub)
+	r5 := s.runAfter(t, r4)
+	require.Equal(t, connectors.StatusSubscribed, s.status(t, "absent@example.com"), "and on every later run")
+	require.Equal(t, 1, r5.Counts.CRMToMarketing.LaterConsent)
+
+	// Turning the setting back on reads the step from the beginning and
+	// adds the archived address as an unsubscribed member.
+	s.reg.configure(func(st *activities.Settings) { st.SkipAbsent = false })
+	r6 := s.runAfter(t, r5)
+	require.Contains(t, notesText(r6), "crm-to-marketing reads from the beginning once")
+	require.Equal(t, connectors.StatusUnsubscribed, s.status(t, "arc@example.com"))
+	require.Equal(t, connectors.StatusSubscribed, s.status(t, "absent@example.com"), "the re-subscribe still stands")
 }

@@ -78,6 +78,7 @@ type hookOptions struct {
 	wrap           func(http.Handler) http.Handler
 	contactFollows bool
 	run            workflows.EventsRun
+	settings       func(*activities.Settings)
 }
 
 func newHookStackWith(t testing.TB, o hookOptions) *hookStack {
@@ -90,7 +91,7 @@ func newHookStackWith(t testing.TB, o hookOptions) *hookStack {
 	s := newStackWithOptions(t, mailchimptest.Options{Now: clk.Now, ContactIDFollowsAddress: contactFollows, WebhookRetries: []time.Duration{
 		50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond,
 		time.Second, 2 * time.Second, 5 * time.Second, 10 * time.Second, 20 * time.Second, 30 * time.Second, time.Minute,
-	}}, nil, ledgertest.Open(t, ledger.SQLite))
+	}}, o.settings, ledgertest.Open(t, ledger.SQLite))
 	h := &hookStack{stack: s, tc: &switchClient{Client: s.c}, signed: secret, clk: clk}
 	var err error
 	h.hooks, err = mailchimp.New(mailchimp.Options{APIKey: s.mc.APIKey, BaseURL: s.mc.URL,
@@ -547,4 +548,32 @@ func TestWebhookCRMOutageKeepsEventsInTheInboxNotInTheWorkflow(t *testing.T) {
 		require.True(t, ok)
 		require.Equal(t, "2", e.SubscriptionStatus, emails[i])
 	}
+}
+
+// A member archived by the account whose CRM opt-out was therefore not
+// added (addAbsentAsUnsubscribed off), then subscribed again through a
+// form: the pushed subscribe is a join after the opt-out, so the member is
+// unsubscribed and the join is not remembered as the person's choice.
+func TestWebhookAJoinAfterAnOptOutNotAddedIsUnsubscribed(t *testing.T) {
+	h := newHookStackWith(t, hookOptions{settings: func(st *activities.Settings) { st.SkipAbsent = true }})
+	h.member(t, "ann@example.com")
+	require.NoError(t, h.mc.Act(audience, "ann@example.com", "archive", mailchimptest.SourceAdmin))
+	h.settle(t, 1)
+	ref := connectors.RecordRef{Type: "customer", ID: h.ns.AddCustomer(netsuitetest.Entity{Email: "ann@example.com", SubscriptionStatus: "2"})}
+	h.refs["ann"] = ref
+	h.ns.AddSavedSearch(search, ref)
+	r1 := h.run(t)
+	require.Equal(t, 1, r1.Counts.CRMToMarketing.AbsentNotAdded)
+	require.Equal(t, connectors.StatusArchived, h.status(t, "ann@example.com"))
+
+	h.clk.Advance(time.Second)
+	require.NoError(t, h.mc.Act(audience, "ann@example.com", "resubscribe", mailchimptest.SourceUser))
+	st := h.settle(t, 2)
+	require.Equal(t, 1, st.Counts.JoinedUnsub)
+	require.Zero(t, st.Counts.Resubscribes)
+	require.Equal(t, connectors.StatusUnsubscribed, h.status(t, "ann@example.com"))
+	p, err := h.ledger.People(t.Context(), h.id, []string{h.ledger.Person("ann@example.com")})
+	require.NoError(t, err)
+	require.True(t, p[h.ledger.Person("ann@example.com")].OptedOut, "the join is not recorded as a re-subscribe")
+	require.Equal(t, string(connectors.StatusUnsubscribed), p[h.ledger.Person("ann@example.com")].MarketingStatus)
 }

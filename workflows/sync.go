@@ -513,12 +513,17 @@ func fingerprints(s *activities.Settings) Fingerprints {
 	}
 	slices.Sort(tags)
 	crm := s.MarketingKind + "/" + s.Audience + "|" + s.CRMKind
+	crmOptOuts := []string{crm, types, lists, optOut}
+	if s.SkipAbsent {
+		// Only when set, so that existing fingerprints stay as they were.
+		crmOptOuts = append(crmOptOuts, "skipAbsent")
+	}
 	return Fingerprints{
 		Unsubscribed: h(crm, types, optOut),
 		Cleaned:      h(crm, types, s.CleanedField),
 		Resubscribes: h(crm),
 		LateRecords:  h(crm, types, optOut),
-		CRMOptOuts:   h(crm, types, lists, optOut),
+		CRMOptOuts:   h(crmOptOuts...),
 		Audience:     h(s.MarketingKind+"/"+s.Audience, strings.Join(tags, ",")),
 		Fields:       h(crm, types, lists, optOut, strings.Join(fields, ","), string(s.StatusIfNew)),
 	}
@@ -544,7 +549,7 @@ func resetChanged(st *RunState) {
 	reset("Re-subscribes", prev.Resubscribes, now.Resubscribes, &st.Since.Resubscribes, "audience")
 	reset("Late CRM records", prev.LateRecords, now.LateRecords, &st.Since.LateRecords, "audience, record types or opt-out field")
 	if st.Settings.CRMToMarketing {
-		reset("crm-to-marketing", prev.CRMOptOuts, now.CRMOptOuts, &st.Since.CRMOptOuts, "audience, record types, lists or opt-out field")
+		reset("crm-to-marketing", prev.CRMOptOuts, now.CRMOptOuts, &st.Since.CRMOptOuts, "audience, record types, lists, opt-out field or addAbsentAsUnsubscribed")
 	}
 	if len(st.Settings.FieldMap) > 0 {
 		reset("field-sync", prev.Fields, now.Fields, &st.Since.Fields, "audience, record types, lists, opt-out field, field map or statusIfNew")
@@ -572,6 +577,9 @@ func notes(st *RunState) []string {
 	if m.LateOptedOut > 0 {
 		n = append(n, fmt.Sprintf("%d CRM record(s) created or given an address after its marketing unsubscribe were opted out (the ledger remembers the unsubscribe).", m.LateOptedOut))
 	}
+	if m.JoinedUnsub > 0 {
+		n = append(n, fmt.Sprintf("%d member(s) joined the audience after a CRM opt-out of their address that the audience had lacked, and were unsubscribed: joining is not consent after an opt-out (a later re-subscribe is).", m.JoinedUnsub))
+	}
 	if m.Resubscribes > 0 {
 		n = append(n, fmt.Sprintf("%d member(s) re-subscribed after an opt-out: their later choice is recorded and no earlier opt-out will undo it.", m.Resubscribes))
 	}
@@ -594,6 +602,9 @@ func notes(st *RunState) []string {
 		if k.LaterConsent > 0 {
 			n = append(n, fmt.Sprintf("%d CRM opt-out(s) are older than the member's re-subscribe in the marketing platform: the later choice stands, the member stays subscribed and the CRM field is left as it is (address hashes: %s).",
 				k.LaterConsent, strings.Join(st.LaterConsent, ", ")))
+		}
+		if k.AbsentNotAdded > 0 {
+			n = append(n, fmt.Sprintf("%d opted-out address(es) are not in the audience (or are archived there) and were not added as unsubscribed members (addAbsentAsUnsubscribed: false); each is unsubscribed if it joins the audience.", k.AbsentNotAdded))
 		}
 		if k.KnownRefused > 0 {
 			n = append(n, fmt.Sprintf("%d address(es) were refused for good by the marketing platform in an earlier run (invalid, fake or forgotten): not sent again; the ledger holds the answer.", k.KnownRefused))

@@ -360,7 +360,7 @@ func TestAChangedSettingReadsItsStepFromTheBeginningOnce(t *testing.T) {
 	f.settings.RecordTypes = []string{"customer", "contact", "partner"}
 	second := f.mustRun(t, workflows.SyncInput{}, &first)
 	require.Equal(t, connectors.StatusUnsubscribed, f.mk.Member("eve@example.com").Status)
-	require.Contains(t, notesText(second), "crm-to-marketing reads from the beginning once: its settings (audience, record types, lists or opt-out field) changed since the last completed run.")
+	require.Contains(t, notesText(second), "crm-to-marketing reads from the beginning once: its settings (audience, record types, lists, opt-out field or addAbsentAsUnsubscribed) changed since the last completed run.")
 	require.NotContains(t, notesText(second), "Re-subscribes reads", "the audience did not change")
 }
 

@@ -108,6 +108,12 @@ const (
 	ResultRefused Result = "refused" // a final refusal (compliance, invalid, forgotten): not retried
 	ResultFailed  Result = "failed"  // a transient failure: the next run retries it
 	ResultSkipped Result = "skipped" // deliberately not written; Rule says why
+	// ResultAbsent: not written because the address is not in the audience
+	// (or is archived there) and the integration adds no such address as an
+	// unsubscribed member (addAbsentAsUnsubscribed: false). The person's
+	// marketing status becomes MarketingAbsent: should the address join
+	// the audience later, it is unsubscribed then.
+	ResultAbsent Result = "absent"
 )
 
 // Settles reports whether the result ends the propagation of an opt-out.
@@ -152,7 +158,8 @@ type Person struct {
 	// ResubscribedAt is the latest re-subscribe, zero if none.
 	ResubscribedAt time.Time
 	// MarketingStatus is the last member status we know ("unsubscribed",
-	// "cleaned", "subscribed"), from observations and our own writes.
+	// "cleaned", "subscribed"), from observations and our own writes, or
+	// MarketingRefused or MarketingAbsent after a write that was not made.
 	MarketingStatus   string
 	MarketingStatusAt time.Time
 }
@@ -164,6 +171,12 @@ const ownWriteSkew = time.Minute
 // MarketingRefused is the marketing status the ledger keeps for an address
 // the platform refused for good (forgotten, fake, in a compliance state).
 const MarketingRefused = "refused"
+
+// MarketingAbsent is the marketing status the ledger keeps for a person
+// whose CRM opt-out was not written because the audience did not hold
+// the address (ResultAbsent): a member of that address who appears later
+// joined after the opt-out, which the join does not undo.
+const MarketingAbsent = "absent"
 
 // SuppressedByMarketing reports whether an opt-out made in the marketing
 // platform stands: no re-subscribe is newer (a tie goes to the opt-out).

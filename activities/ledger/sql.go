@@ -685,6 +685,8 @@ func (s *SQL) RecordWrites(ctx context.Context, ws []Write) error {
 			// Refused for good (forgotten, fake, compliance): a later
 			// subscribe of the address is the person's new choice.
 			status[w.Person] = MarketingRefused
+		case w.Result == ResultAbsent && status[w.Person] == "":
+			status[w.Person] = MarketingAbsent
 		}
 	}
 	err := s.writeTx(ctx, integration, func(tx *sql.Tx) error {
