@@ -639,10 +639,6 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 			if err != nil {
 				return err
 			}
-			people, err := a.ledger.People(ctx, s.IntegrationID, persons)
-			if err != nil {
-				return err
-			}
 			// A skip is recorded at the opt-out's first sighting only: a saved
 			// search read again every run must not grow the ledger every run.
 			skip := func(i int, c candidate, rule string) {
@@ -654,10 +650,12 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 					WorkflowID: wf, RunID: rid})
 			}
 			for i, c := range cands {
-				p := people[c.person]
-				switch {
-				case at[i] < 0:
+				if at[i] < 0 {
 					res.Counts.EchoSkipped++
+					continue
+				}
+				p := seen[at[i]].State // the person's state after this page's opt-outs
+				switch {
 				case p.ResubscribedAt.After(seen[at[i]].At):
 					res.Counts.LaterConsent++
 					if len(res.LaterConsent) < MaxFailureReports {

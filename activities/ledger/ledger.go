@@ -86,6 +86,9 @@ type Seen struct {
 	At time.Time
 	// New is true the first time the ledger records it.
 	New bool
+	// State is the person's state once the whole batch is applied: what
+	// People answers right after.
+	State Person
 }
 
 // Action is what a write does.

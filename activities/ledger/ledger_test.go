@@ -114,6 +114,43 @@ func TestObservationsAreIdempotentAndTheLatestChoiceWins(t *testing.T) {
 	})
 }
 
+// Observe answers each person's state after the batch, as People does,
+// also when the batch changes nothing (observations already recorded),
+// and a batch that changes nothing leaves every state as it was.
+func TestObserveAnswersThePersonsStateAfterTheBatch(t *testing.T) {
+	dialects(t, func(t *testing.T, d ledger.Dialect) {
+		ctx := t.Context()
+		l := ledgertest.Open(t, d)
+		t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+		ann, bob := l.Person("ann@example.com"), l.Person("bob@example.com")
+		batch := []ledger.Observation{
+			obs(l, "ann@example.com", ledger.KindUnsubscribe, t0),
+			obs(l, "bob@example.com", ledger.KindUnsubscribe, t0),
+			obs(l, "ann@example.com", ledger.KindResubscribe, t0.Add(time.Hour)),
+		}
+		check := func(seen []ledger.Seen) {
+			t.Helper()
+			people, err := l.People(ctx, integ, []string{ann, bob})
+			require.NoError(t, err)
+			for i, o := range batch {
+				require.Equal(t, people[o.Person], seen[i].State, "observation %d", i)
+			}
+			require.False(t, seen[0].State.OptedOut, "the whole batch: ann's later re-subscribe is applied")
+			require.Equal(t, seen[0].State, seen[2].State)
+			require.True(t, seen[1].State.OptedOut)
+			require.Equal(t, t0, seen[1].State.OptOutAt)
+		}
+		first, err := l.Observe(ctx, batch)
+		require.NoError(t, err)
+		check(first)
+		again, err := l.Observe(ctx, batch)
+		require.NoError(t, err)
+		require.False(t, again[0].New)
+		check(again)
+		require.Equal(t, first[1].State, again[1].State, "nothing changed")
+	})
+}
+
 func TestAContactsOptOutSuppressesItsEarlierAddresses(t *testing.T) {
 	dialects(t, func(t *testing.T, d ledger.Dialect) {
 		ctx := t.Context()

@@ -349,6 +349,7 @@ func (s *SQL) Observe(ctx context.Context, obs []Observation) ([]Seen, error) {
 		if err != nil {
 			return err
 		}
+		before := maps.Clone(people)
 		var viaContact []Observation
 		pending := map[string]map[string]int64{} // system -> person -> first sighting
 		for i, o := range obs {
@@ -383,8 +384,19 @@ func (s *SQL) Observe(ctx context.Context, obs []Observation) ([]Seen, error) {
 		if _, err := s.insertObservations(ctx, tx, viaContact, "contact", now); err != nil {
 			return err
 		}
-		if err := s.savePeople(ctx, tx, integration, people); err != nil {
+		// Only the people this batch changed (or made known) are written:
+		// a list read again every run observes what the ledger holds.
+		changed := map[string]Person{}
+		for person, p := range people {
+			if b, known := before[person]; !known || !slices.Equal(personRow(b), personRow(p)) {
+				changed[person] = p
+			}
+		}
+		if err := s.savePeople(ctx, tx, integration, changed); err != nil {
 			return err
+		}
+		for i, o := range obs {
+			out[i].State = people[o.Person]
 		}
 		for _, system := range slices.Sorted(maps.Keys(pending)) {
 			if err := s.insertPending(ctx, tx, integration, system, pending[system]); err != nil {
@@ -641,14 +653,18 @@ func (s *SQL) savePeople(ctx context.Context, tx *sql.Tx, integration string, pe
 				opt_out_source = excluded.opt_out_source, via = excluded.via, opt_out_at = excluded.opt_out_at,
 				marketing_opt_out_at = excluded.marketing_opt_out_at, resubscribed_at = excluded.resubscribed_at, marketing_status = excluded.marketing_status,
 				marketing_status_at = excluded.marketing_status_at`, 11, len(persons), func(i int, args []any) []any {
-		p := people[persons[i]]
-		optedOut := 0
-		if p.OptedOut {
-			optedOut = 1
-		}
-		return append(args, integration, p.Person, optedOut, string(p.OptOutKind), p.OptOutSource, p.Via, micros(p.OptOutAt),
-			micros(p.MarketingOptOutAt), micros(p.ResubscribedAt), p.MarketingStatus, micros(p.MarketingStatusAt))
+		return append(append(args, integration), personRow(people[persons[i]])...)
 	}, nil)
+}
+
+// personRow is p as the columns personColumns names.
+func personRow(p Person) []any {
+	optedOut := 0
+	if p.OptedOut {
+		optedOut = 1
+	}
+	return []any{p.Person, optedOut, string(p.OptOutKind), p.OptOutSource, p.Via, micros(p.OptOutAt),
+		micros(p.MarketingOptOutAt), micros(p.ResubscribedAt), p.MarketingStatus, micros(p.MarketingStatusAt)}
 }
 
 // RecordWrites appends writes (a write already recorded by the same run
