@@ -248,6 +248,31 @@ func BenchmarkThroughput(b *testing.B) {
 			report(b, n, elapsed, need{&mcV, (n + 499) / 500}, need{&nsV, (n + 999) / 1000})
 		}
 	})
+	b.Run("netsuite/crm-to-marketing-absent-not-added", func(b *testing.B) {
+		// addAbsentAsUnsubscribed off: every address is looked up (one
+		// GET each) and only the half the audience holds is unsubscribed.
+		const n = 2_000
+		mcV, nsV, _ := benchVendors()
+		for b.Loop() {
+			mk := benchMailchimp(b, &mcV, n/2, "subscribed")
+			crm := benchNetSuite(b, &nsV, "BENCH4", n, func(i int) netsuitetest.Entity {
+				return netsuitetest.Entity{Email: fmt.Sprintf("p%d@example.com", i), SubscriptionStatus: "2"}
+			})
+			s := benchSettings("bench-ns-c2m-absent", "netsuite", []string{"customer"})
+			s.SkipAbsent = true
+			acts := benchActivities(b, s, mk, crm)
+			mcV.mw.ResetCounts()
+			nsV.mw.ResetCounts()
+			start := startClock()
+			c := drain(b, acts, acts.SyncCRMOptOuts, activities.PageInput{IntegrationID: s.IntegrationID, Settings: s, Since: time.Now().AddDate(-1, 0, 0)})
+			elapsed := start.stop()
+			require.Equal(b, n/2, c.Unsubscribed)
+			require.Equal(b, n/2, c.AbsentNotAdded)
+			require.Zero(b, c.AddedUnsub)
+			// A lookup per address, a batch call per 500 members found.
+			report(b, n, elapsed, need{&mcV, n + (n/2+499)/500}, need{&nsV, (n + 999) / 1000})
+		}
+	})
 	b.Run("salesforce/marketing-to-crm", func(b *testing.B) {
 		const n = 4_000
 		mcV, _, sfV := benchVendors()
