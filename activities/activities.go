@@ -254,7 +254,7 @@ func (a *Activities) optOutInCRM(ctx context.Context, integ *Integration, member
 				recs := byPerson[person]
 				o := ledger.Observation{Integration: s.IntegrationID, System: s.MarketingKind, Subject: memberSubject(m),
 					Person: person, Contact: m.ContactID, Kind: ledger.KindUnsubscribe, OccurredAt: m.LastChanged,
-					WorkflowID: wf, RunID: rid}
+					Audience: s.Audience, WorkflowID: wf, RunID: rid}
 				switch n := len(recs); {
 				case n == 0:
 					res.Counts.NotInCRM++
@@ -379,7 +379,7 @@ func (a *Activities) markCleaned(ctx context.Context, integ *Integration, member
 			emails = append(emails, m.Email)
 			causes[person] = memberSubject(m)
 			obs = append(obs, ledger.Observation{Integration: s.IntegrationID, System: s.MarketingKind, Subject: memberSubject(m),
-				Person: person, Contact: m.ContactID, Kind: ledger.KindCleaned, OccurredAt: m.LastChanged, WorkflowID: wf, RunID: rid})
+				Person: person, Contact: m.ContactID, Kind: ledger.KindCleaned, OccurredAt: m.LastChanged, Audience: s.Audience, WorkflowID: wf, RunID: rid})
 		}
 		if _, err := a.ledger.Observe(ctx, obs); err != nil {
 			return err
@@ -443,13 +443,14 @@ func (a *Activities) noteResubscribes(ctx context.Context, integ *Integration, m
 		p, ok := people[a.ledger.Person(m.Email)]
 		// Unsubscribed, cleaned or refused for good, then subscribed by a
 		// newer change: the person's new choice.
-		blocked := connectors.MemberStatus(p.MarketingStatus).Blocked() || p.MarketingStatus == ledger.MarketingRefused
+		status := p.StatusIn(s.Audience)
+		blocked := connectors.MemberStatus(status).Blocked() || status == ledger.MarketingRefused
 		if !ok || !blocked || !m.LastChanged.After(p.MarketingStatusAt) {
 			continue
 		}
 		res.Counts.Resubscribes++
 		obs = append(obs, ledger.Observation{Integration: s.IntegrationID, System: s.MarketingKind, Subject: memberSubject(m),
-			Person: p.Person, Contact: m.ContactID, Kind: ledger.KindResubscribe, OccurredAt: m.LastChanged, WorkflowID: wf, RunID: rid})
+			Person: p.Person, Contact: m.ContactID, Kind: ledger.KindResubscribe, OccurredAt: m.LastChanged, Audience: s.Audience, WorkflowID: wf, RunID: rid})
 	}
 	_, err = a.ledger.Observe(ctx, obs)
 	return members, err
@@ -647,7 +648,7 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 				}
 				skipped = append(skipped, ledger.Write{Integration: s.IntegrationID, System: s.MarketingKind, Target: connectors.AddressHash(c.email),
 					Person: c.person, Action: ledger.ActionUnsubscribe, Result: ledger.ResultSkipped, Rule: rule, Cause: c.record.Ref.String(),
-					WorkflowID: wf, RunID: rid})
+					Audience: s.Audience, WorkflowID: wf, RunID: rid})
 			}
 			for i, c := range cands {
 				if at[i] < 0 {
@@ -655,6 +656,7 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 					continue
 				}
 				p := seen[at[i]].State // the person's state after this page's opt-outs
+				status := p.StatusIn(s.Audience)
 				switch {
 				case p.ResubscribedAt.After(seen[at[i]].At):
 					res.Counts.LaterConsent++
@@ -662,13 +664,15 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 						res.LaterConsent = append(res.LaterConsent, connectors.AddressHash(c.email))
 					}
 					skip(i, c, ruleLaterConsent)
-				case p.MarketingStatus == string(connectors.StatusUnsubscribed) || p.MarketingStatus == string(connectors.StatusCleaned):
+				case status == string(connectors.StatusUnsubscribed) || status == string(connectors.StatusCleaned):
 					res.Counts.AlreadyUnsub++
 					skip(i, c, ruleAlready)
-				case !refused[hashes[i]].IsZero() && refused[hashes[i]].After(p.ResubscribedAt):
-					// Refused for good, and the person made no choice since.
+				case !refused[hashes[i]].IsZero() && refused[hashes[i]].After(p.ResubscribedAt) && p.InAudience(s.Audience):
+					// Refused for good, and the person made no choice since
+					// (the refusal is taken as this audience's unless the
+					// ledger learnt the person's status in another since).
 					res.Counts.KnownRefused++
-				case s.SkipAbsent && p.OptedOut && p.MarketingStatus == ledger.MarketingAbsent:
+				case s.SkipAbsent && p.OptedOut && status == ledger.MarketingAbsent:
 					// Looked up and found absent by an earlier run: not looked
 					// up again each time a list is read; a join is caught by
 					// the re-subscribes read (unsubscribeJoined).
@@ -699,7 +703,7 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 				c := send[e]
 				w := ledger.Write{Integration: s.IntegrationID, System: s.MarketingKind, Target: connectors.AddressHash(e),
 					Person: c.person, Action: ledger.ActionUnsubscribe, Result: ledger.ResultWritten, Rule: ruleCRMToMarketing,
-					Cause: c.record.Ref.String(), WorkflowID: wf, RunID: rid}
+					Cause: c.record.Ref.String(), Audience: s.Audience, WorkflowID: wf, RunID: rid}
 				if u.absent[e] {
 					res.Counts.AbsentNotAdded++
 					w.Result, w.Rule = ledger.ResultAbsent, ruleAbsent
@@ -782,7 +786,7 @@ func (a *Activities) unsubscribeJoined(ctx context.Context, integ *Integration, 
 	var emails []string
 	for _, m := range ms {
 		p, ok := people[a.ledger.Person(m.Email)]
-		if !ok || !p.OptedOut || p.MarketingStatus != ledger.MarketingAbsent {
+		if !ok || !p.OptedOut || p.StatusIn(s.Audience) != ledger.MarketingAbsent {
 			rest = append(rest, m)
 			continue
 		}
@@ -803,7 +807,7 @@ func (a *Activities) unsubscribeJoined(ctx context.Context, integ *Integration, 
 		for _, e := range batch {
 			w := ledger.Write{Integration: s.IntegrationID, System: s.MarketingKind, Target: connectors.AddressHash(e),
 				Person: a.ledger.Person(e), Action: ledger.ActionUnsubscribe, Result: ledger.ResultWritten, Rule: ruleJoined,
-				Cause: memberSubject(joined[e]), WorkflowID: wf, RunID: rid}
+				Cause: memberSubject(joined[e]), Audience: s.Audience, WorkflowID: wf, RunID: rid}
 			if f, ok := failed[strings.ToLower(e)]; ok {
 				w.Result, w.Code = failureResult(f), f.Code
 				if f.Compliance {

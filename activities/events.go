@@ -132,7 +132,7 @@ func (a *Activities) applyEvents(ctx context.Context, in EventsInput) (PageResul
 		for _, m := range subbed {
 			if p := a.ledger.Person(m.Email); p != "" {
 				obs = append(obs, ledger.Observation{Integration: s.IntegrationID, System: s.MarketingKind, Subject: memberSubject(m),
-					Person: p, Kind: ledger.KindResubscribe, OccurredAt: m.LastChanged, WorkflowID: wf, RunID: rid})
+					Person: p, Kind: ledger.KindResubscribe, OccurredAt: m.LastChanged, Audience: s.Audience, WorkflowID: wf, RunID: rid})
 			}
 		}
 		if _, err := a.ledger.Observe(ctx, obs); err != nil {

@@ -401,3 +401,33 @@ func TestIntegrationAbsentOptOutIsNotAddedAndIsUnsubscribedWhenItJoins(t *testin
 	require.Equal(t, connectors.StatusUnsubscribed, s.status(t, "arc@example.com"))
 	require.Equal(t, connectors.StatusSubscribed, s.status(t, "absent@example.com"), "the re-subscribe still stands")
 }
+
+// The integration is pointed at another audience. What the ledger knows of
+// the old audience's members (unsubscribed there, absent from it) is not
+// taken for the new audience's: the CRM opt-outs, read again from the
+// beginning, reach the new audience.
+func TestIntegrationAudienceSwitchSendsCRMOptOutsToTheNewAudience(t *testing.T) {
+	const other = "aud-other"
+	s := newStack(t, func(st *activities.Settings) { st.SkipAbsent = true })
+	s.mc.AddList(other, "Other audience")
+	s.member(t, "bob@example.com", connectors.StatusUnsubscribed)
+	bob := s.customer(t, "bob", "bob@example.com", "2") // the CRM's own opt-out
+	cat := s.customer(t, "cat", "cat@example.com", "2") // not in the first audience
+	for _, e := range []string{"bob@example.com", "cat@example.com"} {
+		require.NoError(t, s.mc.AddMember(other, mailchimptest.MemberSeed{Email: e, Status: "subscribed"}))
+	}
+	s.ns.AddSavedSearch(search, bob, cat)
+	r1 := s.run(t)
+	require.Equal(t, 1, r1.Counts.CRMToMarketing.AlreadyUnsub, "bob")
+	require.Equal(t, 1, r1.Counts.CRMToMarketing.AbsentNotAdded, "cat")
+
+	s.reg.configure(func(st *activities.Settings) { st.Audience = other })
+	r2 := s.runAfter(t, r1)
+	require.Contains(t, notesText(r2), "crm-to-marketing reads from the beginning once")
+	for _, e := range []string{"bob@example.com", "cat@example.com"} {
+		m, ok := s.mc.Member(other, e)
+		require.True(t, ok)
+		require.Equal(t, "unsubscribed", m.Status, "%s's CRM opt-out reaches the new audience", e)
+	}
+	require.Equal(t, 2, r2.Counts.CRMToMarketing.Unsubscribed)
+}

@@ -72,6 +72,9 @@ type Observation struct {
 	// time of its own: for a CRM opt-out, when the record was last seen
 	// without it (zero if never); for a CRM opt-in, the opt-out it ends.
 	Episode time.Time
+	// Audience is the marketing audience a marketing observation was made
+	// in (the person's marketing status is kept with it).
+	Audience string
 	// PendingFor names the system the opt-out must still be written to,
 	// or "" when nothing is to be written; a later settling write clears it.
 	PendingFor string
@@ -137,7 +140,9 @@ type Write struct {
 	// Rule is the product rule that decided it, in words.
 	Rule string
 	// Cause is the subject of the observation that caused it.
-	Cause             string
+	Cause string
+	// Audience is the marketing audience an unsubscribe was written to.
+	Audience          string
 	WorkflowID, RunID string
 }
 
@@ -165,6 +170,25 @@ type Person struct {
 	// MarketingRefused or MarketingAbsent after a write that was not made.
 	MarketingStatus   string
 	MarketingStatusAt time.Time
+	// MarketingAudience is the audience MarketingStatus was learnt in; ""
+	// for a status recorded before the ledger kept it.
+	MarketingAudience string
+}
+
+// StatusIn is the person's marketing status in audience: MarketingStatus
+// when it was learnt there (or before the ledger kept audiences), "" when
+// it was learnt in another audience, which says nothing of this one.
+func (p Person) StatusIn(audience string) string {
+	if !p.InAudience(audience) {
+		return ""
+	}
+	return p.MarketingStatus
+}
+
+// InAudience reports whether the person's marketing status was learnt in
+// audience (or before the ledger kept audiences).
+func (p Person) InAudience(audience string) bool {
+	return p.MarketingAudience == "" || p.MarketingAudience == audience
 }
 
 // ownWriteSkew is how much earlier than our clock says the ledger dates the

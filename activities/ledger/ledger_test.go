@@ -151,6 +151,47 @@ func TestObserveAnswersThePersonsStateAfterTheBatch(t *testing.T) {
 	})
 }
 
+// A marketing status is kept with the audience it was learnt in: it says
+// nothing of another audience, and a status learnt in the integration's
+// new audience replaces it whatever their times.
+func TestAMarketingStatusBelongsToItsAudience(t *testing.T) {
+	dialects(t, func(t *testing.T, d ledger.Dialect) {
+		ctx := t.Context()
+		l := ledgertest.Open(t, d)
+		t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+		ann, bob := l.Person("ann@example.com"), l.Person("bob@example.com")
+		unsub := obs(l, "ann@example.com", ledger.KindUnsubscribe, t0)
+		unsub.Audience = "A"
+		_, err := l.Observe(ctx, []ledger.Observation{unsub})
+		require.NoError(t, err)
+		require.NoError(t, l.RecordWrites(ctx, []ledger.Write{{Integration: integ, System: "mailchimp", Target: "h-bob", Person: bob,
+			Action: ledger.ActionUnsubscribe, Result: ledger.ResultAbsent, Audience: "A", WorkflowID: "wf", RunID: "run"}}))
+		people, err := l.People(ctx, integ, []string{ann, bob})
+		require.NoError(t, err)
+		require.Equal(t, "unsubscribed", people[ann].StatusIn("A"))
+		require.Empty(t, people[ann].StatusIn("B"), "unsubscribed from A says nothing of B")
+		require.Equal(t, ledger.MarketingAbsent, people[bob].StatusIn("A"))
+		require.Empty(t, people[bob].StatusIn("B"))
+		require.True(t, people[ann].OptedOut, "the person's choice is not the audience's")
+
+		// Learnt in B, at an older time than A's: B's now.
+		resub := obs(l, "ann@example.com", ledger.KindResubscribe, t0.Add(-time.Hour))
+		resub.Audience = "B"
+		_, err = l.Observe(ctx, []ledger.Observation{resub})
+		require.NoError(t, err)
+		require.NoError(t, l.RecordWrites(ctx, []ledger.Write{{Integration: integ, System: "mailchimp", Target: "h-bob", Person: bob,
+			Action: ledger.ActionUnsubscribe, Result: ledger.ResultWritten, Audience: "B", WorkflowID: "wf", RunID: "run2"}}))
+		people, err = l.People(ctx, integ, []string{ann, bob})
+		require.NoError(t, err)
+		require.Equal(t, "subscribed", people[ann].StatusIn("B"))
+		require.Empty(t, people[ann].StatusIn("A"))
+		require.Equal(t, "unsubscribed", people[bob].StatusIn("B"))
+
+		// A status from before the ledger kept audiences holds for any.
+		require.Equal(t, "cleaned", ledger.Person{MarketingStatus: "cleaned"}.StatusIn("B"))
+	})
+}
+
 func TestAContactsOptOutSuppressesItsEarlierAddresses(t *testing.T) {
 	dialects(t, func(t *testing.T, d ledger.Dialect) {
 		ctx := t.Context()

@@ -161,6 +161,13 @@ var migrations = []string{
 	// targets, all equalities) seek the unique key as well: one B-tree
 	// less to update for every write recorded.
 	`DROP INDEX writes_target;`,
+
+	// 11: the audience a person's marketing status was learnt in. A status
+	// learnt in one audience says nothing of another: an integration
+	// pointed at a new audience must not skip a CRM opt-out because the
+	// person unsubscribed from, or was absent from, the old one. '' (rows
+	// from before) is taken as the integration's audience.
+	`ALTER TABLE people ADD COLUMN marketing_audience TEXT NOT NULL DEFAULT '';`,
 }
 
 // migrate brings the schema up to date. Two processes starting at once

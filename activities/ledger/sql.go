@@ -359,7 +359,7 @@ func (s *SQL) Observe(ctx context.Context, obs []Observation) ([]Seen, error) {
 				at = first[k]
 			}
 			out[i] = Seen{At: fromMicros(at), New: inserted[k]}
-			apply(people, o.Person, o.System, o.Kind, "", at)
+			apply(people, o.Person, o.System, o.Audience, o.Kind, "", at)
 			if o.PendingFor != "" {
 				if pending[o.PendingFor] == nil {
 					pending[o.PendingFor] = map[string]int64{}
@@ -375,7 +375,7 @@ func (s *SQL) Observe(ctx context.Context, obs []Observation) ([]Seen, error) {
 				if p == o.Person {
 					continue
 				}
-				apply(people, p, o.System, o.Kind, "contact", at)
+				apply(people, p, o.System, o.Audience, o.Kind, "contact", at)
 				l := o
 				l.Person, l.PendingFor = p, ""
 				viaContact = append(viaContact, l)
@@ -571,7 +571,7 @@ func (s *SQL) insertPending(ctx context.Context, tx *sql.Tx, integration, system
 // apply updates a person's state (in people, created if new) with one
 // observation that counts from at. The rule: the latest choice wins, and
 // an opt-out wins a tie.
-func apply(people map[string]Person, person, system string, kind Kind, via string, at int64) {
+func apply(people map[string]Person, person, system, audience string, kind Kind, via string, at int64) {
 	p, ok := people[person]
 	if !ok {
 		p = Person{Person: person}
@@ -596,8 +596,9 @@ func apply(people map[string]Person, person, system string, kind Kind, via strin
 			p.OptedOut = false
 		}
 	}
-	if kind.Marketing() && at >= micros(p.MarketingStatusAt) {
-		p.MarketingStatus, p.MarketingStatusAt = marketingStatus(kind), fromMicros(at)
+	if kind.Marketing() && (at >= micros(p.MarketingStatusAt) || !p.InAudience(audience)) {
+		// A status learnt in another audience is replaced whatever its time.
+		p.MarketingStatus, p.MarketingStatusAt, p.MarketingAudience = marketingStatus(kind), fromMicros(at), audience
 	}
 	people[person] = p
 }
@@ -612,7 +613,7 @@ func marketingStatus(k Kind) string {
 	return string(connectors.StatusUnsubscribed)
 }
 
-const personColumns = `person, opted_out, opt_out_kind, opt_out_source, via, opt_out_at, marketing_opt_out_at, resubscribed_at, marketing_status, marketing_status_at`
+const personColumns = `person, opted_out, opt_out_kind, opt_out_source, via, opt_out_at, marketing_opt_out_at, resubscribed_at, marketing_status, marketing_status_at, marketing_audience`
 
 type scanner interface{ Scan(...any) error }
 
@@ -623,7 +624,7 @@ func scanPerson(r scanner) (Person, error) {
 		kind                                  string
 		optOutAt, mktOptOutAt, resubAt, mktAt int64
 	)
-	err := r.Scan(&p.Person, &optedOut, &kind, &p.OptOutSource, &p.Via, &optOutAt, &mktOptOutAt, &resubAt, &p.MarketingStatus, &mktAt)
+	err := r.Scan(&p.Person, &optedOut, &kind, &p.OptOutSource, &p.Via, &optOutAt, &mktOptOutAt, &resubAt, &p.MarketingStatus, &mktAt, &p.MarketingAudience)
 	p.OptedOut, p.OptOutKind = optedOut != 0, Kind(kind)
 	p.OptOutAt, p.MarketingOptOutAt = fromMicros(optOutAt), fromMicros(mktOptOutAt)
 	p.ResubscribedAt, p.MarketingStatusAt = fromMicros(resubAt), fromMicros(mktAt)
@@ -652,7 +653,7 @@ func (s *SQL) savePeople(ctx context.Context, tx *sql.Tx, integration string, pe
 				opted_out = excluded.opted_out, opt_out_kind = excluded.opt_out_kind,
 				opt_out_source = excluded.opt_out_source, via = excluded.via, opt_out_at = excluded.opt_out_at,
 				marketing_opt_out_at = excluded.marketing_opt_out_at, resubscribed_at = excluded.resubscribed_at, marketing_status = excluded.marketing_status,
-				marketing_status_at = excluded.marketing_status_at`, 11, len(persons), func(i int, args []any) []any {
+				marketing_status_at = excluded.marketing_status_at, marketing_audience = excluded.marketing_audience`, 12, len(persons), func(i int, args []any) []any {
 		return append(append(args, integration), personRow(people[persons[i]])...)
 	}, nil)
 }
@@ -664,7 +665,7 @@ func personRow(p Person) []any {
 		optedOut = 1
 	}
 	return []any{p.Person, optedOut, string(p.OptOutKind), p.OptOutSource, p.Via, micros(p.OptOutAt),
-		micros(p.MarketingOptOutAt), micros(p.ResubscribedAt), p.MarketingStatus, micros(p.MarketingStatusAt)}
+		micros(p.MarketingOptOutAt), micros(p.ResubscribedAt), p.MarketingStatus, micros(p.MarketingStatusAt), p.MarketingAudience}
 }
 
 // RecordWrites appends writes (a write already recorded by the same run
@@ -687,6 +688,7 @@ func (s *SQL) RecordWrites(ctx context.Context, ws []Write) error {
 	}
 	failed := map[string]map[string]bool{} // system -> person -> any write failed
 	status := map[string]string{}          // person -> marketing status our write left
+	audience := map[string]string{}        // person -> the audience it was left in
 
 	for _, w := range ws {
 		if failed[w.System] == nil {
@@ -703,6 +705,9 @@ func (s *SQL) RecordWrites(ctx context.Context, ws []Write) error {
 			status[w.Person] = MarketingRefused
 		case w.Result == ResultAbsent && status[w.Person] == "":
 			status[w.Person] = MarketingAbsent
+		}
+		if status[w.Person] != "" && audience[w.Person] == "" {
+			audience[w.Person] = w.Audience
 		}
 	}
 	err := s.writeTx(ctx, integration, func(tx *sql.Tx) error {
@@ -722,11 +727,14 @@ func (s *SQL) RecordWrites(ctx context.Context, ws []Write) error {
 		// is kept.
 		at := now - ownWriteSkew.Microseconds()
 		persons := slices.Sorted(maps.Keys(status))
-		if err := s.insertRows(ctx, tx, `INSERT INTO people (integration, person, marketing_status, marketing_status_at)`,
+		// A status of another audience is replaced whatever its time.
+		if err := s.insertRows(ctx, tx, `INSERT INTO people (integration, person, marketing_status, marketing_status_at, marketing_audience)`,
 			`ON CONFLICT (integration, person) DO UPDATE SET
-				marketing_status = excluded.marketing_status, marketing_status_at = excluded.marketing_status_at
-			WHERE excluded.marketing_status_at >= people.marketing_status_at`, 4, len(persons), func(i int, args []any) []any {
-				return append(args, integration, persons[i], status[persons[i]], at)
+				marketing_status = excluded.marketing_status, marketing_status_at = excluded.marketing_status_at,
+				marketing_audience = excluded.marketing_audience
+			WHERE excluded.marketing_status_at >= people.marketing_status_at
+				OR people.marketing_audience NOT IN ('', excluded.marketing_audience)`, 5, len(persons), func(i int, args []any) []any {
+				return append(args, integration, persons[i], status[persons[i]], at, audience[persons[i]])
 			}, nil); err != nil {
 			return err
 		}
