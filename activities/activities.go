@@ -617,11 +617,15 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 			if err != nil {
 				return err
 			}
+			echoes, err := a.echoes(ctx, &s, cands, refs, hist)
+			if err != nil {
+				return err
+			}
 			var obs []ledger.Observation
 			at := make([]int, len(cands)) // index into obs, -1 for an echo
 			for i, c := range cands {
 				at[i] = -1
-				if hist[refs[i]].Echo() {
+				if echoes[i] {
 					continue
 				}
 				at[i] = len(obs)
@@ -722,6 +726,35 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 		}
 		return a.ledger.RecordWrites(ctx, append(writes, skipped...))
 	})
+}
+
+// echoes tells, per candidate, whether its CRM opt-out is the echo of one
+// this product wrote from a marketing unsubscribe (RecordHistory.Echo). It
+// is not when the person's marketing status was learnt in another audience
+// than the integration's (it was pointed at another since): that
+// unsubscribe came from the old audience, and the new one has not had the
+// opt-out.
+func (a *Activities) echoes(ctx context.Context, s *Settings, cands []candidate, refs []string, hist map[string]ledger.RecordHistory) ([]bool, error) {
+	echo := make([]bool, len(cands))
+	var persons []string
+	for i, c := range cands {
+		if echo[i] = hist[refs[i]].Echo(); echo[i] {
+			persons = append(persons, c.person)
+		}
+	}
+	if len(persons) == 0 {
+		return echo, nil
+	}
+	people, err := a.ledger.People(ctx, s.IntegrationID, persons)
+	if err != nil {
+		return nil, err
+	}
+	for i, c := range cands {
+		if p, ok := people[c.person]; echo[i] && ok && p.OptedOut && !p.InAudience(s.Audience) {
+			echo[i] = false
+		}
+	}
+	return echo, nil
 }
 
 // unsubscribed is what unsubscribe did with one batch of addresses.

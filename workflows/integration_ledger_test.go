@@ -413,21 +413,32 @@ func TestIntegrationAudienceSwitchSendsCRMOptOutsToTheNewAudience(t *testing.T) 
 	s.member(t, "bob@example.com", connectors.StatusUnsubscribed)
 	bob := s.customer(t, "bob", "bob@example.com", "2") // the CRM's own opt-out
 	cat := s.customer(t, "cat", "cat@example.com", "2") // not in the first audience
-	for _, e := range []string{"bob@example.com", "cat@example.com"} {
+	s.member(t, "ann@example.com", connectors.StatusUnsubscribed)
+	ann := s.customer(t, "ann", "ann@example.com", "1") // opted out by the product, from the first audience
+	for _, e := range []string{"ann@example.com", "bob@example.com", "cat@example.com"} {
 		require.NoError(t, s.mc.AddMember(other, mailchimptest.MemberSeed{Email: e, Status: "subscribed"}))
 	}
-	s.ns.AddSavedSearch(search, bob, cat)
+	s.ns.AddSavedSearch(search, ann, bob, cat)
 	r1 := s.run(t)
+	require.Equal(t, "2", s.subscription(t, "ann"))
+	require.Equal(t, 1, r1.Counts.CRMToMarketing.EchoSkipped, "ann")
 	require.Equal(t, 1, r1.Counts.CRMToMarketing.AlreadyUnsub, "bob")
 	require.Equal(t, 1, r1.Counts.CRMToMarketing.AbsentNotAdded, "cat")
 
 	s.reg.configure(func(st *activities.Settings) { st.Audience = other })
 	r2 := s.runAfter(t, r1)
 	require.Contains(t, notesText(r2), "crm-to-marketing reads from the beginning once")
-	for _, e := range []string{"bob@example.com", "cat@example.com"} {
+	for _, e := range []string{"ann@example.com", "bob@example.com", "cat@example.com"} {
 		m, ok := s.mc.Member(other, e)
 		require.True(t, ok)
 		require.Equal(t, "unsubscribed", m.Status, "%s's CRM opt-out reaches the new audience", e)
 	}
-	require.Equal(t, 2, r2.Counts.CRMToMarketing.Unsubscribed)
+	require.Equal(t, 3, r2.Counts.CRMToMarketing.Unsubscribed, "ann's opt-out came from the old audience: no echo in the new one")
+
+	// The next run knows all three as unsubscribed in the new audience.
+	s.mc.ResetCounts()
+	r3 := s.runAfter(t, r2)
+	require.Equal(t, 1, r3.Counts.CRMToMarketing.EchoSkipped, "ann")
+	require.Equal(t, 2, r3.Counts.CRMToMarketing.AlreadyUnsub, "bob and cat")
+	require.Zero(t, s.mc.Counts()["POST /lists/{list_id}"])
 }
