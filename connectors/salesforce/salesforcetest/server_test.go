@@ -270,3 +270,30 @@ func TestIDs(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, contact, rec["ContactId"])
 }
+
+// A literal IN list matches text case-insensitively and ids exactly, as
+// any SOQL comparison does, NOT IN being its complement.
+func TestQueryInLists(t *testing.T) {
+	c := connect(t, salesforcetest.Options{})
+	ann := c.srv.AddContact(salesforcetest.Person{LastName: "A", Email: "Ann@Example.com"})
+	c.srv.AddContact(salesforcetest.Person{LastName: "B", Email: "bob@example.com"})
+	c.srv.AddContact(salesforcetest.Person{LastName: "C", Email: "cat@example.com"})
+	ids := func(soql string) []string {
+		t.Helper()
+		status, body := c.query(soql)
+		require.Equal(t, http.StatusOK, status, string(body))
+		var r struct{ Records []map[string]any }
+		require.NoError(t, json.Unmarshal(body, &r))
+		var out []string
+		for _, rec := range r.Records {
+			out = append(out, rec["Email"].(string))
+		}
+		return out
+	}
+	require.ElementsMatch(t, []string{"Ann@Example.com", "bob@example.com"},
+		ids("SELECT Email FROM Contact WHERE Email IN ('ann@example.COM', 'BOB@example.com', 'dan@example.com')"))
+	require.Equal(t, []string{"cat@example.com"},
+		ids("SELECT Email FROM Contact WHERE Email NOT IN ('ann@example.com', 'bob@example.com')"))
+	require.Equal(t, []string{"Ann@Example.com"}, ids("SELECT Email FROM Contact WHERE Id IN ('"+ann+"')"))
+	require.Empty(t, ids("SELECT Email FROM Contact WHERE Id IN ('"+strings.ToLower(ann)+"')"), "an id matches exactly")
+}

@@ -204,6 +204,20 @@ func formatDatetime(t time.Time) string { return t.UTC().Format("2006-01-02T15:0
 type evalCtx struct {
 	s    *Server
 	sets map[*inExpr]map[string]bool
+	// texts holds each literal IN list's text values as compare matches
+	// them (case-folded but for ids), so that a list of hundreds of
+	// addresses costs one lookup per record, not one comparison per value:
+	// queries run under the server's lock.
+	texts map[*inExpr]map[string]bool
+}
+
+// textKey is a text value as compare matches it: ids and references
+// exactly, other text case-insensitively.
+func textKey(f *fieldDef, v string) string {
+	if f.typ == ftID || f.typ == ftRef {
+		return v
+	}
+	return strings.ToLower(v)
 }
 
 // get reads a field, computing CampaignMember.HasOptedOutOfEmail from the
@@ -308,6 +322,8 @@ func (c *evalCtx) eval(e expr, r *record) bool {
 		if x.sub != nil {
 			s, _ := v.(string)
 			hit = s != "" && c.sets[x][s]
+		} else if s, ok := v.(string); ok {
+			hit = c.texts[x][textKey(x.field, s)]
 		} else if v != nil {
 			for _, l := range x.values {
 				if d, ok := compare(x.field, v, l); ok && d == 0 {
@@ -323,7 +339,7 @@ func (c *evalCtx) eval(e expr, r *record) bool {
 
 // run evaluates q against the store; the caller holds s.mu.
 func (s *Server) run(q *query) []*record {
-	c := &evalCtx{s: s, sets: map[*inExpr]map[string]bool{}}
+	c := &evalCtx{s: s, sets: map[*inExpr]map[string]bool{}, texts: map[*inExpr]map[string]bool{}}
 	var collect func(e expr)
 	collect = func(e expr) {
 		switch x := e.(type) {
@@ -344,6 +360,14 @@ func (s *Server) run(q *query) []*record {
 					}
 				}
 				c.sets[x] = set
+			} else {
+				texts := map[string]bool{}
+				for _, l := range x.values {
+					if l.kind == vString {
+						texts[textKey(x.field, l.s)] = true
+					}
+				}
+				c.texts[x] = texts
 			}
 		}
 	}
