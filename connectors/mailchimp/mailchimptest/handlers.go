@@ -87,6 +87,12 @@ func fakeEmailProblem(email string) *problem {
 
 // writeJSON writes v, applying the fields / exclude_fields partial response.
 func writeJSON(w http.ResponseWriter, status int, v any, r *http.Request) {
+	if d, ok := w.(*deferredJSON); ok {
+		// v is made of fresh values (memberJSON copies what it reads), so
+		// it can be encoded once the store's lock is released.
+		d.status, d.v, d.r = status, v, r
+		return
+	}
 	q := r.URL.Query()
 	if f := q.Get("fields"); f != "" {
 		v = include(v, parseFields(f))
@@ -103,6 +109,22 @@ func writeJSON(w http.ResponseWriter, status int, v any, r *http.Request) {
 	h.Set("Content-Length", strconv.Itoa(buf.Len()))
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
+}
+
+// deferredJSON holds the JSON answer writeJSON was given, for flush to
+// encode and write after the store's lock is released; anything else
+// goes to the ResponseWriter at once.
+type deferredJSON struct {
+	http.ResponseWriter
+	status int
+	v      any
+	r      *http.Request
+}
+
+func (d *deferredJSON) flush() {
+	if d.r != nil {
+		writeJSON(d.ResponseWriter, d.status, d.v, d.r)
+	}
 }
 
 func noContent(w http.ResponseWriter) {

@@ -424,6 +424,16 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.serveWebhooks(w, r, rt)
 		return
 	}
+	// The answer is made under the lock and encoded after it: a page of
+	// 1,000 members or a batch of 500 takes milliseconds to encode, and
+	// holding the lock through it queued every other request behind it.
+	d := &deferredJSON{ResponseWriter: w}
+	s.handle(d, r, rt)
+	d.flush()
+}
+
+// handle answers an API request under the store's lock.
+func (s *Server) handle(w http.ResponseWriter, r *http.Request, rt route) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if rt.template == "/ping" {
