@@ -533,11 +533,6 @@ func (c *Client) lookupBatch(ctx context.Context, urls []string) ([]collection, 
 		if err := json.Unmarshal(a.body, &out[i]); err != nil {
 			return nil, fmt.Errorf("dynamics: $batch part %d: %w", i+1, err)
 		}
-		if out[i].Value == nil {
-			// A collection always has "value", [] when empty: an answer
-			// without it is not one, and must not read as "no record".
-			return nil, fmt.Errorf("dynamics: $batch part %d: %d answer without a value array", i+1, a.status)
-		}
 	}
 	if len(answers) < len(urls) {
 		return nil, fmt.Errorf("dynamics: $batch answered %d parts for %d queries", len(answers), len(urls))

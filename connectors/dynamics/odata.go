@@ -198,6 +198,23 @@ type collection struct {
 	MoreRecords *bool            `json:"@Microsoft.Dynamics.CRM.morerecords"`
 }
 
+// UnmarshalJSON refuses an answer without "value": a collection always has
+// it ([] when empty), and an answer without it (null, {}, an error envelope
+// answered 2xx) must never read as "no rows", which would end a read or a
+// lookup as if nothing were left and lose the opt-outs it did not return.
+func (c *collection) UnmarshalJSON(b []byte) error {
+	type plain collection
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	if p.Value == nil {
+		return errors.New("a collection answer without a value array")
+	}
+	*c = collection(p)
+	return nil
+}
+
 // follow checks a nextLink before the bearer token goes with it: it must
 // be on the environment's host, under the Web API. It is otherwise used
 // unchanged (reference A4: never edited, never appended to).
