@@ -137,6 +137,9 @@ func Explain(ctx context.Context, who string, o ExplainOptions) error {
 			if e.Via != "" {
 				what += " via " + e.Via
 			}
+			if e.Audience != "" {
+				what += " in audience " + e.Audience
+			}
 			detail := e.Rule
 			if e.Cause != "" {
 				detail += " [cause " + e.Cause + "]"

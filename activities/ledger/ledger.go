@@ -252,8 +252,11 @@ type Entry struct {
 	Type                          string // "observed" or "wrote"
 	System, Subject, Kind, Result string
 	Code, Rule, Cause, Via        string
-	OccurredAt                    time.Time
-	WorkflowID, RunID             string
+	// Audience is the marketing audience of a marketing observation or an
+	// unsubscribe; "" otherwise (and for entries from before it was kept).
+	Audience          string
+	OccurredAt        time.Time
+	WorkflowID, RunID string
 }
 
 // MemberState is one audience member as the ledger mirrors it for field

@@ -187,6 +187,16 @@ func TestAMarketingStatusBelongsToItsAudience(t *testing.T) {
 		require.Empty(t, people[ann].StatusIn("A"))
 		require.Equal(t, "unsubscribed", people[bob].StatusIn("B"))
 
+		// The proof names the audience of each marketing observation and unsubscribe.
+		hist, err := l.History(ctx, bob)
+		require.NoError(t, err)
+		require.Len(t, hist, 2)
+		require.Equal(t, []string{"A", "B"}, []string{hist[0].Audience, hist[1].Audience})
+		require.Equal(t, string(ledger.ResultAbsent), hist[0].Result)
+		hist, err = l.History(ctx, ann)
+		require.NoError(t, err)
+		require.Equal(t, "A", hist[0].Audience)
+
 		// A status from before the ledger kept audiences holds for any.
 		require.Equal(t, "cleaned", ledger.Person{MarketingStatus: "cleaned"}.StatusIn("B"))
 	})

@@ -168,6 +168,11 @@ var migrations = []string{
 	// person unsubscribed from, or was absent from, the old one. '' (rows
 	// from before) is taken as the integration's audience.
 	`ALTER TABLE people ADD COLUMN marketing_audience TEXT NOT NULL DEFAULT '';`,
+
+	// 12: which audience a marketing observation was made in, and which an
+	// unsubscribe was written to (or not written to): the proof names it.
+	`ALTER TABLE observations ADD COLUMN audience TEXT NOT NULL DEFAULT '';
+	ALTER TABLE writes ADD COLUMN audience TEXT NOT NULL DEFAULT '';`,
 }
 
 // migrate brings the schema up to date. Two processes starting at once

@@ -455,26 +455,26 @@ func values(n, width int) string {
 func (s *SQL) insertObservations(ctx context.Context, tx *sql.Tx, obs []Observation, via string, now int64) (map[obsKey]bool, error) {
 	added := map[obsKey]bool{}
 	const head = `INSERT INTO observations
-			(integration, system, subject, person, contact, kind, via, episode, occurred_at, observed_at, workflow_id, run_id)`
+			(integration, system, subject, person, contact, kind, via, episode, occurred_at, observed_at, workflow_id, run_id, audience)`
 	const tail = `ON CONFLICT (integration, system, subject, person, kind, episode, occurred_at) DO NOTHING`
 	if s.dialect == SQLite {
 		// Row by row, each row's count of changes says whether it was new:
 		// RETURNING would cost SQLite a statement journal per row.
-		err := s.insertRows(ctx, tx, head, tail, 12, len(obs), func(i int, args []any) []any {
+		err := s.insertRows(ctx, tx, head, tail, 13, len(obs), func(i int, args []any) []any {
 			o := obs[i]
 			return append(args, o.Integration, o.System, o.Subject, o.Person, o.Contact, string(o.Kind), via,
-				micros(o.Episode), micros(o.OccurredAt), now, o.WorkflowID, o.RunID)
+				micros(o.Episode), micros(o.OccurredAt), now, o.WorkflowID, o.RunID, o.Audience)
 		}, func(i int) { added[keyOf(obs[i])] = true })
 		return added, err
 	}
 	for start := 0; start < len(obs); start += s.rowChunk() {
 		part := obs[start:min(start+s.rowChunk(), len(obs))]
-		args := make([]any, 0, len(part)*12)
+		args := make([]any, 0, len(part)*13)
 		for _, o := range part {
 			args = append(args, o.Integration, o.System, o.Subject, o.Person, o.Contact, string(o.Kind), via,
-				micros(o.Episode), micros(o.OccurredAt), now, o.WorkflowID, o.RunID)
+				micros(o.Episode), micros(o.OccurredAt), now, o.WorkflowID, o.RunID, o.Audience)
 		}
-		rows, err := tx.QueryContext(ctx, s.q(head+` VALUES `+values(len(part), 12)+` `+tail+`
+		rows, err := tx.QueryContext(ctx, s.q(head+` VALUES `+values(len(part), 13)+` `+tail+`
 			RETURNING system, subject, person, kind, episode, occurred_at`), args...)
 		if err != nil {
 			return nil, err
@@ -713,11 +713,11 @@ func (s *SQL) RecordWrites(ctx context.Context, ws []Write) error {
 	err := s.writeTx(ctx, integration, func(tx *sql.Tx) error {
 		now := micros(time.Now())
 		if err := s.insertRows(ctx, tx, `INSERT INTO writes
-				(integration, system, target, person, action, result, code, rule, cause, at, workflow_id, run_id)`,
-			`ON CONFLICT (integration, system, target, action, result, run_id) DO NOTHING`, 12, len(ws), func(i int, args []any) []any {
+				(integration, system, target, person, action, result, code, rule, cause, at, workflow_id, run_id, audience)`,
+			`ON CONFLICT (integration, system, target, action, result, run_id) DO NOTHING`, 13, len(ws), func(i int, args []any) []any {
 				w := ws[i]
 				return append(args, w.Integration, w.System, w.Target, w.Person, string(w.Action), string(w.Result), w.Code, w.Rule, w.Cause,
-					now, w.WorkflowID, w.RunID)
+					now, w.WorkflowID, w.RunID, w.Audience)
 			}, nil); err != nil {
 			return err
 		}
@@ -919,12 +919,12 @@ func (s *SQL) OldestPending(ctx context.Context, integration string) (time.Time,
 // History returns every observation and write about person, oldest first.
 func (s *SQL) History(ctx context.Context, person string) ([]Entry, error) {
 	rows, err := s.rd.QueryContext(ctx, s.q(`
-		SELECT observed_at, integration, 'observed', system, subject, kind, '', '', '', '', via, occurred_at, workflow_id, run_id, id
+		SELECT observed_at, integration, 'observed', system, subject, kind, '', '', '', '', via, occurred_at, workflow_id, run_id, audience, id
 		  FROM observations WHERE person = ?
 		UNION ALL
-		SELECT at, integration, 'wrote', system, target, action, result, code, rule, cause, '', 0, workflow_id, run_id, id
+		SELECT at, integration, 'wrote', system, target, action, result, code, rule, cause, '', 0, workflow_id, run_id, audience, id
 		  FROM writes WHERE person = ?
-		ORDER BY 1, 3, 15`), person, person)
+		ORDER BY 1, 3, 16`), person, person)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: reading history: %w", err)
 	}
@@ -937,7 +937,7 @@ func (s *SQL) History(ctx context.Context, person string) ([]Entry, error) {
 			id           int64
 		)
 		if err := rows.Scan(&at, &e.Integration, &e.Type, &e.System, &e.Subject, &e.Kind, &e.Result, &e.Code, &e.Rule,
-			&e.Cause, &e.Via, &occurred, &e.WorkflowID, &e.RunID, &id); err != nil {
+			&e.Cause, &e.Via, &occurred, &e.WorkflowID, &e.RunID, &e.Audience, &id); err != nil {
 			return nil, fmt.Errorf("ledger: reading history: %w", err)
 		}
 		e.At, e.OccurredAt = fromMicros(at), fromMicros(occurred)
