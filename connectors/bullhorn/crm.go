@@ -442,11 +442,44 @@ func (c *Client) read(ctx context.Context, p plan, kind, raw string, size int, a
 	return connectors.RecordPage{Records: out, Next: k.encode()}, nil
 }
 
+// listAnswer is the answer of a search, a to-many association or an
+// entity GET: its rows are in data.
 type listAnswer struct {
 	Total *int             `json:"total"`
 	Start int              `json:"start"`
 	Count int              `json:"count"`
 	Data  []map[string]any `json:"data"`
+}
+
+// UnmarshalJSON refuses an answer without "data": every answer read here
+// has it ([] when empty; one object for an entity GET of one id), and an
+// answer without it (null, {}, an error answered 2xx, "data": null) must
+// never read as "no rows", which would end a read or a lookup as if
+// nothing were left (or skip the records asked by id) and lose the
+// opt-outs it did not return.
+func (a *listAnswer) UnmarshalJSON(b []byte) error {
+	var p struct {
+		Total *int            `json:"total"`
+		Start int             `json:"start"`
+		Count int             `json:"count"`
+		Data  json.RawMessage `json:"data"`
+	}
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*a = listAnswer{Total: p.Total, Start: p.Start, Count: p.Count}
+	switch d := strings.TrimSpace(string(p.Data)); {
+	case d == "" || d == "null":
+		return errors.New("an answer without data")
+	case d[0] == '{':
+		var one map[string]any
+		if err := json.Unmarshal(p.Data, &one); err != nil {
+			return err
+		}
+		a.Data = []map[string]any{one}
+		return nil
+	}
+	return json.Unmarshal(p.Data, &a.Data)
 }
 
 // rangeValue writes a dateLastModified bound for a search range: epoch
@@ -628,10 +661,8 @@ func (c *Client) getByIDs(ctx context.Context, t string, ids []int64, fields []s
 	for i, id := range ids {
 		parts[i] = strconv.FormatInt(id, 10)
 	}
-	var raw struct {
-		Data json.RawMessage `json:"data"`
-	}
-	err := c.call(ctx, http.MethodGet, "entity/"+t+"/"+strings.Join(parts, ","), url.Values{"fields": {strings.Join(fields, ",")}}, nil, &raw)
+	var ans listAnswer
+	err := c.call(ctx, http.MethodGet, "entity/"+t+"/"+strings.Join(parts, ","), url.Values{"fields": {strings.Join(fields, ",")}}, nil, &ans)
 	var apiErr *connectors.APIError
 	if errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound {
 		return nil, nil // none of them exists any more
@@ -639,16 +670,7 @@ func (c *Client) getByIDs(ctx context.Context, t string, ids []int64, fields []s
 	if err != nil {
 		return nil, err
 	}
-	var rows []map[string]any
-	if len(raw.Data) > 0 && raw.Data[0] == '{' {
-		var one map[string]any
-		if err := json.Unmarshal(raw.Data, &one); err != nil {
-			return nil, fmt.Errorf("bullhorn: entity/%s: %w", t, err)
-		}
-		rows = []map[string]any{one}
-	} else if err := json.Unmarshal(raw.Data, &rows); err != nil {
-		return nil, fmt.Errorf("bullhorn: entity/%s: %w", t, err)
-	}
+	rows := ans.Data
 	slices.SortFunc(rows, func(a, b map[string]any) int {
 		x, _ := a["id"].(float64)
 		y, _ := b["id"].(float64)

@@ -239,10 +239,26 @@ func (ch *changes) read(ctx context.Context, extra url.Values, count, offset int
 		q.Set("offset", strconv.Itoa(offset))
 	}
 	q.Set("fields", fields)
-	var doc membersDoc
-	if _, err := ch.c.do(ctx, http.MethodGet, ch.path, q, nil, &doc); err != nil {
+	var ans struct {
+		membersDoc
+		TotalItems *int `json:"total_items"`
+	}
+	if _, err := ch.c.do(ctx, http.MethodGet, ch.path, q, nil, &ans); err != nil {
 		return membersDoc{}, nil, err
 	}
+	// A members answer always has total_items, and "members" ([] when
+	// empty) when asked for it. One without them (null, {}, an error
+	// answered 2xx) must never read as "no members" or as a total of 0,
+	// which would end a read as if none were left (or take a second as
+	// read whole) and lose the unsubscribes it did not return.
+	switch {
+	case ans.TotalItems == nil:
+		return membersDoc{}, nil, fmt.Errorf("mailchimp: GET %s: a members answer without total_items", redactPath(ch.path))
+	case ans.Members == nil && strings.Contains(fields, "members."):
+		return membersDoc{}, nil, fmt.Errorf("mailchimp: GET %s: a members answer without a members array", redactPath(ch.path))
+	}
+	doc := ans.membersDoc
+	doc.TotalItems = *ans.TotalItems
 	if len(doc.Members) > count {
 		// More than asked for: a page the cursor cannot account for.
 		return membersDoc{}, nil, fmt.Errorf("mailchimp: GET %s: %d members answered where at most %d were asked", redactPath(ch.path), len(doc.Members), count)

@@ -123,7 +123,7 @@ func (c *Client) readSavedSearch(ctx context.Context, list string, types []strin
 		if err != nil {
 			return fmt.Errorf("netsuite: reading saved search %q: %w", list, err)
 		}
-		page, err := decodeCollection(body)
+		page, err := decodeCollection(path, body)
 		if err != nil {
 			return err
 		}

@@ -42,7 +42,7 @@ func (c *Client) suiteQL(ctx context.Context, q string, limit, offset int) (coll
 	if err != nil {
 		return collection{}, err
 	}
-	return decodeCollection(body)
+	return decodeCollection(suiteQLPath, body)
 }
 
 // suiteQLAll pages through a small query by offset. Only for result sets
@@ -63,18 +63,30 @@ func (c *Client) suiteQLAll(ctx context.Context, q string) ([]row, error) {
 	}
 }
 
-func decodeCollection(body []byte) (collection, error) {
+// decodeCollection decodes the answer of path (for errors) as a collection.
+// It refuses an answer without "items" or "hasMore": a collection always
+// has both (items [] when empty), and an answer without them (null, {}, an
+// error document answered 2xx) must never read as "no rows" on the last
+// page, which would end a read or a lookup as if nothing were left and lose
+// the opt-outs it did not return.
+func decodeCollection(path string, body []byte) (collection, error) {
 	var env struct {
 		Items        []map[string]any `json:"items"`
-		HasMore      bool             `json:"hasMore"`
+		HasMore      *bool            `json:"hasMore"`
 		TotalResults int              `json:"totalResults"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	if err := dec.Decode(&env); err != nil {
-		return collection{}, fmt.Errorf("netsuite: decoding a collection: %w", err)
+		return collection{}, fmt.Errorf("netsuite: %s: decoding a collection: %w", path, err)
 	}
-	out := collection{HasMore: env.HasMore, TotalResults: env.TotalResults, Items: make([]row, 0, len(env.Items))}
+	switch {
+	case env.Items == nil:
+		return collection{}, fmt.Errorf("netsuite: %s: a collection answer without an items array", path)
+	case env.HasMore == nil:
+		return collection{}, fmt.Errorf("netsuite: %s: a collection answer without hasMore", path)
+	}
+	out := collection{HasMore: *env.HasMore, TotalResults: env.TotalResults, Items: make([]row, 0, len(env.Items))}
 	for _, it := range env.Items {
 		r := make(row, len(it))
 		for k, v := range it {

@@ -282,6 +282,34 @@ type queryResult struct {
 	Records        []map[string]any `json:"records"`
 }
 
+// UnmarshalJSON refuses an answer that is not a query result: one always
+// has "records" ([] when empty) and "done", and a batch that is not the
+// last names the next one. An answer without them (null, {}, an error
+// answered 2xx) must never read as "no rows" or as the last batch, which
+// would end a read or a lookup as if nothing were left and lose the
+// opt-outs it did not return.
+func (r *queryResult) UnmarshalJSON(b []byte) error {
+	type plain queryResult
+	var p struct {
+		plain
+		Done *bool `json:"done"`
+	}
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	switch {
+	case p.Records == nil:
+		return errors.New("a query answer without a records array")
+	case p.Done == nil:
+		return errors.New("a query answer without done")
+	case !*p.Done && p.NextRecordsURL == "":
+		return errors.New("a query answer that is not done and names no next batch")
+	}
+	p.plain.Done = *p.Done
+	*r = queryResult(p.plain)
+	return nil
+}
+
 func (c *Client) query(ctx context.Context, soql string, batch int) (queryResult, error) {
 	var res queryResult
 	h := http.Header{}

@@ -1,0 +1,118 @@
+package salesforce_test
+
+import (
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/optoutsync/optoutsync/connectors"
+	"github.com/optoutsync/optoutsync/connectors/salesforce"
+	"github.com/optoutsync/optoutsync/connectors/salesforce/salesforcetest"
+)
+
+// bodyRewriter answers every GET whose path matches with body (status
+// 200) instead of what the emulator said.
+type bodyRewriter struct {
+	path *regexp.Regexp
+	body string
+}
+
+func (b bodyRewriter) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(r)
+	if err != nil || r.Method != http.MethodGet || !b.path.MatchString(r.URL.Path) {
+		return resp, err
+	}
+	resp.Body.Close()
+	resp.StatusCode = http.StatusOK
+	resp.Body = io.NopCloser(strings.NewReader(b.body))
+	resp.ContentLength = int64(len(b.body))
+	resp.Header.Del("Content-Length")
+	return resp, nil
+}
+
+var (
+	anyQuery   = regexp.MustCompile(`/query(/|$)`)
+	locatorGET = regexp.MustCompile(`/query/[^/]+$`)
+)
+
+// notQueryResults are 2xx answers that are not a SOQL query result.
+var notQueryResults = map[string]string{
+	"null":                 `null`,
+	"empty object":         `{}`,
+	"no records":           `{"totalSize":3,"done":true}`,
+	"null records":         `{"totalSize":3,"done":true,"records":null}`,
+	"no done":              `{"totalSize":3,"records":[]}`,
+	"not done and no next": `{"totalSize":3,"done":false,"records":[]}`,
+	"error object":         `{"message":"Session expired or invalid","errorCode":"INVALID_SESSION_ID"}`,
+}
+
+// TestQueryAnswerThatIsNotAResultIsAnError: a 200 answer of the opted-out
+// read that is not a query result fails the read, retryably, instead of
+// ending it as if no record were left, which would move the watermark past
+// the opt-outs it did not return. That holds for the first batch and for a
+// later batch read from its locator.
+func TestQueryAnswerThatIsNotAResultIsAnError(t *testing.T) {
+	for name, body := range notQueryResults {
+		for batch, path := range map[string]*regexp.Regexp{"first": anyQuery, "locator": locatorGET} {
+			t.Run(name+"/"+batch, func(t *testing.T) {
+				srv := newOrg(t, salesforcetest.Options{})
+				seedContacts(srv, 2300, true)
+				c := clientFor(t, srv, func(o *salesforce.Options) { o.Transport = bodyRewriter{path: path, body: body} })
+				q := connectors.OptOutQuery{Types: []string{"Contact"}, Field: standard, PageSize: 1000}
+				var err error
+				var read int
+				for range 5 {
+					var page connectors.RecordPage
+					page, err = c.OptedOut(t.Context(), q)
+					if err != nil || page.Next == "" {
+						break
+					}
+					read += len(page.Records)
+					q.Cursor = page.Next
+				}
+				require.Error(t, err, "read %d of 2300 and ended", read)
+				require.False(t, connectors.Permanent(err))
+				require.ErrorContains(t, err, "/query")
+				require.NotContains(t, err.Error(), "@")
+			})
+		}
+	}
+}
+
+// TestFindByEmailAnswerThatIsNotAResultIsAnError: a lookup whose 200
+// answer is not a query result fails, retryably, instead of reporting that
+// no record has the address (the opt-out would not be written).
+func TestFindByEmailAnswerThatIsNotAResultIsAnError(t *testing.T) {
+	for name, body := range notQueryResults {
+		t.Run(name, func(t *testing.T) {
+			srv := newOrg(t, salesforcetest.Options{})
+			srv.AddContact(salesforcetest.Person{LastName: "A", Email: "a@example.com"})
+			c := clientFor(t, srv, func(o *salesforce.Options) { o.Transport = bodyRewriter{path: anyQuery, body: body} })
+			recs, err := c.FindByEmail(t.Context(), []string{"Contact"}, standard, []string{"a@example.com"})
+			require.Error(t, err, "found %v", recs)
+			require.False(t, connectors.Permanent(err))
+			require.NotContains(t, err.Error(), "a@example.com")
+		})
+	}
+}
+
+// TestEmptyQueryResultIsNoRows: an empty result comes as "records": [],
+// and is a read or a lookup that found nothing, not an error.
+func TestEmptyQueryResultIsNoRows(t *testing.T) {
+	srv := newOrg(t, salesforcetest.Options{})
+	srv.AddContact(salesforcetest.Person{LastName: "A", Email: "a@example.com", OptedOut: true})
+	c := clientFor(t, srv, func(o *salesforce.Options) {
+		o.Transport = bodyRewriter{path: anyQuery, body: `{"totalSize":0,"done":true,"records":[]}`}
+	})
+	page, err := c.OptedOut(t.Context(), connectors.OptOutQuery{Types: []string{"Contact"}, Field: standard})
+	require.NoError(t, err)
+	require.Empty(t, page.Records)
+	require.Empty(t, page.Next)
+	recs, err := c.FindByEmail(t.Context(), []string{"Contact"}, standard, []string{"a@example.com"})
+	require.NoError(t, err)
+	require.Empty(t, recs)
+}
