@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -121,4 +122,32 @@ func TestEmptyDataIsNoRows(t *testing.T) {
 	recs, err := c.FindByEmail(t.Context(), bullhorn.RecordTypes, std, []string{"a@example.com"})
 	require.NoError(t, err)
 	require.Empty(t, recs)
+}
+
+// TestUpdateAnswerThatDoesNotConfirmIsNotWritten: an opt-out is counted
+// written only when the answer names the record as changed; an error
+// document, an empty body or another record's id answered 2xx is a
+// retryable failure of that record, never an opt-out written.
+func TestUpdateAnswerThatDoesNotConfirmIsNotWritten(t *testing.T) {
+	answers := map[string]string{
+		"null":         `null`,
+		"empty object": `{}`,
+		"error":        `{"errorMessage":"An unexpected error has occurred.","errorMessageKey":"errors.internal","errorCode":500}`,
+		"other record": `{"changedEntityType":"Candidate","changedEntityId":999999,"changeType":"UPDATE"}`,
+	}
+	for name, body := range answers {
+		t.Run(name, func(t *testing.T) {
+			s := bullhorntest.NewServer(bullhorntest.Options{})
+			t.Cleanup(s.Close)
+			id := s.AddCandidate(bullhorntest.Person{Email: "a@example.com"})
+			c := newClient(t, s, rewriting(byIDPath, body))
+			ref := connectors.RecordRef{Type: "Candidate", ID: strconv.FormatInt(id, 10)}
+			res, err := c.SetOptOut(t.Context(), std, []connectors.RecordRef{ref})
+			require.NoError(t, err)
+			require.Zero(t, res.Written)
+			require.Len(t, res.Failed, 1)
+			require.Equal(t, ref, res.Failed[0].Record)
+			require.True(t, res.Failed[0].Retryable)
+		})
+	}
 }

@@ -959,10 +959,22 @@ func (c *Client) write(ctx context.Context, body map[string]any, refs []connecto
 	}
 	sent, err := connectors.WriteEach(ctx, c.inFlight, todo, func(ctx context.Context, ref connectors.RecordRef) error {
 		var ans struct {
-			ChangedEntityID int    `json:"changedEntityId"`
+			ChangedEntityID int64  `json:"changedEntityId"`
 			ChangeType      string `json:"changeType"`
+			ErrorMessage    string `json:"errorMessage"`
 		}
-		return c.call(ctx, http.MethodPost, "entity/"+ref.Type+"/"+ref.ID, nil, body, &ans)
+		if err := c.call(ctx, http.MethodPost, "entity/"+ref.Type+"/"+ref.ID, nil, body, &ans); err != nil {
+			return err
+		}
+		// Written only when the answer says this record was changed
+		// (reference B5: changedEntityId, changeType UPDATE); an error
+		// document or an empty body answered 2xx is retried, never
+		// counted as an opt-out written.
+		if id, _ := strconv.ParseInt(ref.ID, 10, 64); ans.ChangedEntityID != id || ans.ErrorMessage != "" {
+			return fmt.Errorf("bullhorn: POST entity/%s/%s: the answer does not confirm the update (changedEntityId %d, changeType %q)",
+				ref.Type, ref.ID, ans.ChangedEntityID, ans.ChangeType)
+		}
+		return nil
 	})
 	res.Written += sent.Written
 	res.Failed = append(res.Failed, sent.Failed...)
