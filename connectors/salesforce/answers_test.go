@@ -116,3 +116,45 @@ func TestEmptyQueryResultIsNoRows(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, recs)
 }
+
+// compositeRewriter answers the composite update with body (status 200).
+type compositeRewriter struct{ body string }
+
+func (c compositeRewriter) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(r)
+	if err != nil || r.Method != http.MethodPatch || !strings.HasSuffix(r.URL.Path, "/composite/sobjects") {
+		return resp, err
+	}
+	resp.Body.Close()
+	resp.StatusCode = http.StatusOK
+	resp.Body = io.NopCloser(strings.NewReader(c.body))
+	resp.ContentLength = int64(len(c.body))
+	resp.Header.Del("Content-Length")
+	return resp, nil
+}
+
+// TestCompositeResultWithoutReasonIsRetried: a result item of the
+// composite update that fails without naming why (null, {}, no errors) is
+// a retryable failure of its record, so its opt-out is written by a later
+// run, never recorded as refused for good.
+func TestCompositeResultWithoutReasonIsRetried(t *testing.T) {
+	for name, body := range map[string]string{
+		"null item":   `[null]`,
+		"empty item":  `[{}]`,
+		"no errors":   `[{"success":false,"errors":[]}]`,
+		"null errors": `[{"id":null,"success":false,"errors":null}]`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			srv := newOrg(t, salesforcetest.Options{})
+			id := srv.AddContact(salesforcetest.Person{LastName: "A", Email: "a@example.com"})
+			c := clientFor(t, srv, func(o *salesforce.Options) { o.Transport = compositeRewriter{body: body} })
+			ref := connectors.RecordRef{Type: "Contact", ID: id}
+			res, err := c.SetOptOut(t.Context(), standard, []connectors.RecordRef{ref})
+			require.NoError(t, err)
+			require.Zero(t, res.Written)
+			require.Len(t, res.Failed, 1)
+			require.Equal(t, ref, res.Failed[0].Record)
+			require.True(t, res.Failed[0].Retryable, "%+v", res.Failed[0])
+		})
+	}
+}

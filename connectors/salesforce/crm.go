@@ -699,7 +699,12 @@ func (c *Client) SetOptOut(ctx context.Context, field connectors.OptOutField, re
 			msgs = append(msgs, httpx.Redact(e.Message))
 		}
 		f.Message = strings.Join(msgs, "; ")
-		f.Retryable = retryableCodes[f.Code]
+		// A failure that gives no reason (an item null, {} or without
+		// errors) is retried: only a code Salesforce names can make it final.
+		f.Retryable = retryableCodes[f.Code] || len(r.Errors) == 0
+		if len(r.Errors) == 0 {
+			f.Message = "the composite answer gives no result for this record"
+		}
 		res.Failed = append(res.Failed, f)
 	}
 	return res, nil
