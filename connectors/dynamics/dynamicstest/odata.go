@@ -168,11 +168,54 @@ func parsePrefer(h http.Header) prefer {
 // ---- $filter ----
 
 type node struct {
-	op   string // and, or, not, eq, ne, gt, ge, lt, le, contains, startswith, endswith
+	op   string // and, or, not, eq, ne, gt, ge, lt, le, contains, startswith, endswith; in (see fold)
 	l, r *node
 	col  string
 	typ  colType
 	lit  any
+	// in: the case-folded literals of an or of string eq comparisons, by
+	// column; orig is that or, for a value that is not a string.
+	in   map[string]map[string]bool
+	orig *node
+}
+
+// fold replaces each or of eq comparisons of string columns with string
+// literals (a lookup's "emailaddress1 eq 'a' or emailaddress1 eq 'b' or
+// ...") by one set lookup per column: the same answer, without comparing
+// every literal with every record under the server's lock.
+func fold(n *node) *node {
+	if n == nil {
+		return nil
+	}
+	switch n.op {
+	case "or":
+		var leaves []*node
+		var flatten func(*node) bool
+		flatten = func(x *node) bool {
+			if x.op == "or" {
+				return flatten(x.l) && flatten(x.r)
+			}
+			if _, ok := x.lit.(string); !ok || x.op != "eq" || x.typ != ctString {
+				return false
+			}
+			leaves = append(leaves, x)
+			return true
+		}
+		if flatten(n) {
+			in := map[string]map[string]bool{}
+			for _, x := range leaves {
+				if in[x.col] == nil {
+					in[x.col] = map[string]bool{}
+				}
+				in[x.col][strings.ToLower(x.lit.(string))] = true
+			}
+			return &node{op: "in", in: in, orig: n}
+		}
+		n.l, n.r = fold(n.l), fold(n.r)
+	case "and", "not":
+		n.l, n.r = fold(n.l), fold(n.r)
+	}
+	return n
 }
 
 type filterParser struct {
@@ -243,7 +286,7 @@ func parseFilter(src string, e *entity) (*node, error) {
 	if p.i < len(p.toks) {
 		return nil, fmt.Errorf("Syntax error at position %d in '%s'.", p.toks[p.i].pos, src)
 	}
-	return n, nil
+	return fold(n), nil
 }
 
 func (p *filterParser) peek() (token, bool) {
@@ -480,6 +523,19 @@ func compare(a, b any) int {
 
 func (n *node) eval(r *record) bool {
 	switch n.op {
+	case "in":
+		for col, set := range n.in {
+			switch v := r.get(col).(type) {
+			case string:
+				if set[strings.ToLower(v)] {
+					return true
+				}
+			case nil:
+			default:
+				return n.orig.eval(r)
+			}
+		}
+		return false
 	case "and":
 		return n.l.eval(r) && n.r.eval(r)
 	case "or":
