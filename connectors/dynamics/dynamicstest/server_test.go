@@ -291,3 +291,31 @@ func TestBatchGetPartsAndTheirURLLimit(t *testing.T) {
 	require.Equal(t, []string{"HTTP/1.1 200 OK", "HTTP/1.1 400 Bad Request"}, statuses(t, resp, out))
 	require.Contains(t, out, `"value":[{`)
 }
+
+// An or of string eq comparisons over several columns (a lookup's filter)
+// matches case-insensitively in any of them, alone or beside other
+// conditions, and not, its complement.
+func TestOrOfEqualitiesMatchesAnyColumnInAnyCase(t *testing.T) {
+	r := newRaw(t, dynamicstest.Options{})
+	r.srv.AddContact(dynamicstest.Person{LastName: "a", Email: "Ann@Example.com"})
+	r.srv.AddContact(dynamicstest.Person{LastName: "b", Email2: "bob@example.com"})
+	r.srv.AddContact(dynamicstest.Person{LastName: "c", Email: "cat@example.com", OptedOut: true})
+	r.srv.AddContact(dynamicstest.Person{LastName: "d", Email: "dan@example.com"})
+	names := func(filter string) []string {
+		t.Helper()
+		resp, body := r.do(http.MethodGet, "/contacts?$select=lastname&$filter="+url.QueryEscape(filter)+"&$orderby=lastname", nil, "")
+		require.Equal(t, http.StatusOK, resp.StatusCode, body)
+		var res struct{ Value []map[string]any }
+		require.NoError(t, json.Unmarshal([]byte(body), &res))
+		var out []string
+		for _, v := range res.Value {
+			out = append(out, v["lastname"].(string))
+		}
+		return out
+	}
+	either := "emailaddress1 eq 'ann@example.COM' or emailaddress1 eq 'BOB@example.com' or emailaddress2 eq 'Bob@Example.com' or emailaddress1 eq 'cat@example.com'"
+	require.Equal(t, []string{"a", "b", "c"}, names(either))
+	require.Equal(t, []string{"c"}, names("("+either+") and donotbulkemail eq true"))
+	require.Equal(t, []string{"d"}, names("not ("+either+")"))
+	require.Equal(t, []string{"a", "c"}, names("emailaddress1 eq 'ANN@example.com' or donotbulkemail eq true"))
+}
