@@ -784,6 +784,13 @@ func (a *Activities) unsubscribeJoined(ctx context.Context, integ *Integration, 
 	var emails []string
 	for _, m := range ms {
 		p, ok := people[a.ledger.Person(m.Email)]
+		if ok && p.OptedOut && connectors.MemberStatus(p.MarketingStatus).Blocked() && !m.LastChanged.After(p.MarketingStatusAt) {
+			// A subscribe no newer than what the ledger knows since (a join
+			// unsubscribed already, seen again: its batch of pushed events
+			// applied again, or pushed after the re-subscribes read had
+			// it): not the person's choice.
+			continue
+		}
 		if !ok || !p.OptedOut || p.MarketingStatus != ledger.MarketingAbsent {
 			rest = append(rest, m)
 			continue
@@ -805,7 +812,7 @@ func (a *Activities) unsubscribeJoined(ctx context.Context, integ *Integration, 
 		for _, e := range batch {
 			w := ledger.Write{Integration: s.IntegrationID, System: s.MarketingKind, Target: connectors.AddressHash(e),
 				Person: a.ledger.Person(e), Action: ledger.ActionUnsubscribe, Result: ledger.ResultWritten, Rule: ruleJoined,
-				Cause: memberSubject(joined[e]), WorkflowID: wf, RunID: rid}
+				Cause: memberSubject(joined[e]), StatusFrom: joined[e].LastChanged, WorkflowID: wf, RunID: rid}
 			if f, ok := failed[strings.ToLower(e)]; ok {
 				w.Result, w.Code = failureResult(f), f.Code
 				if f.Compliance {

@@ -134,7 +134,11 @@ type Write struct {
 	// Rule is the product rule that decided it, in words.
 	Rule string
 	// Cause is the subject of the observation that caused it.
-	Cause             string
+	Cause string
+	// StatusFrom, when set, is the earliest time the marketing status the
+	// write leaves counts from: the platform's time of the change it
+	// answers (a join), so that the change seen again is not newer.
+	StatusFrom        time.Time
 	WorkflowID, RunID string
 }
 

@@ -671,12 +671,16 @@ func (s *SQL) RecordWrites(ctx context.Context, ws []Write) error {
 	}
 	failed := map[string]map[string]bool{} // system -> person -> any write failed
 	status := map[string]string{}          // person -> marketing status our write left
+	from := map[string]int64{}             // person -> the latest StatusFrom of its writes
 
 	for _, w := range ws {
 		if failed[w.System] == nil {
 			failed[w.System] = map[string]bool{}
 		}
 		failed[w.System][w.Person] = failed[w.System][w.Person] || !w.Result.Settles()
+		if w.Action == ActionUnsubscribe && micros(w.StatusFrom) > from[w.Person] {
+			from[w.Person] = micros(w.StatusFrom)
+		}
 		switch {
 		case w.Action != ActionUnsubscribe:
 		case w.Result == ResultWritten || w.Result == ResultAlready:
@@ -702,15 +706,15 @@ func (s *SQL) RecordWrites(ctx context.Context, ws []Write) error {
 		}
 		// Dated a minute early: the member's last_changed comes from the
 		// vendor's clock, in whole seconds, and a re-subscribe just after
-		// our write must still read as newer. A status known as of later
-		// is kept.
+		// our write must still read as newer; never earlier than a write's
+		// StatusFrom, though. A status known as of later is kept.
 		at := now - ownWriteSkew.Microseconds()
 		persons := slices.Sorted(maps.Keys(status))
 		if err := s.insertRows(ctx, tx, `INSERT INTO people (integration, person, marketing_status, marketing_status_at)`,
 			`ON CONFLICT (integration, person) DO UPDATE SET
 				marketing_status = excluded.marketing_status, marketing_status_at = excluded.marketing_status_at
 			WHERE excluded.marketing_status_at >= people.marketing_status_at`, 4, len(persons), func(i int, args []any) []any {
-				return append(args, integration, persons[i], status[persons[i]], at)
+				return append(args, integration, persons[i], status[persons[i]], max(at, from[persons[i]]))
 			}, nil); err != nil {
 			return err
 		}
