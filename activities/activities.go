@@ -544,6 +544,9 @@ type candidate struct {
 	record connectors.Record
 	email  string
 	person string
+	// statusAt is when the marketing status the ledger held when it was
+	// decided counts from: a lookup after it finds the address absent.
+	statusAt time.Time
 }
 
 // SyncCRMOptOuts handles pages of CRM records opted out since the
@@ -680,6 +683,7 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 					if _, dup := send[c.email]; !dup {
 						order = append(order, c.email)
 					}
+					c.statusAt = p.MarketingStatusAt
 					send[c.email] = c
 				}
 			}
@@ -704,7 +708,9 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 					Cause: c.record.Ref.String(), WorkflowID: wf, RunID: rid}
 				if u.absent[e] {
 					res.Counts.AbsentNotAdded++
-					w.Result, w.Rule = ledger.ResultAbsent, ruleAbsent
+					// Found absent now: newer than any status the ledger
+					// held, however recent (a re-subscribe read seconds ago).
+					w.Result, w.Rule, w.StatusFrom = ledger.ResultAbsent, ruleAbsent, c.statusAt
 				} else if f, ok := failed[strings.ToLower(e)]; ok {
 					w.Result, w.Code = failureResult(f), f.Code
 					if f.Compliance {

@@ -137,7 +137,8 @@ type Write struct {
 	Cause string
 	// StatusFrom, when set, is the earliest time the marketing status the
 	// write leaves counts from: the platform's time of the change it
-	// answers (a join), so that the change seen again is not newer.
+	// answers (a join), so that the change seen again is not newer; or
+	// the time of the status a lookup found superseded (absent).
 	StatusFrom        time.Time
 	WorkflowID, RunID string
 }
