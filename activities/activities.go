@@ -807,8 +807,11 @@ func (a *Activities) unsubscribeJoined(ctx context.Context, integ *Integration, 
 		joined[m.Email] = m
 	}
 	wf, rid := run(ctx)
-	var writes []ledger.Write
+	// Each batch's writes are recorded once it is answered: a retry after
+	// a later batch failed reads again only the members still subscribed,
+	// and the ledger must not hold those unsubscribed here as absent.
 	err := chunks(ctx, emails, integ.Marketing.MaxBatch(), func(batch []string) error {
+		var writes []ledger.Write
 		out, err := integ.Marketing.Unsubscribe(ctx, s.Audience, batch)
 		if err != nil {
 			return classify(err, s.IntegrationID, "unsubscribing members who joined after their CRM opt-out from audience "+s.Audience)
@@ -827,12 +830,12 @@ func (a *Activities) unsubscribeJoined(ctx context.Context, integ *Integration, 
 			}
 			writes = append(writes, w)
 		}
-		return nil
+		return a.ledger.RecordWrites(ctx, writes)
 	})
 	if err != nil {
 		return nil, err
 	}
-	return rest, a.ledger.RecordWrites(ctx, writes)
+	return rest, nil
 }
 
 // SyncFields handles pages of CRM list members (the field-sync step): their mapped
