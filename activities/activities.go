@@ -545,6 +545,9 @@ type candidate struct {
 	record connectors.Record
 	email  string
 	person string
+	// statusAt is when the marketing status the ledger held when it was
+	// decided counts from: a lookup after it finds the address absent.
+	statusAt time.Time
 }
 
 // SyncCRMOptOuts handles pages of CRM records opted out since the
@@ -686,6 +689,7 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 					if _, dup := send[c.email]; !dup {
 						order = append(order, c.email)
 					}
+					c.statusAt = p.MarketingStatusAt
 					send[c.email] = c
 				}
 			}
@@ -710,7 +714,9 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 					Cause: c.record.Ref.String(), Audience: s.Audience, WorkflowID: wf, RunID: rid}
 				if u.absent[e] {
 					res.Counts.AbsentNotAdded++
-					w.Result, w.Rule = ledger.ResultAbsent, ruleAbsent
+					// Found absent now: newer than any status the ledger
+					// held, however recent (a re-subscribe read seconds ago).
+					w.Result, w.Rule, w.StatusFrom = ledger.ResultAbsent, ruleAbsent, c.statusAt
 				} else if f, ok := failed[strings.ToLower(e)]; ok {
 					w.Result, w.Code = failureResult(f), f.Code
 					if f.Compliance {
@@ -819,6 +825,13 @@ func (a *Activities) unsubscribeJoined(ctx context.Context, integ *Integration, 
 	var emails []string
 	for _, m := range ms {
 		p, ok := people[a.ledger.Person(m.Email)]
+		if ok && p.OptedOut && connectors.MemberStatus(p.StatusIn(s.Audience)).Blocked() && !m.LastChanged.After(p.MarketingStatusAt) {
+			// A subscribe no newer than what the ledger knows since (a join
+			// unsubscribed already, seen again: its batch of pushed events
+			// applied again, or pushed after the re-subscribes read had
+			// it): not the person's choice.
+			continue
+		}
 		if !ok || !p.OptedOut || p.StatusIn(s.Audience) != ledger.MarketingAbsent {
 			rest = append(rest, m)
 			continue
@@ -829,8 +842,11 @@ func (a *Activities) unsubscribeJoined(ctx context.Context, integ *Integration, 
 		joined[m.Email] = m
 	}
 	wf, rid := run(ctx)
-	var writes []ledger.Write
+	// Each batch's writes are recorded once it is answered: a retry after
+	// a later batch failed reads again only the members still subscribed,
+	// and the ledger must not hold those unsubscribed here as absent.
 	err := chunks(ctx, emails, integ.Marketing.MaxBatch(), func(batch []string) error {
+		var writes []ledger.Write
 		out, err := integ.Marketing.Unsubscribe(ctx, s.Audience, batch)
 		if err != nil {
 			return classify(err, s.IntegrationID, "unsubscribing members who joined after their CRM opt-out from audience "+s.Audience)
@@ -840,7 +856,7 @@ func (a *Activities) unsubscribeJoined(ctx context.Context, integ *Integration, 
 		for _, e := range batch {
 			w := ledger.Write{Integration: s.IntegrationID, System: s.MarketingKind, Target: connectors.AddressHash(e),
 				Person: a.ledger.Person(e), Action: ledger.ActionUnsubscribe, Result: ledger.ResultWritten, Rule: ruleJoined,
-				Cause: memberSubject(joined[e]), Audience: s.Audience, WorkflowID: wf, RunID: rid}
+				Cause: memberSubject(joined[e]), Audience: s.Audience, StatusFrom: joined[e].LastChanged, WorkflowID: wf, RunID: rid}
 			if f, ok := failed[strings.ToLower(e)]; ok {
 				w.Result, w.Code = failureResult(f), f.Code
 				if f.Compliance {
@@ -849,12 +865,12 @@ func (a *Activities) unsubscribeJoined(ctx context.Context, integ *Integration, 
 			}
 			writes = append(writes, w)
 		}
-		return nil
+		return a.ledger.RecordWrites(ctx, writes)
 	})
 	if err != nil {
 		return nil, err
 	}
-	return rest, a.ledger.RecordWrites(ctx, writes)
+	return rest, nil
 }
 
 // SyncFields handles pages of CRM list members (the field-sync step): their mapped

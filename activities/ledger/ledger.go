@@ -142,7 +142,12 @@ type Write struct {
 	// Cause is the subject of the observation that caused it.
 	Cause string
 	// Audience is the marketing audience an unsubscribe was written to.
-	Audience          string
+	Audience string
+	// StatusFrom, when set, is the earliest time the marketing status the
+	// write leaves counts from: the platform's time of the change it
+	// answers (a join), so that the change seen again is not newer; or
+	// the time of the status a lookup found superseded (absent).
+	StatusFrom        time.Time
 	WorkflowID, RunID string
 }
 

@@ -689,12 +689,16 @@ func (s *SQL) RecordWrites(ctx context.Context, ws []Write) error {
 	failed := map[string]map[string]bool{} // system -> person -> any write failed
 	status := map[string]string{}          // person -> marketing status our write left
 	audience := map[string]string{}        // person -> the audience it was left in
+	from := map[string]int64{}             // person -> the latest StatusFrom of its writes
 
 	for _, w := range ws {
 		if failed[w.System] == nil {
 			failed[w.System] = map[string]bool{}
 		}
 		failed[w.System][w.Person] = failed[w.System][w.Person] || !w.Result.Settles()
+		if w.Action == ActionUnsubscribe && micros(w.StatusFrom) > from[w.Person] {
+			from[w.Person] = micros(w.StatusFrom)
+		}
 		switch {
 		case w.Action != ActionUnsubscribe:
 		case w.Result == ResultWritten || w.Result == ResultAlready:
@@ -723,8 +727,8 @@ func (s *SQL) RecordWrites(ctx context.Context, ws []Write) error {
 		}
 		// Dated a minute early: the member's last_changed comes from the
 		// vendor's clock, in whole seconds, and a re-subscribe just after
-		// our write must still read as newer. A status known as of later
-		// is kept.
+		// our write must still read as newer; never earlier than a write's
+		// StatusFrom, though. A status known as of later is kept.
 		at := now - ownWriteSkew.Microseconds()
 		persons := slices.Sorted(maps.Keys(status))
 		// A status of another audience is replaced whatever its time.
@@ -734,7 +738,7 @@ func (s *SQL) RecordWrites(ctx context.Context, ws []Write) error {
 				marketing_audience = excluded.marketing_audience
 			WHERE excluded.marketing_status_at >= people.marketing_status_at
 				OR people.marketing_audience NOT IN ('', excluded.marketing_audience)`, 5, len(persons), func(i int, args []any) []any {
-				return append(args, integration, persons[i], status[persons[i]], at, audience[persons[i]])
+				return append(args, integration, persons[i], status[persons[i]], max(at, from[persons[i]]), audience[persons[i]])
 			}, nil); err != nil {
 			return err
 		}
