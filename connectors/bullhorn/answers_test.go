@@ -1,11 +1,9 @@
 package bullhorn_test
 
 import (
-	"io"
 	"net/http"
 	"regexp"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -14,31 +12,17 @@ import (
 	"github.com/optoutsync/optoutsync/connectors"
 	"github.com/optoutsync/optoutsync/connectors/bullhorn"
 	"github.com/optoutsync/optoutsync/connectors/bullhorn/bullhorntest"
+	"github.com/optoutsync/optoutsync/connectors/connectorstest"
 	"github.com/optoutsync/optoutsync/connectors/emulator"
 )
 
-// bodyRewriter answers every call whose path matches with body (status
-// 200) instead of what the emulator said.
-type bodyRewriter struct {
-	path *regexp.Regexp
-	body string
-}
-
-func (b bodyRewriter) RoundTrip(r *http.Request) (*http.Response, error) {
-	resp, err := http.DefaultTransport.RoundTrip(r)
-	if err != nil || !b.path.MatchString(r.URL.Path) {
-		return resp, err
-	}
-	resp.Body.Close()
-	resp.StatusCode = http.StatusOK
-	resp.Body = io.NopCloser(strings.NewReader(b.body))
-	resp.ContentLength = int64(len(b.body))
-	resp.Header.Del("Content-Length")
-	return resp, nil
-}
-
+// rewriting answers every call whose path matches with body (status 200)
+// instead of what the emulator said.
 func rewriting(path, body string) func(*bullhorn.Options) {
-	return func(o *bullhorn.Options) { o.Transport = bodyRewriter{path: regexp.MustCompile(path), body: body} }
+	re := regexp.MustCompile(path)
+	return func(o *bullhorn.Options) {
+		o.Transport = connectorstest.Rewriter{Match: func(r *http.Request) bool { return re.MatchString(r.URL.Path) }, Edit: connectorstest.Replace(body)}
+	}
 }
 
 const (

@@ -604,26 +604,6 @@ func TestFindByEmailKeepsOnlyTheAskedAddressesOfTheRowsAnswered(t *testing.T) {
 	}, got)
 }
 
-// bodyRewriter answers every GET of the Web API's entity sets with body
-// (status 200) instead of what the emulator said.
-type bodyRewriter struct {
-	base http.RoundTripper
-	body string
-}
-
-func (b bodyRewriter) RoundTrip(r *http.Request) (*http.Response, error) {
-	resp, err := b.base.RoundTrip(r)
-	if err != nil || r.Method != http.MethodGet || strings.HasSuffix(r.URL.Path, "/WhoAmI") {
-		return resp, err
-	}
-	resp.Body.Close()
-	resp.StatusCode = http.StatusOK
-	resp.Body = io.NopCloser(strings.NewReader(b.body))
-	resp.ContentLength = int64(len(b.body))
-	resp.Header.Del("Content-Length")
-	return resp, nil
-}
-
 // TestReadPageWithoutValueIsAnError: a 200 page of the opted-out read
 // that is not a collection (no value array) fails the read, retryably,
 // instead of ending it as if no record were left, which would move the
@@ -637,7 +617,12 @@ func TestReadPageWithoutValueIsAnError(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			srv := newEnv(t, dynamicstest.Options{})
 			srv.AddContact(dynamicstest.Person{Email: "a@example.com", OptedOut: true})
-			c := clientFor(t, srv, func(o *dynamics.Options) { o.Transport = bodyRewriter{base: http.DefaultTransport, body: body} })
+			// Every GET of the Web API's entity sets answers body.
+			c := clientFor(t, srv, func(o *dynamics.Options) {
+				o.Transport = connectorstest.Rewriter{Match: func(r *http.Request) bool {
+					return r.Method == http.MethodGet && !strings.HasSuffix(r.URL.Path, "/WhoAmI")
+				}, Edit: connectorstest.Replace(body)}
+			})
 			page, err := c.OptedOut(t.Context(), connectors.OptOutQuery{Types: []string{"contact"}, Field: standard})
 			require.Error(t, err, "read %v", page.Records)
 			require.False(t, connectors.Permanent(err))

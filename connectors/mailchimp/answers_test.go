@@ -1,10 +1,8 @@
 package mailchimp_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -13,38 +11,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/optoutsync/optoutsync/connectors"
+	"github.com/optoutsync/optoutsync/connectors/connectorstest"
 	"github.com/optoutsync/optoutsync/connectors/mailchimp"
 	"github.com/optoutsync/optoutsync/connectors/mailchimp/mailchimptest"
 )
-
-// membersRewriter answers every GET of an audience's members collection
-// (status 200) with what edit makes of the emulator's answer.
-type membersRewriter struct {
-	edit func(body []byte) []byte
-}
-
-func (m membersRewriter) RoundTrip(r *http.Request) (*http.Response, error) {
-	resp, err := http.DefaultTransport.RoundTrip(r)
-	if err != nil || r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/members") {
-		return resp, err
-	}
-	b, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return nil, err
-	}
-	b = m.edit(b)
-	resp.StatusCode = http.StatusOK
-	resp.Body = io.NopCloser(bytes.NewReader(b))
-	resp.ContentLength = int64(len(b))
-	resp.Header.Del("Content-Length")
-	return resp, nil
-}
-
-// replaceWith answers body instead.
-func replaceWith(body string) func([]byte) []byte {
-	return func([]byte) []byte { return []byte(body) }
-}
 
 // without drops a top-level key of the answer.
 func without(key string) func([]byte) []byte {
@@ -64,7 +34,11 @@ func rewritingClient(t *testing.T, s *mailchimptest.Server, edit func([]byte) []
 	c, err := mailchimp.New(mailchimp.Options{
 		APIKey: s.APIKey, BaseURL: s.URL,
 		RetryWaitMin: time.Millisecond, RetryWaitMax: 5 * time.Millisecond,
-		Transport: membersRewriter{edit: edit},
+		// Every GET of an audience's members collection answers what edit
+		// makes of the emulator's answer.
+		Transport: connectorstest.Rewriter{Match: func(r *http.Request) bool {
+			return r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/members")
+		}, Edit: edit},
 	})
 	require.NoError(t, err)
 	return c
@@ -96,11 +70,11 @@ func readChanges(t *testing.T, c *mailchimp.Client, req connectors.ChangesReques
 // it did not return.
 func TestMembersPageThatIsNotACollectionIsAnError(t *testing.T) {
 	for name, edit := range map[string]func([]byte) []byte{
-		"null":             replaceWith(`null`),
-		"empty object":     replaceWith(`{}`),
-		"problem document": replaceWith(`{"type":"https://mailchimp.com/developer/marketing/docs/errors/","title":"Internal Server Error","status":500,"detail":"An unexpected internal error has occurred.","instance":"x"}`),
+		"null":             connectorstest.Replace(`null`),
+		"empty object":     connectorstest.Replace(`{}`),
+		"problem document": connectorstest.Replace(`{"type":"https://mailchimp.com/developer/marketing/docs/errors/","title":"Internal Server Error","status":500,"detail":"An unexpected internal error has occurred.","instance":"x"}`),
 		"no members":       without("members"),
-		"null members":     replaceWith(`{"members":null,"list_id":"L1","total_items":3}`),
+		"null members":     connectorstest.Replace(`{"members":null,"list_id":"L1","total_items":3}`),
 		"no total_items":   without("total_items"),
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -139,7 +113,7 @@ func TestEmptyMembersPageIsNoMembers(t *testing.T) {
 	s, clk, _ := newEnv(t, mailchimptest.Options{})
 	require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: "u@example.com", Status: "unsubscribed", LastChanged: t0}))
 	clk.Set(t0.Add(time.Hour))
-	c := rewritingClient(t, s, replaceWith(`{"members":[],"list_id":"L1","total_items":0}`))
+	c := rewritingClient(t, s, connectorstest.Replace(`{"members":[],"list_id":"L1","total_items":0}`))
 	read, err := readChanges(t, c, connectors.ChangesRequest{Audience: "L1", Status: connectors.StatusUnsubscribed, Since: t0.Add(-time.Minute)})
 	require.NoError(t, err)
 	require.Zero(t, read)

@@ -1,7 +1,6 @@
 package netsuite_test
 
 import (
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -10,32 +9,17 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/optoutsync/optoutsync/connectors"
+	"github.com/optoutsync/optoutsync/connectors/connectorstest"
 	"github.com/optoutsync/optoutsync/connectors/netsuite"
 	"github.com/optoutsync/optoutsync/connectors/netsuite/netsuitetest"
 )
 
-// bodyRewriter answers every call whose path contains part with body
+// rewriting answers every call whose path contains part with body
 // (status 200) instead of what the emulator said.
-type bodyRewriter struct {
-	part string
-	body string
-}
-
-func (b bodyRewriter) RoundTrip(r *http.Request) (*http.Response, error) {
-	resp, err := http.DefaultTransport.RoundTrip(r)
-	if err != nil || !strings.Contains(r.URL.Path, b.part) {
-		return resp, err
-	}
-	resp.Body.Close()
-	resp.StatusCode = http.StatusOK
-	resp.Body = io.NopCloser(strings.NewReader(b.body))
-	resp.ContentLength = int64(len(b.body))
-	resp.Header.Del("Content-Length")
-	return resp, nil
-}
-
 func rewriting(part, body string) func(*netsuite.Options) {
-	return func(o *netsuite.Options) { o.Base = bodyRewriter{part: part, body: body} }
+	return func(o *netsuite.Options) {
+		o.Base = connectorstest.Rewriter{Match: func(r *http.Request) bool { return strings.Contains(r.URL.Path, part) }, Edit: connectorstest.Replace(body)}
+	}
 }
 
 // notCollections are 2xx answers that are not a SuiteQL or saved-search

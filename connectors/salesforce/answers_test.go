@@ -1,7 +1,6 @@
 package salesforce_test
 
 import (
-	"io"
 	"net/http"
 	"regexp"
 	"strings"
@@ -10,28 +9,16 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/optoutsync/optoutsync/connectors"
+	"github.com/optoutsync/optoutsync/connectors/connectorstest"
 	"github.com/optoutsync/optoutsync/connectors/salesforce"
 	"github.com/optoutsync/optoutsync/connectors/salesforce/salesforcetest"
 )
 
 // bodyRewriter answers every GET whose path matches with body (status
 // 200) instead of what the emulator said.
-type bodyRewriter struct {
-	path *regexp.Regexp
-	body string
-}
-
-func (b bodyRewriter) RoundTrip(r *http.Request) (*http.Response, error) {
-	resp, err := http.DefaultTransport.RoundTrip(r)
-	if err != nil || r.Method != http.MethodGet || !b.path.MatchString(r.URL.Path) {
-		return resp, err
-	}
-	resp.Body.Close()
-	resp.StatusCode = http.StatusOK
-	resp.Body = io.NopCloser(strings.NewReader(b.body))
-	resp.ContentLength = int64(len(b.body))
-	resp.Header.Del("Content-Length")
-	return resp, nil
+func bodyRewriter(path *regexp.Regexp, body string) http.RoundTripper {
+	return connectorstest.Rewriter{Match: func(r *http.Request) bool { return r.Method == http.MethodGet && path.MatchString(r.URL.Path) },
+		Edit: connectorstest.Replace(body)}
 }
 
 var (
@@ -61,7 +48,7 @@ func TestQueryAnswerThatIsNotAResultIsAnError(t *testing.T) {
 			t.Run(name+"/"+batch, func(t *testing.T) {
 				srv := newOrg(t, salesforcetest.Options{})
 				seedContacts(srv, 2300, true)
-				c := clientFor(t, srv, func(o *salesforce.Options) { o.Transport = bodyRewriter{path: path, body: body} })
+				c := clientFor(t, srv, func(o *salesforce.Options) { o.Transport = bodyRewriter(path, body) })
 				q := connectors.OptOutQuery{Types: []string{"Contact"}, Field: standard, PageSize: 1000}
 				var err error
 				var read int
@@ -91,7 +78,7 @@ func TestFindByEmailAnswerThatIsNotAResultIsAnError(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			srv := newOrg(t, salesforcetest.Options{})
 			srv.AddContact(salesforcetest.Person{LastName: "A", Email: "a@example.com"})
-			c := clientFor(t, srv, func(o *salesforce.Options) { o.Transport = bodyRewriter{path: anyQuery, body: body} })
+			c := clientFor(t, srv, func(o *salesforce.Options) { o.Transport = bodyRewriter(anyQuery, body) })
 			recs, err := c.FindByEmail(t.Context(), []string{"Contact"}, standard, []string{"a@example.com"})
 			require.Error(t, err, "found %v", recs)
 			require.False(t, connectors.Permanent(err))
@@ -106,7 +93,7 @@ func TestEmptyQueryResultIsNoRows(t *testing.T) {
 	srv := newOrg(t, salesforcetest.Options{})
 	srv.AddContact(salesforcetest.Person{LastName: "A", Email: "a@example.com", OptedOut: true})
 	c := clientFor(t, srv, func(o *salesforce.Options) {
-		o.Transport = bodyRewriter{path: anyQuery, body: `{"totalSize":0,"done":true,"records":[]}`}
+		o.Transport = bodyRewriter(anyQuery, `{"totalSize":0,"done":true,"records":[]}`)
 	})
 	page, err := c.OptedOut(t.Context(), connectors.OptOutQuery{Types: []string{"Contact"}, Field: standard})
 	require.NoError(t, err)
@@ -118,19 +105,10 @@ func TestEmptyQueryResultIsNoRows(t *testing.T) {
 }
 
 // compositeRewriter answers the composite update with body (status 200).
-type compositeRewriter struct{ body string }
-
-func (c compositeRewriter) RoundTrip(r *http.Request) (*http.Response, error) {
-	resp, err := http.DefaultTransport.RoundTrip(r)
-	if err != nil || r.Method != http.MethodPatch || !strings.HasSuffix(r.URL.Path, "/composite/sobjects") {
-		return resp, err
-	}
-	resp.Body.Close()
-	resp.StatusCode = http.StatusOK
-	resp.Body = io.NopCloser(strings.NewReader(c.body))
-	resp.ContentLength = int64(len(c.body))
-	resp.Header.Del("Content-Length")
-	return resp, nil
+func compositeRewriter(body string) http.RoundTripper {
+	return connectorstest.Rewriter{Match: func(r *http.Request) bool {
+		return r.Method == http.MethodPatch && strings.HasSuffix(r.URL.Path, "/composite/sobjects")
+	}, Edit: connectorstest.Replace(body)}
 }
 
 // TestCompositeResultWithoutReasonIsRetried: a result item of the
@@ -147,7 +125,7 @@ func TestCompositeResultWithoutReasonIsRetried(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			srv := newOrg(t, salesforcetest.Options{})
 			id := srv.AddContact(salesforcetest.Person{LastName: "A", Email: "a@example.com"})
-			c := clientFor(t, srv, func(o *salesforce.Options) { o.Transport = compositeRewriter{body: body} })
+			c := clientFor(t, srv, func(o *salesforce.Options) { o.Transport = compositeRewriter(body) })
 			ref := connectors.RecordRef{Type: "Contact", ID: id}
 			res, err := c.SetOptOut(t.Context(), standard, []connectors.RecordRef{ref})
 			require.NoError(t, err)
