@@ -442,3 +442,21 @@ func TestIntegrationAudienceSwitchSendsCRMOptOutsToTheNewAudience(t *testing.T) 
 	require.Equal(t, 2, r3.Counts.CRMToMarketing.AlreadyUnsub, "bob and cat")
 	require.Zero(t, s.mc.Counts()["POST /lists/{list_id}"])
 }
+
+// An opt-out held back as absent while crm-to-marketing was on is still
+// sent when its address joins, even with crm-to-marketing turned off since:
+// the hold stands for an unsubscribe that was due, and turning the step
+// back on reads no unchanged record again to send it then.
+func TestIntegrationAbsentJoinIsUnsubscribedAfterCRMToMarketingIsTurnedOff(t *testing.T) {
+	s := newStack(t, func(st *activities.Settings) { st.SkipAbsent = true })
+	abs := s.customer(t, "abs", "absent@example.com", "2")
+	s.ns.AddSavedSearch(search, abs)
+	r1 := s.run(t)
+	require.Equal(t, 1, r1.Counts.CRMToMarketing.AbsentNotAdded)
+
+	s.reg.configure(func(st *activities.Settings) { st.CRMToMarketing = false })
+	s.member(t, "absent@example.com", connectors.StatusSubscribed)
+	r2 := s.runAfter(t, r1)
+	require.Equal(t, 1, r2.Counts.MarketingToCRM.JoinedUnsub)
+	require.Equal(t, connectors.StatusUnsubscribed, s.status(t, "absent@example.com"))
+}
