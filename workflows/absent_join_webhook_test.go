@@ -10,7 +10,6 @@ import (
 	"github.com/optoutsync/optoutsync/activities"
 	"github.com/optoutsync/optoutsync/connectors"
 	"github.com/optoutsync/optoutsync/connectors/mailchimp/mailchimptest"
-	"github.com/optoutsync/optoutsync/connectors/netsuite/netsuitetest"
 )
 
 // addAbsentAsUnsubscribed off (Settings.SkipAbsent): a join unsubscribed
@@ -27,11 +26,7 @@ func TestWebhookAJoinSeenAgainWhenItsBatchIsAppliedAgainIsNotConsent(t *testing.
 	h.member(t, "bo@example.com")
 	h.customer("bo", "bo@example.com")
 	h.settle(t, 1)
-	ref := connectors.RecordRef{Type: "customer", ID: h.ns.AddCustomer(netsuitetest.Entity{Email: "ann@example.com", SubscriptionStatus: "2"})}
-	h.refs["ann"] = ref
-	h.ns.AddSavedSearch(search, ref)
-	r1 := h.run(t)
-	require.Equal(t, 1, r1.Counts.CRMToMarketing.AbsentNotAdded)
+	h.holdAbsent(t, "ann", "ann@example.com")
 
 	// Bo's opt-out cannot be written to the CRM for now: the batch waits.
 	h.ns.FailWrites(h.refs["bo"], true)
@@ -78,11 +73,7 @@ func TestWebhookAJoinPushedAfterThePollUnsubscribedItIsNotConsent(t *testing.T) 
 	h.member(t, "ann@example.com")
 	require.NoError(t, h.mc.Act(audience, "ann@example.com", "archive", mailchimptest.SourceAdmin))
 	h.settle(t, 1)
-	ref := connectors.RecordRef{Type: "customer", ID: h.ns.AddCustomer(netsuitetest.Entity{Email: "ann@example.com", SubscriptionStatus: "2"})}
-	h.refs["ann"] = ref
-	h.ns.AddSavedSearch(search, ref)
-	r1 := h.run(t)
-	require.Equal(t, 1, r1.Counts.CRMToMarketing.AbsentNotAdded)
+	r1 := h.holdAbsent(t, "ann", "ann@example.com")
 
 	time.Sleep(time.Second)
 	h.clk.Set(time.Now())
