@@ -252,37 +252,54 @@ func pages[P any](ctx context.Context, a *Activities, integ *Integration, step S
 	}
 	nextPart := len(open)
 	type ahead struct {
-		part int
-		page P
-		next string
-		err  error
+		part  int
+		page  P
+		next  string
+		err   error
+		spawn map[int]string
 	}
 	// Room for every read that can be in flight (at most limit, after the
 	// parts the cursor names): a read finishing after the activity stopped
 	// taking pages never blocks, and none is dropped before.
 	results := make(chan ahead, limit+len(open))
-	reading, dispatched := 0, 0
+	// ready are pages read and not yet dispatched (pagesInFlight are being
+	// handled); parked, the parts whose next read waits for room in ready.
+	// A part's next page is read as soon as its page arrives, not when
+	// that page is dispatched: pages held back by busy handlers must not
+	// hold back the reads too, or each part's chain of reads, one vendor
+	// round trip after another, stretches by the time pages wait.
+	var ready []ahead
+	parked := map[int]string{}
+	reading, received, dispatched := 0, 0, 0
 	quit := workerStop(ctx)
 	began := time.Now()
 	startRead := func(part int, c string) {
-		if stopping(quit) && dispatched+reading > 0 {
+		taken := dispatched + len(ready) + reading
+		if taken >= limit {
+			return // read by the next call
+		}
+		if stopping(quit) && taken > 0 {
 			return // a stopping worker reads one page at most
 		}
-		if time.Since(began) >= callBudget && dispatched+reading > 0 {
+		if time.Since(began) >= callBudget && taken > 0 {
 			return // read by the next call
+		}
+		if len(ready) >= pagesInFlight {
+			parked[part] = c
+			return
 		}
 		reading++
 		go func() {
 			p, next, err := read(ctx, c)
-			results <- ahead{part, p, next, err}
+			results <- ahead{part: part, page: p, next: next, err: err}
 		}()
 	}
 	var (
 		inFlight []*work
 		prev     *work
 	)
-	// complete waits for the oldest page in flight and, when it was
-	// handled, adds its result and heartbeats the cursors after it.
+	// complete takes the oldest page in flight, which is done, and, when
+	// it was handled, adds its result and heartbeats the cursors after it.
 	complete := func() error {
 		w := inFlight[0]
 		inFlight = inFlight[1:]
@@ -321,51 +338,14 @@ func pages[P any](ctx context.Context, a *Activities, integ *Integration, step S
 		}
 		return PageResult{}, err
 	}
-	for _, part := range slices.Sorted(maps.Keys(open)) {
-		if reading < limit {
-			startRead(part, open[part])
-		}
-	}
-	// A heartbeat is recorded after each finished page, so a resumed
-	// attempt whose last page was the step's last has nothing left to do.
-	for reading > 0 {
-		got := <-results
-		reading--
-		if got.err != nil {
-			return stop(got.err)
-		}
-		if stopping(quit) && dispatched > 0 {
-			continue // read again by the next call
-		}
+	// dispatch hands the oldest page read to a handler of its own.
+	dispatch := func() {
+		got := ready[0]
+		ready = ready[1:]
 		dispatched++
 		w := newWork(prev, got.next)
-		w.part = got.part
+		w.part, w.spawn = got.part, got.spawn
 		prev = w
-		// A full first page of a single read: the rest goes in parts.
-		if got.next != "" && split != nil && len(open) == 1 && dispatched == 1 {
-			if cs := split(ctx, got.next); len(cs) > 1 {
-				w.spawn = map[int]string{}
-				for _, c := range cs {
-					w.spawn[nextPart] = c
-					nextPart++
-				}
-			}
-		}
-		switch {
-		case w.spawn != nil:
-			for _, part := range slices.Sorted(maps.Keys(w.spawn)) {
-				if dispatched+reading < limit {
-					startRead(part, w.spawn[part])
-				}
-			}
-		case got.next != "" && dispatched+reading < limit:
-			startRead(got.part, got.next)
-		}
-		for len(inFlight) >= pagesInFlight {
-			if err := complete(); err != nil {
-				return stop(err)
-			}
-		}
 		inFlight = append(inFlight, w)
 		go func() {
 			defer close(w.done)
@@ -374,10 +354,66 @@ func pages[P any](ctx context.Context, a *Activities, integ *Integration, step S
 			}
 			w.finish(ctx)
 		}()
+		for _, part := range slices.Sorted(maps.Keys(parked)) {
+			if len(ready) >= pagesInFlight {
+				break
+			}
+			c := parked[part]
+			delete(parked, part)
+			startRead(part, c)
+		}
 	}
-	for len(inFlight) > 0 {
-		if err := complete(); err != nil {
-			return stop(err)
+	for _, part := range slices.Sorted(maps.Keys(open)) {
+		startRead(part, open[part])
+	}
+	// A heartbeat is recorded after each finished page, so a resumed
+	// attempt whose last page was the step's last has nothing left to do.
+	for reading > 0 || len(ready) > 0 || len(inFlight) > 0 {
+		for len(ready) > 0 && len(inFlight) < pagesInFlight {
+			dispatch()
+		}
+		var arrived chan ahead
+		if reading > 0 {
+			arrived = results
+		}
+		var oldest chan struct{}
+		if len(inFlight) > 0 {
+			oldest = inFlight[0].done
+		}
+		select {
+		case <-oldest:
+			if err := complete(); err != nil {
+				return stop(err)
+			}
+			continue
+		case got := <-arrived:
+			reading--
+			if got.err != nil {
+				return stop(got.err)
+			}
+			if stopping(quit) && dispatched+len(ready) > 0 {
+				continue // read again by the next call
+			}
+			received++
+			// A full first page of a single read: the rest goes in parts.
+			if got.next != "" && split != nil && len(open) == 1 && received == 1 {
+				if cs := split(ctx, got.next); len(cs) > 1 {
+					got.spawn = map[int]string{}
+					for _, c := range cs {
+						got.spawn[nextPart] = c
+						nextPart++
+					}
+				}
+			}
+			ready = append(ready, got)
+			switch {
+			case got.spawn != nil:
+				for _, part := range slices.Sorted(maps.Keys(got.spawn)) {
+					startRead(part, got.spawn[part])
+				}
+			case got.next != "":
+				startRead(got.part, got.next)
+			}
 		}
 	}
 	res.Next = cursor

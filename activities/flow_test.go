@@ -218,3 +218,75 @@ func TestACallReadsNoNewPageAfterItsBudget(t *testing.T) {
 		require.Equal(t, 1, k, "%s sent once", e)
 	}
 }
+
+// pagedCRM holds opted-out records r0..r(n-1), read in one part ("<from>"),
+// and counts the reads begun.
+type pagedCRM struct {
+	connectors.CRM
+	n     int
+	reads atomic.Int32
+}
+
+func (c *pagedCRM) OptedOut(_ context.Context, q connectors.OptOutQuery) (connectors.RecordPage, error) {
+	c.reads.Add(1)
+	from, _ := strconv.Atoi(q.Cursor)
+	var page connectors.RecordPage
+	i := from
+	for ; i < c.n && len(page.Records) < q.PageSize; i++ {
+		page.Records = append(page.Records, connectors.Record{Ref: connectors.RecordRef{Type: "customer", ID: strconv.Itoa(i)},
+			Email: fmt.Sprintf("r%d@example.com", i), OptedOut: true, InLists: true})
+	}
+	if i < c.n {
+		page.Next = strconv.Itoa(i)
+	}
+	return page, nil
+}
+
+// gatedMarketing holds every unsubscribe until open is closed.
+type gatedMarketing struct {
+	countingMarketing
+	open chan struct{}
+}
+
+func (m *gatedMarketing) Unsubscribe(ctx context.Context, audience string, emails []string) (connectors.BatchResult, error) {
+	select {
+	case <-m.open:
+	case <-ctx.Done():
+		return connectors.BatchResult{}, ctx.Err()
+	}
+	return m.countingMarketing.Unsubscribe(ctx, audience, emails)
+}
+
+// TestReadsGoOnWhilePagesWaitForHandlers: with every handler busy (its
+// vendor calls held), a read goes on past the pages in flight, up to as
+// many again waiting for a handler: a part's next page is read when its
+// page arrives, not when a handler takes it. Then every record is sent
+// once.
+func TestReadsGoOnWhilePagesWaitForHandlers(t *testing.T) {
+	const n, size = 400, 10
+	crm := &pagedCRM{n: n}
+	mk := &gatedMarketing{countingMarketing: countingMarketing{sent: map[string]int{}}, open: make(chan struct{})}
+	s := Settings{IntegrationID: "x", MarketingKind: "mailchimp", CRMKind: "netsuite", CRMToMarketing: true, PageSize: size, PagesPerActivity: 100}
+	acts := New(MapRegistry{"x": {Settings: s, Marketing: mk, CRM: crm}}, ledgertest.Open(t, ledger.SQLite), nil)
+	// The pages in flight, and as many waiting for a handler.
+	want := int32(2 * pagesInFlight)
+	var atOpen atomic.Int32
+	go func() {
+		defer close(mk.open)
+		deadline := time.Now().Add(10 * time.Second)
+		for crm.reads.Load() < want && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(50 * time.Millisecond) // room for a read too many
+		atOpen.Store(crm.reads.Load())
+	}()
+	calls := drainPages(t, acts, acts.SyncCRMOptOuts, PageInput{IntegrationID: "x", Settings: &s})
+	total, _ := sumPages(calls)
+	require.Equal(t, n, total.Unsubscribed)
+	require.Len(t, mk.sent, n)
+	for e, k := range mk.sent {
+		require.Equal(t, 1, k, "%s sent once", e)
+	}
+	require.Equal(t, want, atOpen.Load(), "pages read while every handler waited")
+	require.Equal(t, n/size, int(crm.reads.Load()), "each page read once")
+}

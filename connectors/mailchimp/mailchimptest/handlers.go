@@ -1,7 +1,6 @@
 package mailchimptest
 
 import (
-	"bytes"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -99,16 +98,13 @@ func writeJSON(w http.ResponseWriter, status int, v any, r *http.Request) {
 	} else if f := q.Get("exclude_fields"); f != "" {
 		v = exclude(v, parseFields(f))
 	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
+	b := append(appendJSON(nil, v), '\n')
 	h := w.Header()
 	h.Set("Content-Type", "application/json; charset=utf-8")
 	h.Set("X-Request-Id", requestID())
-	h.Set("Content-Length", strconv.Itoa(buf.Len()))
+	h.Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
-	_, _ = w.Write(buf.Bytes())
+	_, _ = w.Write(b)
 }
 
 // deferredJSON holds the JSON answer writeJSON was given, for flush to

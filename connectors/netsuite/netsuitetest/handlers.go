@@ -48,14 +48,20 @@ func paging(w http.ResponseWriter, r *http.Request) (limit, offset int, ok bool)
 	return limit, offset, true
 }
 
+// window is the part [offset, offset+limit) of n results that a page
+// holds, empty past the end.
+func window(n, limit, offset int) (from, to int) {
+	return min(offset, n), min(offset+limit, n)
+}
+
 // writeCollection writes the collection envelope of SuiteQL and saved
 // search results: links (next only when there is more), count, offset,
-// hasMore, totalResults and the items.
-func (s *Server) writeCollection(w http.ResponseWriter, r *http.Request, all []map[string]any, limit, offset int) {
-	end := min(offset+limit, len(all))
-	items := []map[string]any{}
-	if offset < len(all) {
-		items = all[offset:end]
+// hasMore, totalResults (total) and the page's items. It is called after
+// the server's lock is released: the items are the page's own copies.
+func (s *Server) writeCollection(w http.ResponseWriter, r *http.Request, items []map[string]any, total, limit, offset int) {
+	_, end := window(total, limit, offset)
+	if items == nil {
+		items = []map[string]any{}
 	}
 	link := func(rel string, off int) map[string]string {
 		u := *r.URL
@@ -65,7 +71,7 @@ func (s *Server) writeCollection(w http.ResponseWriter, r *http.Request, all []m
 		u.RawQuery = q.Encode()
 		return map[string]string{"rel": rel, "href": s.URL + u.RequestURI()}
 	}
-	hasMore := end < len(all)
+	hasMore := end < total
 	links := []map[string]string{link("first", 0)}
 	if offset > 0 {
 		links = append(links, link("prev", max(offset-limit, 0)))
@@ -74,8 +80,8 @@ func (s *Server) writeCollection(w http.ResponseWriter, r *http.Request, all []m
 		links = append(links, link("next", offset+limit))
 	}
 	last := 0
-	if len(all) > 0 {
-		last = (len(all) - 1) / limit * limit
+	if total > 0 {
+		last = (total - 1) / limit * limit
 	}
 	links = append(links, link("last", last), link("self", offset))
 	writeJSON(w, http.StatusOK, "application/vnd.oracle.resource+json; type=collection", map[string]any{
@@ -83,7 +89,7 @@ func (s *Server) writeCollection(w http.ResponseWriter, r *http.Request, all []m
 		"count":        len(items),
 		"offset":       offset,
 		"hasMore":      hasMore,
-		"totalResults": len(all),
+		"totalResults": total,
 		"items":        items,
 	})
 }
@@ -114,7 +120,6 @@ func (s *Server) handleSuiteQL(w http.ResponseWriter, r *http.Request) {
 		params[i] = fmt.Sprint(p)
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	q, err := parseQuery(body.Q, params, s.loc, s.dates, func(name string) (func(string) bool, bool) {
 		t, ok := s.tables[name]
 		if !ok {
@@ -123,22 +128,15 @@ func (s *Server) handleSuiteQL(w http.ResponseWriter, r *http.Request) {
 		return t.has, true
 	})
 	if err != nil {
+		s.mu.Unlock()
 		// The shape of the real answer to a query SuiteQL cannot run.
 		writeError(w, 400, "INVALID_PARAMETER", "Invalid search query. Detailed unprocessed description follows. Search error occurred: "+err.Error(), "q")
 		return
 	}
 	t := s.tables[q.table]
-	rows := q.run(t, t.rows, s.loc, s.dates)
-	all := make([]map[string]any, len(rows))
-	for i, r := range rows {
-		m := make(map[string]any, len(r)+1)
-		m["links"] = []any{}
-		for k, v := range r {
-			m[k] = v
-		}
-		all[i] = m
-	}
-	s.writeCollection(w, r, all, limit, offset)
+	items, total := q.run(t, t.rows, s.loc, s.dates, limit, offset)
+	s.mu.Unlock()
+	s.writeCollection(w, r, items, total, limit, offset)
 }
 
 // handleSavedSearch runs a saved search. PARTIALLY CONFIRMED path; the row
@@ -151,28 +149,35 @@ func (s *Server) handleSavedSearch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	refs, ok := s.searches[r.PathValue("id")]
 	if !ok {
+		s.mu.Unlock()
 		// UNCONFIRMED: we answer an unknown saved search like a missing record.
 		writeError(w, 404, "NONEXISTENT_ID", "Record does not exist.", "")
 		return
 	}
 	seen := map[connectors.RecordRef]bool{}
-	all := []map[string]any{}
+	var hits []*entity
+	var hitRefs []connectors.RecordRef
 	for _, ref := range refs {
 		e := s.lookup(ref.Type, ref.ID)
 		if e == nil || seen[ref] {
 			continue
 		}
 		seen[ref] = true
-		row := map[string]any{"links": []any{}, "id": ref.ID, "recordType": ref.Type}
-		if e.Email != "" {
-			row["email"] = e.Email
-		}
-		all = append(all, row)
+		hits, hitRefs = append(hits, e), append(hitRefs, ref)
 	}
-	s.writeCollection(w, r, all, limit, offset)
+	from, to := window(len(hits), limit, offset)
+	items := make([]map[string]any, 0, to-from)
+	for i := from; i < to; i++ {
+		row := map[string]any{"links": []any{}, "id": hitRefs[i].ID, "recordType": hitRefs[i].Type}
+		if hits[i].Email != "" {
+			row["email"] = hits[i].Email
+		}
+		items = append(items, row)
+	}
+	s.mu.Unlock()
+	s.writeCollection(w, r, items, len(hits), limit, offset)
 }
 
 func (s *Server) handleRecord(w http.ResponseWriter, r *http.Request) {

@@ -132,6 +132,12 @@ func TestSuiteQLPagingRules(t *testing.T) {
 	for _, l := range a.body["links"].([]any) {
 		require.NotEqual(t, "next", l.(map[string]any)["rel"])
 	}
+	// Past the end: no items, and the whole result still counted.
+	a = suiteql(t, s, "SELECT id FROM customer WHERE id > 3 ORDER BY id", "?limit=10&offset=30")
+	require.Equal(t, 200, a.status)
+	require.Equal(t, float64(0), a.body["count"])
+	require.Equal(t, []any{}, a.body["items"])
+	require.Equal(t, float64(22), a.body["totalResults"])
 
 	for _, q := range []string{"?limit=1001", "?limit=10&offset=15", "?limit=0"} {
 		a = suiteql(t, s, "SELECT id FROM customer", q)

@@ -713,8 +713,12 @@ func (p *parser) expr() (expr, []string, error) {
 	return nil, nil, fmt.Errorf("unexpected %q", t.text)
 }
 
-// run evaluates q over rows and returns the sorted, projected result.
-func (q *query) run(tbl *table, rows []*entity, loc *time.Location, dates DateSemantics) []map[string]string {
+// run evaluates q over rows and returns the page [offset, offset+limit)
+// of the sorted result, projected as collection items, and the number of
+// rows the whole result holds. Only the page is projected: a page of
+// 1,000 read from a result of 100,000 costs the emulator no more than its
+// rows' values.
+func (q *query) run(tbl *table, rows []*entity, loc *time.Location, dates DateSemantics, limit, offset int) ([]map[string]any, int) {
 	rc := &rowCtx{tbl: tbl, loc: loc, dates: dates}
 	var hits []*entity
 	for _, e := range rows {
@@ -758,10 +762,11 @@ func (q *query) run(tbl *table, rows []*entity, loc *time.Location, dates DateSe
 			return 0
 		})
 	}
-	out := make([]map[string]string, len(hits))
-	for i, e := range hits {
+	from, to := window(len(hits), limit, offset)
+	out := make([]map[string]any, 0, to-from)
+	for _, e := range hits[from:to] {
 		rc.e = e
-		m := map[string]string{}
+		m := map[string]any{"links": []any{}}
 		for _, it := range q.items {
 			if it.star {
 				for _, c := range tbl.columnNames() {
@@ -776,7 +781,7 @@ func (q *query) run(tbl *table, rows []*entity, loc *time.Location, dates DateSe
 				m[it.name] = v.String()
 			}
 		}
-		out[i] = m
+		out = append(out, m)
 	}
-	return out
+	return out, len(hits)
 }
