@@ -1176,11 +1176,15 @@ func (a *Activities) SyncAudience(ctx context.Context, in PageInput) (PageResult
 }
 
 // audienceSplit splits the rest of a status's read, after a full first
-// page, into parts read at once (connectors.ChangesSplitter): all but the
-// last end with their part, and the last goes on into the next status.
-// A read that cannot be split, or a split that fails, goes on in one part.
+// page, into parts read at once (connectors.ChangesSplitter), each ending
+// with its part, and reads every later status in parts of its own too,
+// split in the same way when it is large and left out when it is empty:
+// the statuses are not read one after the other, and the small ones cost
+// one round trip together instead of one each at the end of the read. A
+// read that cannot be split goes on in one part.
 func (a *Activities) audienceSplit(integ *Integration, request func(int, string) connectors.ChangesRequest) func(context.Context, string) []string {
-	if _, ok := integ.Marketing.(connectors.ChangesSplitter); !ok {
+	sp, ok := integ.Marketing.(connectors.ChangesSplitter)
+	if !ok {
 		return nil
 	}
 	return func(ctx context.Context, cursor string) []string {
@@ -1188,10 +1192,34 @@ func (a *Activities) audienceSplit(integ *Integration, request func(int, string)
 		if err != nil || part {
 			return nil
 		}
-		cs := a.changesSplit(integ, func(c string) connectors.ChangesRequest { return request(i, c) })(ctx, inner)
-		out := make([]string, len(cs))
-		for j, c := range cs {
-			out[j] = audienceCursor(i, j < len(cs)-1, c)
+		// parts[0] is the rest of status i, parts[j] the read of status i+j.
+		parts := make([][]string, len(audienceStatuses)-i)
+		err = connectors.ForEach(ctx, len(parts), len(parts), func(ctx context.Context, j int) error {
+			c := ""
+			if j == 0 {
+				c = inner
+			}
+			cs, err := sp.SplitChanges(ctx, request(i+j, c), pagesInFlight)
+			if err != nil {
+				return err
+			}
+			if cs == nil {
+				cs = []string{c} // read in one part
+			}
+			for _, c := range cs {
+				parts[j] = append(parts[j], audienceCursor(i+j, true, c))
+			}
+			return nil
+		})
+		if err != nil {
+			a.log.Info("the audience read goes on in one part", "integration", integ.Settings.IntegrationID, "error", scrubAddresses(err.Error()))
+			return nil
+		}
+		out := slices.Concat(parts...)
+		if len(out) == 0 {
+			// Every status left is empty: one read of the first ends the
+			// read (the chain would read each in turn).
+			out = []string{audienceCursor(i, true, "")}
 		}
 		return out
 	}

@@ -397,7 +397,7 @@ func pages[P any](ctx context.Context, a *Activities, integ *Integration, step S
 			received++
 			// A full first page of a single read: the rest goes in parts.
 			if got.next != "" && split != nil && len(open) == 1 && received == 1 {
-				if cs := split(ctx, got.next); len(cs) > 1 {
+				if cs := split(ctx, got.next); len(cs) > 0 {
 					got.spawn = map[int]string{}
 					for _, c := range cs {
 						got.spawn[nextPart] = c

@@ -2,6 +2,7 @@ package activities
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -225,4 +226,70 @@ func TestBullhornPartsGoOnOnAnotherWorker(t *testing.T) {
 	}
 	require.True(t, sawParts, "the read went on in parts across activity calls")
 	require.Equal(t, n, c.Unsubscribed, "every member unsubscribed once")
+}
+
+// TestAudienceStatusesReadInPartsOfTheirOwn: when the audience read is
+// split, each later status is read in parts of its own at once (split too
+// when large), an empty one is not read at all, and every member is
+// mirrored once with its status.
+func TestAudienceStatusesReadInPartsOfTheirOwn(t *testing.T) {
+	const subscribed, unsubscribed, cleaned = 3_000, 1_500, 3
+	mc := mailchimptest.NewServer(mailchimptest.Options{})
+	t.Cleanup(mc.Close)
+	mc.AddList("aud", "Audience", "FNAME")
+	past := time.Now().Add(-24 * time.Hour)
+	seed := func(prefix, status string, n int) {
+		require.NoError(t, mc.Generate("aud", n, func(i int) mailchimptest.MemberSeed {
+			return mailchimptest.MemberSeed{Email: fmt.Sprintf("%s%d@example.com", prefix, i), Status: status,
+				LastChanged: past.Add(time.Duration(i) * 7 * time.Second)}
+		}))
+	}
+	seed("s", "subscribed", subscribed)
+	seed("u", "unsubscribed", unsubscribed)
+	seed("c", "cleaned", cleaned)
+	client, err := mailchimp.New(mailchimp.Options{APIKey: mc.APIKey, BaseURL: mc.URL})
+	require.NoError(t, err)
+	s := Settings{IntegrationID: "mirror", MarketingKind: "mailchimp", CRMKind: "netsuite", Audience: "aud", RecordTypes: []string{"customer"},
+		FieldMap: map[string]string{"firstName": "FNAME"}, PageSize: 100, PagesPerActivity: 4}
+	led := ledgertest.Open(t, ledger.SQLite)
+	acts := New(MapRegistry{s.IntegrationID: {Settings: s, Marketing: client, CRM: connectorstest.NewCRM()}}, led, nil)
+	calls := drainPages(t, acts, acts.SyncAudience, PageInput{IntegrationID: s.IntegrationID})
+
+	// The first call's cursor names the parts left, by status.
+	head, list, ok := strings.Cut(calls[0].Next, partsPrefix)
+	require.True(t, ok && head == "", "the first call leaves parts: %q", calls[0].Next)
+	var parts []string
+	require.NoError(t, json.Unmarshal([]byte(list), &parts))
+	byStatus := map[string]int{}
+	for _, p := range parts {
+		i, part, _, err := splitAudienceCursor(p)
+		require.NoError(t, err)
+		require.True(t, part, "every part ends with its own: %q", p)
+		byStatus[string(audienceStatuses[i])]++
+	}
+	require.Greater(t, byStatus["subscribed"], 1)
+	require.Greater(t, byStatus["unsubscribed"], 1, "a large later status is split too")
+	require.Equal(t, 1, byStatus["cleaned"], "a small one is one part")
+	for _, st := range []string{"pending", "transactional", "archived"} {
+		require.Zero(t, byStatus[st], "%s is empty: not read", st)
+	}
+
+	c, _ := sumPages(calls)
+	require.Equal(t, subscribed+unsubscribed+cleaned, c.Mirrored, "every member once")
+	var persons []string
+	want := map[string]string{}
+	for prefix, st := range map[string]string{"s": "subscribed", "u": "unsubscribed", "c": "cleaned"} {
+		n := map[string]int{"s": subscribed, "u": unsubscribed, "c": cleaned}[prefix]
+		for i := range n {
+			p := led.Person(fmt.Sprintf("%s%d@example.com", prefix, i))
+			persons = append(persons, p)
+			want[p] = st
+		}
+	}
+	held, err := led.Members(t.Context(), s.IntegrationID, s.Audience, persons)
+	require.NoError(t, err)
+	require.Len(t, held, len(persons))
+	for p, st := range want {
+		require.Equal(t, st, held[p].Status)
+	}
 }

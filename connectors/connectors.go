@@ -302,10 +302,11 @@ type CursorSplitter interface {
 
 // ChangesSplitter is a marketing platform whose ChangedMembers reads can
 // go on in several parts read at once. SplitChanges returns at most parts
-// cursors that together read what req (whose Cursor is a page's Next)
-// would, each read on its own with req's other fields: every one but the
-// last ends before the next one starts, and the last goes on to the
-// present. It returns nil when it cannot split req.
+// cursors that together read what req (whose Cursor is a page's Next, or
+// empty for the whole read) would, each read on its own with req's other
+// fields: every one but the last ends before the next one starts, and the
+// last goes on to the present. It returns nil when it cannot split req,
+// and an empty, non-nil slice for a whole read that finds nothing.
 type ChangesSplitter interface {
 	SplitChanges(ctx context.Context, req ChangesRequest, parts int) ([]string, error)
 }

@@ -386,17 +386,9 @@ func (c *Client) ChangedMembers(ctx context.Context, req connectors.ChangesReque
 	if size == 0 {
 		size = connectors.MaxPageSize
 	}
-	var cur cursor
-	if req.Cursor == "" {
-		if !req.Since.IsZero() {
-			cur.W = req.Since.Unix()
-			cur.S = cur.W - 1
-		}
-	} else {
-		var err error
-		if cur, err = decodeCursor(req.Cursor); err != nil {
-			return connectors.MemberPage{}, err
-		}
+	cur, err := startCursor(req)
+	if err != nil {
+		return connectors.MemberPage{}, err
 	}
 	ch := c.changesOf(req, cur)
 
@@ -496,12 +488,28 @@ func after(cur cursor) url.Values {
 	return q
 }
 
+// startCursor is where req reads from: its cursor, or for a read from
+// the start the second before the watermark's (see ChangedMembers).
+func startCursor(req connectors.ChangesRequest) (cursor, error) {
+	if req.Cursor != "" {
+		return decodeCursor(req.Cursor)
+	}
+	var cur cursor
+	if !req.Since.IsZero() {
+		cur.W = req.Since.Unix()
+		cur.S = cur.W - 1
+	}
+	return cur, nil
+}
+
 // SplitChanges splits the rest of a ChangedMembers read into at most
 // parts reads of about as many members each, read at once: req.Cursor
-// must be a page's Next between two seconds (nil otherwise, or when the
-// split's two round trips would not shorten the read). Every part but the last ends before the
-// second the next one starts at; the last goes on to the present, as the
-// read would have.
+// must be a page's Next between two seconds, or empty for the whole read
+// (nil otherwise, or when the split's two round trips would not shorten
+// the read). Every part but the last ends before the second the next one
+// starts at; the last goes on to the present, as the read would have. A
+// whole read that finds no member is split into no part (an empty,
+// non-nil answer).
 //
 // The bounds are the last_changed seconds of the members at even offsets
 // of the rest (one count=1 read each, at once, after a read of its total
@@ -512,10 +520,10 @@ func after(cur cursor) url.Values {
 // the present second, which the last part reads or, once it has ended,
 // the next poll does.
 func (c *Client) SplitChanges(ctx context.Context, req connectors.ChangesRequest, parts int) ([]string, error) {
-	if req.Cursor == "" || parts < 2 {
+	if parts < 2 {
 		return nil, nil
 	}
-	cur, err := decodeCursor(req.Cursor)
+	cur, err := startCursor(req)
 	if err != nil {
 		return nil, err
 	}
@@ -540,6 +548,9 @@ func (c *Client) SplitChanges(ctx context.Context, req connectors.ChangesRequest
 	trips := 1
 	if cur.N == 0 {
 		trips = 2
+	}
+	if n == 0 && req.Cursor == "" {
+		return []string{}, nil
 	}
 	pages := (n + size - 1) / size
 	parts = min(parts, n/size)

@@ -281,3 +281,43 @@ func TestSplitChangesPartsReadWhatTheReadWould(t *testing.T) {
 		})
 	}
 }
+
+// TestSplitChangesOfAWholeRead: a read not yet begun (no cursor) splits
+// into parts that give every member the read would, each once; a read
+// that finds no member splits into no part, and a small one is not split.
+func TestSplitChangesOfAWholeRead(t *testing.T) {
+	s, clk, c := newEnv(t, mailchimptest.Options{})
+	rng := rand.New(rand.NewPCG(3, 5))
+	var want []string
+	for i := range 300 {
+		e := fmt.Sprintf("w%03d@example.com", i)
+		want = append(want, e)
+		require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: e, Status: "subscribed", LastChanged: t0.Add(time.Duration(rng.IntN(120)) * time.Second)}))
+	}
+	for i := range 5 {
+		require.NoError(t, s.AddMember("L1", mailchimptest.MemberSeed{Email: fmt.Sprintf("u%d@example.com", i), Status: "unsubscribed", LastChanged: t0}))
+	}
+	clk.Set(t0.Add(time.Hour))
+	req := connectors.ChangesRequest{Audience: "L1", Status: connectors.StatusSubscribed, Since: t0.Add(-time.Minute), PageSize: 20}
+	parts, err := c.SplitChanges(t.Context(), req, 4)
+	require.NoError(t, err)
+	require.Len(t, parts, 4)
+	var got []connectors.Member
+	for _, p := range parts {
+		r := req
+		r.Cursor = p
+		got = append(got, changed(t, c, r, nil)...)
+	}
+	require.Len(t, got, len(want), "each member once")
+	require.Equal(t, want, emails(got))
+
+	for _, st := range []connectors.MemberStatus{connectors.StatusCleaned, connectors.StatusPending} {
+		none, err := c.SplitChanges(t.Context(), connectors.ChangesRequest{Audience: "L1", Status: st, Since: t0.Add(-time.Minute), PageSize: 20}, 4)
+		require.NoError(t, err)
+		require.NotNil(t, none, "%s: nothing to read", st)
+		require.Empty(t, none, st)
+	}
+	small, err := c.SplitChanges(t.Context(), connectors.ChangesRequest{Audience: "L1", Status: connectors.StatusUnsubscribed, Since: t0.Add(-time.Minute), PageSize: 20}, 4)
+	require.NoError(t, err)
+	require.Nil(t, small, "five members: read in one part")
+}
