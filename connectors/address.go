@@ -107,8 +107,10 @@ func EmailKey(s string) string {
 // EmailSpellings returns the lower-cased spellings under which a system that
 // compares addresses as case-insensitive text may hold the address s: its
 // normal form first, then with the domain's U-label, then both in NFD
-// (decomposed), without repeats. An ASCII address has one spelling; there
-// are never more than four. A string that is not an address has one, its
+// (decomposed), then the local part and the U-label each in the form the
+// other is not (an address pasted together from two sources), without
+// repeats. An ASCII address has one spelling; there are never more than
+// six. A string that is not an address has one, its
 // EmailKey; a blank one has none.
 //
 // A query for all of them finds a record whatever form its address was
@@ -130,7 +132,8 @@ func EmailSpellings(s string) []string {
 			unicode = u
 		}
 	}
-	out := []string{n, local + "@" + unicode, norm.NFD.String(local) + "@" + domain, norm.NFD.String(local + "@" + unicode)}
+	out := []string{n, local + "@" + unicode, norm.NFD.String(local) + "@" + domain, norm.NFD.String(local + "@" + unicode),
+		local + "@" + norm.NFD.String(unicode), norm.NFD.String(local) + "@" + unicode}
 	var uniq []string
 	for _, sp := range out {
 		if !slices.Contains(uniq, sp) {

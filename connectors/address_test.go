@@ -93,6 +93,8 @@ func TestEmailSpellings(t *testing.T) {
 		"zoë@bücher.example",
 		norm.NFD.String("zoë") + "@xn--bcher-kva.example",
 		norm.NFD.String("zoë@bücher.example"),
+		"zoë@" + norm.NFD.String("bücher.example"),
+		norm.NFD.String("zoë") + "@bücher.example",
 	}, all)
 	for _, s := range all {
 		require.Equal(t, all[0], connectors.EmailKey(s), "every spelling matches back")

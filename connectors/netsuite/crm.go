@@ -328,7 +328,7 @@ func (c *Client) FindByEmail(ctx context.Context, types []string, field connecto
 		return nil, nil
 	}
 	// Oracle takes at most 1000 expressions in one IN list; 200 addresses
-	// have at most 800 spellings, but nothing here should depend on that.
+	// have at most 1,200 spellings, but nothing here should depend on that.
 	var in []string
 	for len(lits) > 0 {
 		n := min(len(lits), 1000)
