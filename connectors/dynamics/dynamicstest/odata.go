@@ -4,6 +4,7 @@ package dynamicstest
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"html"
@@ -14,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // codeProperty is Dataverse's code for an unknown property or a query it
@@ -487,7 +489,7 @@ func compare(a, b any) int {
 	switch x := a.(type) {
 	case string:
 		y, _ := b.(string)
-		return strings.Compare(strings.ToLower(x), strings.ToLower(y))
+		return compareFold(x, y)
 	case bool:
 		y, _ := b.(bool)
 		switch {
@@ -698,6 +700,28 @@ func selectSuffix(sel []string) string {
 		return ""
 	}
 	return "(" + strings.Join(sel, ",") + ")"
+}
+
+// compareFold is strings.Compare of the two lower-cased, without
+// lower-casing ASCII strings into new ones: a sort of 20,000 rows compares
+// some 300,000 pairs.
+func compareFold(x, y string) int {
+	for i := 0; i < len(x) && i < len(y); i++ {
+		a, b := x[i], y[i]
+		if a >= utf8.RuneSelf || b >= utf8.RuneSelf {
+			return strings.Compare(strings.ToLower(x[i:]), strings.ToLower(y[i:]))
+		}
+		if 'A' <= a && a <= 'Z' {
+			a += 'a' - 'A'
+		}
+		if 'A' <= b && b <= 'Z' {
+			b += 'a' - 'A'
+		}
+		if a != b {
+			return cmp.Compare(a, b)
+		}
+	}
+	return cmp.Compare(len(x), len(y))
 }
 
 func compareRows(a, b *record, ord []order) int {
