@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/testsuite"
 
 	"github.com/optoutsync/optoutsync/activities/ledger"
 	"github.com/optoutsync/optoutsync/activities/ledger/ledgertest"
@@ -289,4 +290,44 @@ func TestReadsGoOnWhilePagesWaitForHandlers(t *testing.T) {
 	}
 	require.Equal(t, want, atOpen.Load(), "pages read while every handler waited")
 	require.Equal(t, n/size, int(crm.reads.Load()), "each page read once")
+}
+
+// TestAStoppingWorkerStartsNoPageReadAhead: pages read ahead while every
+// handler was busy are not started once the worker is told to stop: the
+// call finishes the pages under way and returns the cursor after them,
+// for another worker to go on from (the stop gives running activities
+// seconds only, and each page started is more vendor calls).
+func TestAStoppingWorkerStartsNoPageReadAhead(t *testing.T) {
+	const n, size = 400, 10
+	crm := &pagedCRM{n: n}
+	mk := &gatedMarketing{countingMarketing: countingMarketing{sent: map[string]int{}}, open: make(chan struct{})}
+	s := Settings{IntegrationID: "x", MarketingKind: "mailchimp", CRMKind: "netsuite", CRMToMarketing: true, PageSize: size, PagesPerActivity: 100}
+	acts := New(MapRegistry{"x": {Settings: s, Marketing: mk, CRM: crm}}, ledgertest.Open(t, ledger.SQLite), nil)
+	var ts testsuite.WorkflowTestSuite
+	env := ts.NewTestActivityEnvironment()
+	env.RegisterActivity(acts)
+	stop := make(chan struct{})
+	env.SetWorkerStopChannel(stop)
+	go func() {
+		// Every handler busy, and the reads ahead done: then the stop.
+		defer close(mk.open)
+		deadline := time.Now().Add(10 * time.Second)
+		for last := int32(-1); time.Now().Before(deadline); {
+			time.Sleep(200 * time.Millisecond)
+			k := crm.reads.Load()
+			if k == last && k > pagesInFlight {
+				break
+			}
+			last = k
+		}
+		close(stop)
+	}()
+	val, err := env.ExecuteActivity(acts.SyncCRMOptOuts, PageInput{IntegrationID: "x", Settings: &s})
+	require.NoError(t, err)
+	var res PageResult
+	require.NoError(t, val.Get(&res))
+	// The pages being handled, and at most the one the call had taken.
+	require.LessOrEqual(t, res.Counts.Pages, pagesInFlight+1, "pages read ahead are not started after the stop")
+	require.Equal(t, strconv.Itoa(res.Counts.Pages*size), res.Next, "the rest is left to the next call")
+	require.Len(t, mk.sent, res.Counts.Pages*size)
 }
