@@ -369,6 +369,11 @@ func pages[P any](ctx context.Context, a *Activities, integ *Integration, step S
 	// A heartbeat is recorded after each finished page, so a resumed
 	// attempt whose last page was the step's last has nothing left to do.
 	for reading > 0 || len(ready) > 0 || len(inFlight) > 0 {
+		if stopping(quit) && dispatched > 0 {
+			// A stopping worker starts no page it read ahead: each is
+			// read again by the next call, from its part's cursor in open.
+			ready, parked = nil, map[int]string{}
+		}
 		for len(ready) > 0 && len(inFlight) < pagesInFlight {
 			dispatch()
 		}
