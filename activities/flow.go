@@ -263,13 +263,22 @@ func pages[P any](ctx context.Context, a *Activities, integ *Integration, step S
 	// taking pages never blocks, and none is dropped before.
 	results := make(chan ahead, limit+len(open))
 	// ready are pages read and not yet dispatched (pagesInFlight are being
-	// handled); parked, the parts whose next read waits for room in ready.
+	// handled); parked, the parts whose next read waits for room in ready,
+	// in the order they parked. The room is taken by the pages in ready
+	// and the reads in flight, which all go there: however many parts the
+	// read has, at most pagesInFlight pages wait for a handler.
 	// A part's next page is read as soon as its page arrives, not when
 	// that page is dispatched: pages held back by busy handlers must not
 	// hold back the reads too, or each part's chain of reads, one vendor
 	// round trip after another, stretches by the time pages wait.
-	var ready []ahead
-	parked := map[int]string{}
+	type parkedRead struct {
+		part int
+		c    string
+	}
+	var (
+		ready  []ahead
+		parked []parkedRead
+	)
 	reading, received, dispatched := 0, 0, 0
 	quit := workerStop(ctx)
 	began := time.Now()
@@ -284,8 +293,8 @@ func pages[P any](ctx context.Context, a *Activities, integ *Integration, step S
 		if time.Since(began) >= callBudget && taken > 0 {
 			return // read by the next call
 		}
-		if len(ready) >= pagesInFlight {
-			parked[part] = c
+		if len(ready)+reading >= pagesInFlight {
+			parked = append(parked, parkedRead{part, c})
 			return
 		}
 		reading++
@@ -354,13 +363,10 @@ func pages[P any](ctx context.Context, a *Activities, integ *Integration, step S
 			}
 			w.finish(ctx)
 		}()
-		for _, part := range slices.Sorted(maps.Keys(parked)) {
-			if len(ready) >= pagesInFlight {
-				break
-			}
-			c := parked[part]
-			delete(parked, part)
-			startRead(part, c)
+		for len(parked) > 0 && len(ready)+reading < pagesInFlight {
+			p := parked[0]
+			parked = parked[1:]
+			startRead(p.part, p.c)
 		}
 	}
 	for _, part := range slices.Sorted(maps.Keys(open)) {
@@ -369,6 +375,11 @@ func pages[P any](ctx context.Context, a *Activities, integ *Integration, step S
 	// A heartbeat is recorded after each finished page, so a resumed
 	// attempt whose last page was the step's last has nothing left to do.
 	for reading > 0 || len(ready) > 0 || len(inFlight) > 0 {
+		if stopping(quit) && dispatched > 0 {
+			// A stopping worker starts no page it read ahead: each is
+			// read again by the next call, from its part's cursor in open.
+			ready, parked = nil, nil
+		}
 		for len(ready) > 0 && len(inFlight) < pagesInFlight {
 			dispatch()
 		}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/testsuite"
 
 	"github.com/optoutsync/optoutsync/activities/ledger"
 	"github.com/optoutsync/optoutsync/activities/ledger/ledgertest"
@@ -289,4 +290,128 @@ func TestReadsGoOnWhilePagesWaitForHandlers(t *testing.T) {
 	}
 	require.Equal(t, want, atOpen.Load(), "pages read while every handler waited")
 	require.Equal(t, n/size, int(crm.reads.Load()), "each page read once")
+}
+
+// TestAStoppingWorkerStartsNoPageReadAhead: pages read ahead while every
+// handler was busy are not started once the worker is told to stop: the
+// call finishes the pages under way and returns the cursor after them,
+// for another worker to go on from (the stop gives running activities
+// seconds only, and each page started is more vendor calls).
+func TestAStoppingWorkerStartsNoPageReadAhead(t *testing.T) {
+	const n, size = 400, 10
+	crm := &pagedCRM{n: n}
+	mk := &gatedMarketing{countingMarketing: countingMarketing{sent: map[string]int{}}, open: make(chan struct{})}
+	s := Settings{IntegrationID: "x", MarketingKind: "mailchimp", CRMKind: "netsuite", CRMToMarketing: true, PageSize: size, PagesPerActivity: 100}
+	acts := New(MapRegistry{"x": {Settings: s, Marketing: mk, CRM: crm}}, ledgertest.Open(t, ledger.SQLite), nil)
+	var ts testsuite.WorkflowTestSuite
+	env := ts.NewTestActivityEnvironment()
+	env.RegisterActivity(acts)
+	stop := make(chan struct{})
+	env.SetWorkerStopChannel(stop)
+	go func() {
+		// Every handler busy, and the reads ahead done: then the stop.
+		defer close(mk.open)
+		deadline := time.Now().Add(10 * time.Second)
+		for last := int32(-1); time.Now().Before(deadline); {
+			time.Sleep(200 * time.Millisecond)
+			k := crm.reads.Load()
+			if k == last && k > pagesInFlight {
+				break
+			}
+			last = k
+		}
+		close(stop)
+	}()
+	val, err := env.ExecuteActivity(acts.SyncCRMOptOuts, PageInput{IntegrationID: "x", Settings: &s})
+	require.NoError(t, err)
+	var res PageResult
+	require.NoError(t, val.Get(&res))
+	// The pages being handled, and at most the one the call had taken.
+	require.LessOrEqual(t, res.Counts.Pages, pagesInFlight+1, "pages read ahead are not started after the stop")
+	require.Equal(t, strconv.Itoa(res.Counts.Pages*size), res.Next, "the rest is left to the next call")
+	require.Len(t, mk.sent, res.Counts.Pages*size)
+}
+
+// modCRM holds opted-out records r0..r(n-1), read whole ("w:<from>") or,
+// once split, in parts ("p:<rem>:<from>": the records from <from> on
+// whose number is rem modulo the parts), and counts the reads begun.
+type modCRM struct {
+	connectors.CRM
+	n     int
+	reads atomic.Int32
+}
+
+func (c *modCRM) OptedOut(_ context.Context, q connectors.OptOutQuery) (connectors.RecordPage, error) {
+	c.reads.Add(1)
+	mod, rem, from := 1, 0, 0
+	switch f := strings.Split(q.Cursor, ":"); f[0] {
+	case "w":
+		from, _ = strconv.Atoi(f[1])
+	case "p":
+		mod = pagesInFlight
+		rem, _ = strconv.Atoi(f[1])
+		from, _ = strconv.Atoi(f[2])
+	}
+	var page connectors.RecordPage
+	i := from
+	for ; i < c.n && len(page.Records) < q.PageSize; i++ {
+		if i%mod == rem {
+			page.Records = append(page.Records, connectors.Record{Ref: connectors.RecordRef{Type: "customer", ID: strconv.Itoa(i)},
+				Email: fmt.Sprintf("r%d@example.com", i), OptedOut: true, InLists: true})
+		}
+	}
+	if i < c.n {
+		if mod == 1 {
+			page.Next = "w:" + strconv.Itoa(i)
+		} else {
+			page.Next = "p:" + strconv.Itoa(rem) + ":" + strconv.Itoa(i)
+		}
+	}
+	return page, nil
+}
+
+func (c *modCRM) SplitCursor(_ context.Context, cursor string, parts int) ([]string, error) {
+	from, ok := strings.CutPrefix(cursor, "w:")
+	if !ok {
+		return nil, nil
+	}
+	out := make([]string, parts)
+	for i := range out {
+		out[i] = "p:" + strconv.Itoa(i) + ":" + from
+	}
+	return out, nil
+}
+
+// TestPagesReadAheadOfBusyHandlersAreBounded: however many parts a read
+// goes on in, the pages read while every handler is busy, waiting for
+// one, are at most pagesInFlight: what a call holds in memory does not
+// grow with the parts.
+func TestPagesReadAheadOfBusyHandlersAreBounded(t *testing.T) {
+	const n, size = 4000, 10
+	crm := &modCRM{n: n}
+	mk := &gatedMarketing{countingMarketing: countingMarketing{sent: map[string]int{}}, open: make(chan struct{})}
+	s := Settings{IntegrationID: "x", MarketingKind: "mailchimp", CRMKind: "netsuite", CRMToMarketing: true, PageSize: size, PagesPerActivity: 100}
+	acts := New(MapRegistry{"x": {Settings: s, Marketing: mk, CRM: crm}}, ledgertest.Open(t, ledger.SQLite), nil)
+	var atOpen atomic.Int32
+	go func() {
+		// Every handler busy, until the reads ahead are done.
+		defer close(mk.open)
+		deadline := time.Now().Add(10 * time.Second)
+		for last := int32(-1); time.Now().Before(deadline); {
+			time.Sleep(200 * time.Millisecond)
+			k := crm.reads.Load()
+			if k == last && k > pagesInFlight {
+				break
+			}
+			last = k
+		}
+		atOpen.Store(crm.reads.Load())
+	}()
+	calls := drainPages(t, acts, acts.SyncCRMOptOuts, PageInput{IntegrationID: "x", Settings: &s})
+	total, parts := sumPages(calls)
+	require.True(t, parts, "the read went on in parts")
+	require.Equal(t, n, total.Unsubscribed)
+	require.Len(t, mk.sent, n)
+	// The pages being handled, and at most as many again read ahead.
+	require.LessOrEqual(t, int(atOpen.Load()), 2*pagesInFlight, "pages read while every handler was busy")
 }
