@@ -1181,7 +1181,11 @@ func (a *Activities) SyncAudience(ctx context.Context, in PageInput) (PageResult
 // split in the same way when it is large and left out when it is empty:
 // the statuses are not read one after the other, and the small ones cost
 // one round trip together instead of one each at the end of the read. A
-// read that cannot be split goes on in one part.
+// status found empty that gains members while the parts are read is read
+// by the next run, from this run's start less the overlap: the mirror is
+// at most one run staler for them, and never decides an opt-out (field
+// sync looks members up before it writes, and writes no status). A read
+// that cannot be split goes on in one part.
 func (a *Activities) audienceSplit(integ *Integration, request func(int, string) connectors.ChangesRequest) func(context.Context, string) []string {
 	sp, ok := integ.Marketing.(connectors.ChangesSplitter)
 	if !ok {
