@@ -19,6 +19,43 @@ import (
 	"github.com/optoutsync/optoutsync/connectors"
 )
 
+// modCursor reads the cursors of the fake CRMs below: "" or "w:<from>"
+// for a read whole, "p:<rem>:<from>" for the part of the records whose
+// number is rem modulo mod.
+func modCursor(c string, mod int) (m, rem, from int) {
+	f := strings.Split(c, ":")
+	switch f[0] {
+	case "w":
+		from, _ = strconv.Atoi(f[1])
+	case "p":
+		rem, _ = strconv.Atoi(f[1])
+		from, _ = strconv.Atoi(f[2])
+		return mod, rem, from
+	}
+	return 1, 0, from
+}
+
+// modPage is the page of opted-out records r<from>..r(n-1) whose number
+// is rem modulo mod, at most size, with the cursor after it.
+func modPage(n, mod, rem, from, size int) connectors.RecordPage {
+	var page connectors.RecordPage
+	i := from
+	for ; i < n && len(page.Records) < size; i++ {
+		if i%mod == rem {
+			page.Records = append(page.Records, connectors.Record{Ref: connectors.RecordRef{Type: "customer", ID: strconv.Itoa(i)},
+				Email: fmt.Sprintf("r%d@example.com", i), OptedOut: true, InLists: true})
+		}
+	}
+	if i < n {
+		if mod == 1 {
+			page.Next = "w:" + strconv.Itoa(i)
+		} else {
+			page.Next = "p:" + strconv.Itoa(rem) + ":" + strconv.Itoa(i)
+		}
+	}
+	return page
+}
+
 // splitCRM holds n opted-out records, r0..r(n-1), read whole ("w:<from>")
 // or, once split, in two parts ("p:<rem>:<from>": the records from <from>
 // on whose number is rem modulo 2). The first read of each part waits for
@@ -39,14 +76,8 @@ func (c *splitCRM) OptedOut(_ context.Context, q connectors.OptOutQuery) (connec
 	defer c.reading.Add(-1)
 	for p := c.peak.Load(); n > p && !c.peak.CompareAndSwap(p, n); p = c.peak.Load() {
 	}
-	mod, rem, from := 1, 0, 0
-	switch f := strings.Split(q.Cursor, ":"); f[0] {
-	case "w":
-		from, _ = strconv.Atoi(f[1])
-	case "p":
-		mod = 2
-		rem, _ = strconv.Atoi(f[1])
-		from, _ = strconv.Atoi(f[2])
+	mod, rem, from := modCursor(q.Cursor, 2)
+	if mod > 1 {
 		c.firstRead[rem].Do(func() {
 			if c.apart {
 				return
@@ -60,22 +91,7 @@ func (c *splitCRM) OptedOut(_ context.Context, q connectors.OptOutQuery) (connec
 			}
 		})
 	}
-	var page connectors.RecordPage
-	i := from
-	for ; i < c.n && len(page.Records) < q.PageSize; i++ {
-		if i%mod == rem {
-			page.Records = append(page.Records, connectors.Record{Ref: connectors.RecordRef{Type: "customer", ID: strconv.Itoa(i)},
-				Email: fmt.Sprintf("r%d@example.com", i), OptedOut: true, InLists: true})
-		}
-	}
-	if i < c.n {
-		if mod == 1 {
-			page.Next = "w:" + strconv.Itoa(i)
-		} else {
-			page.Next = "p:" + strconv.Itoa(rem) + ":" + strconv.Itoa(i)
-		}
-	}
-	return page, nil
+	return modPage(c.n, mod, rem, from, q.PageSize), nil
 }
 
 func (c *splitCRM) SplitCursor(_ context.Context, cursor string, _ int) ([]string, error) {
@@ -220,7 +236,7 @@ func TestACallReadsNoNewPageAfterItsBudget(t *testing.T) {
 	}
 }
 
-// pagedCRM holds opted-out records r0..r(n-1), read in one part ("<from>"),
+// pagedCRM holds opted-out records r0..r(n-1), read in one part ("w:<from>"),
 // and counts the reads begun.
 type pagedCRM struct {
 	connectors.CRM
@@ -230,17 +246,8 @@ type pagedCRM struct {
 
 func (c *pagedCRM) OptedOut(_ context.Context, q connectors.OptOutQuery) (connectors.RecordPage, error) {
 	c.reads.Add(1)
-	from, _ := strconv.Atoi(q.Cursor)
-	var page connectors.RecordPage
-	i := from
-	for ; i < c.n && len(page.Records) < q.PageSize; i++ {
-		page.Records = append(page.Records, connectors.Record{Ref: connectors.RecordRef{Type: "customer", ID: strconv.Itoa(i)},
-			Email: fmt.Sprintf("r%d@example.com", i), OptedOut: true, InLists: true})
-	}
-	if i < c.n {
-		page.Next = strconv.Itoa(i)
-	}
-	return page, nil
+	mod, rem, from := modCursor(q.Cursor, 1)
+	return modPage(c.n, mod, rem, from, q.PageSize), nil
 }
 
 // gatedMarketing holds every unsubscribe until open is closed.
@@ -311,15 +318,7 @@ func TestAStoppingWorkerStartsNoPageReadAhead(t *testing.T) {
 	go func() {
 		// Every handler busy, and the reads ahead done: then the stop.
 		defer close(mk.open)
-		deadline := time.Now().Add(10 * time.Second)
-		for last := int32(-1); time.Now().Before(deadline); {
-			time.Sleep(200 * time.Millisecond)
-			k := crm.reads.Load()
-			if k == last && k > pagesInFlight {
-				break
-			}
-			last = k
-		}
+		readsSettle(&crm.reads)
 		close(stop)
 	}()
 	val, err := env.ExecuteActivity(acts.SyncCRMOptOuts, PageInput{IntegrationID: "x", Settings: &s})
@@ -328,8 +327,22 @@ func TestAStoppingWorkerStartsNoPageReadAhead(t *testing.T) {
 	require.NoError(t, val.Get(&res))
 	// The pages being handled, and at most the one the call had taken.
 	require.LessOrEqual(t, res.Counts.Pages, pagesInFlight+1, "pages read ahead are not started after the stop")
-	require.Equal(t, strconv.Itoa(res.Counts.Pages*size), res.Next, "the rest is left to the next call")
+	require.Equal(t, "w:"+strconv.Itoa(res.Counts.Pages*size), res.Next, "the rest is left to the next call")
 	require.Len(t, mk.sent, res.Counts.Pages*size)
+}
+
+// readsSettle waits, for up to 10 s, until the reads counted have gone
+// past pagesInFlight and no more begin.
+func readsSettle(reads *atomic.Int32) {
+	deadline := time.Now().Add(10 * time.Second)
+	for last := int32(-1); time.Now().Before(deadline); {
+		time.Sleep(200 * time.Millisecond)
+		k := reads.Load()
+		if k == last && k > pagesInFlight {
+			return
+		}
+		last = k
+	}
 }
 
 // modCRM holds opted-out records r0..r(n-1), read whole ("w:<from>") or,
@@ -343,31 +356,8 @@ type modCRM struct {
 
 func (c *modCRM) OptedOut(_ context.Context, q connectors.OptOutQuery) (connectors.RecordPage, error) {
 	c.reads.Add(1)
-	mod, rem, from := 1, 0, 0
-	switch f := strings.Split(q.Cursor, ":"); f[0] {
-	case "w":
-		from, _ = strconv.Atoi(f[1])
-	case "p":
-		mod = pagesInFlight
-		rem, _ = strconv.Atoi(f[1])
-		from, _ = strconv.Atoi(f[2])
-	}
-	var page connectors.RecordPage
-	i := from
-	for ; i < c.n && len(page.Records) < q.PageSize; i++ {
-		if i%mod == rem {
-			page.Records = append(page.Records, connectors.Record{Ref: connectors.RecordRef{Type: "customer", ID: strconv.Itoa(i)},
-				Email: fmt.Sprintf("r%d@example.com", i), OptedOut: true, InLists: true})
-		}
-	}
-	if i < c.n {
-		if mod == 1 {
-			page.Next = "w:" + strconv.Itoa(i)
-		} else {
-			page.Next = "p:" + strconv.Itoa(rem) + ":" + strconv.Itoa(i)
-		}
-	}
-	return page, nil
+	mod, rem, from := modCursor(q.Cursor, pagesInFlight)
+	return modPage(c.n, mod, rem, from, q.PageSize), nil
 }
 
 func (c *modCRM) SplitCursor(_ context.Context, cursor string, parts int) ([]string, error) {
@@ -396,15 +386,7 @@ func TestPagesReadAheadOfBusyHandlersAreBounded(t *testing.T) {
 	go func() {
 		// Every handler busy, until the reads ahead are done.
 		defer close(mk.open)
-		deadline := time.Now().Add(10 * time.Second)
-		for last := int32(-1); time.Now().Before(deadline); {
-			time.Sleep(200 * time.Millisecond)
-			k := crm.reads.Load()
-			if k == last && k > pagesInFlight {
-				break
-			}
-			last = k
-		}
+		readsSettle(&crm.reads)
 		atOpen.Store(crm.reads.Load())
 	}()
 	calls := drainPages(t, acts, acts.SyncCRMOptOuts, PageInput{IntegrationID: "x", Settings: &s})
