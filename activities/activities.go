@@ -657,6 +657,7 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 					Person: c.person, Action: ledger.ActionUnsubscribe, Result: ledger.ResultSkipped, Rule: rule, Cause: c.record.Ref.String(),
 					Audience: s.Audience, WorkflowID: wf, RunID: rid})
 			}
+			absentCounted := map[string]bool{} // by person
 			for i, c := range cands {
 				if at[i] < 0 {
 					res.Counts.EchoSkipped++
@@ -682,8 +683,12 @@ func (a *Activities) SyncCRMOptOuts(ctx context.Context, in PageInput) (PageResu
 				case s.SkipAbsent && p.OptedOut && status == ledger.MarketingAbsent:
 					// Looked up and found absent by an earlier run: not looked
 					// up again each time a list is read; a join is caught by
-					// the re-subscribes read (unsubscribeJoined).
-					res.Counts.AbsentNotAdded++
+					// the re-subscribes read (unsubscribeJoined). Counted per
+					// address, as the lookup that found it absent counted it.
+					if !absentCounted[c.person] {
+						absentCounted[c.person] = true
+						res.Counts.AbsentNotAdded++
+					}
 					skip(i, c, ruleAbsent)
 				default:
 					if _, dup := send[c.email]; !dup {

@@ -54,6 +54,7 @@ func testAbsentPendingTransactionalAndDuplicates(t *testing.T, led ledger.Ledger
 	r2 := s.runAfter(t, r1)
 	require.Zero(t, s.mc.Counts()[memberGET])
 	require.Zero(t, s.mc.Counts()[batchPOST])
+	require.Equal(t, 1, r2.Counts.CRMToMarketing.AbsentNotAdded, "one address, as the first run counted it, not one per record")
 
 	s.member(t, "DUP@example.com", connectors.StatusSubscribed)
 	r3 := s.runAfter(t, r2)
