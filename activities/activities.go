@@ -1212,6 +1212,8 @@ func (a *Activities) audienceSplit(integ *Integration, request func(int, string)
 			if err != nil {
 				return err
 			}
+			keepAlive(ctx) // the statuses' splits share the vendor's slots
+
 			if cs == nil {
 				cs = []string{c} // read in one part
 			}
