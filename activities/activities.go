@@ -1213,7 +1213,6 @@ func (a *Activities) audienceSplit(integ *Integration, request func(int, string)
 				return err
 			}
 			keepAlive(ctx) // the statuses' splits share the vendor's slots
-
 			if cs == nil {
 				cs = []string{c} // read in one part
 			}
