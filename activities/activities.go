@@ -1185,7 +1185,9 @@ func (a *Activities) SyncAudience(ctx context.Context, in PageInput) (PageResult
 // with its part, and reads every later status in parts of its own too,
 // split in the same way when it is large and left out when it is empty:
 // the statuses are not read one after the other, and the small ones cost
-// one round trip together instead of one each at the end of the read. A
+// one round trip together instead of one each at the end of the read (a
+// quiet run's statuses after the first are counted together, and not read
+// when they have no change). A
 // status found empty that gains members while the parts are read is read
 // by the next run, from this run's start less the overlap: the mirror is
 // at most one run staler for them, and never decides an opt-out (field
@@ -1225,13 +1227,8 @@ func (a *Activities) audienceSplit(integ *Integration, request func(int, string)
 			a.log.Info("the audience read goes on in one part", "integration", integ.Settings.IntegrationID, "error", scrubAddresses(err.Error()))
 			return nil
 		}
-		out := slices.Concat(parts...)
-		if len(out) == 0 {
-			// Every status left is empty: one read of the first ends the
-			// read (the chain would read each in turn).
-			out = []string{audienceCursor(i, true, "")}
-		}
-		return out
+		// Not nil when every status left is empty: nothing is left to read.
+		return append([]string{}, slices.Concat(parts...)...)
 	}
 }
 
@@ -1248,6 +1245,9 @@ func (a *Activities) changesSplit(integ *Integration, request func(cursor string
 		if err != nil {
 			a.log.Info("the marketing read goes on in one part", "integration", integ.Settings.IntegrationID, "error", scrubAddresses(err.Error()))
 			return nil
+		}
+		if len(cs) == 0 {
+			return nil // no part is not "nothing left" (see pages)
 		}
 		return cs
 	}

@@ -219,7 +219,10 @@ func (b *beat) again() {
 //
 // With split (the CRM's CursorSplitter), a read whose first page is full
 // goes on in the parts split makes, read at once; the cursor then names
-// every part not finished (see encodeParts).
+// every part not finished (see encodeParts). split answers nil for a read
+// that goes on as it is, and otherwise the parts the rest is read in:
+// none when nothing is left (only the audience split knows that; the
+// connectors' splits are taken as nil when they answer no part).
 //
 // When the worker is told to stop, no further page is read or started,
 // the pages under way are finished and the cursor after them returned:
@@ -408,7 +411,7 @@ func pages[P any](ctx context.Context, a *Activities, integ *Integration, step S
 			received++
 			// A full first page of a single read: the rest goes in parts.
 			if got.next != "" && split != nil && len(open) == 1 && received == 1 {
-				if cs := split(ctx, got.next); len(cs) > 0 {
+				if cs := split(ctx, got.next); cs != nil {
 					got.spawn = map[int]string{}
 					for _, c := range cs {
 						got.spawn[nextPart] = c
@@ -492,6 +495,9 @@ func (a *Activities) crmSplit(integ *Integration) func(context.Context, string) 
 		if err != nil {
 			a.log.Info("the CRM read goes on in one part", "integration", integ.Settings.IntegrationID, "error", scrubAddresses(err.Error()))
 			return nil
+		}
+		if len(cs) == 0 {
+			return nil // no part is not "nothing left" (see pages)
 		}
 		return cs
 	}

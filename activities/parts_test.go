@@ -293,3 +293,32 @@ func TestAudienceStatusesReadInPartsOfTheirOwn(t *testing.T) {
 		require.Equal(t, st, held[p].Status)
 	}
 }
+
+// TestAudienceMirrorOfAFewMembersReadsNoEmptyStatus: when the first status
+// ends within the first page, the later statuses are counted at once, and
+// none is read when none has a member: one read and one count per later
+// status, where the statuses read one after the other took a round trip
+// each.
+func TestAudienceMirrorOfAFewMembersReadsNoEmptyStatus(t *testing.T) {
+	const n = 50
+	mc := mailchimptest.NewServer(mailchimptest.Options{})
+	t.Cleanup(mc.Close)
+	mc.AddList("aud", "Audience", "FNAME")
+	past := time.Now().Add(-time.Hour)
+	require.NoError(t, mc.Generate("aud", n, func(i int) mailchimptest.MemberSeed {
+		return mailchimptest.MemberSeed{Email: fmt.Sprintf("f%d@example.com", i), Status: "subscribed", LastChanged: past.Add(time.Duration(i) * time.Second)}
+	}))
+	client, err := mailchimp.New(mailchimp.Options{APIKey: mc.APIKey, BaseURL: mc.URL})
+	require.NoError(t, err)
+	s := Settings{IntegrationID: "few", MarketingKind: "mailchimp", CRMKind: "netsuite", Audience: "aud", RecordTypes: []string{"customer"},
+		FieldMap: map[string]string{"firstName": "FNAME"}, PageSize: 100, PagesPerActivity: 4}
+	acts := New(MapRegistry{s.IntegrationID: {Settings: s, Marketing: client, CRM: connectorstest.NewCRM()}}, ledgertest.Open(t, ledger.SQLite), nil)
+	mc.SetFaults(emulator.Faults{Latency: 50 * time.Millisecond}) // so that requests at once overlap
+	mc.ResetCounts()
+	calls := drainPages(t, acts, acts.SyncAudience, PageInput{IntegrationID: s.IntegrationID})
+	require.Len(t, calls, 1)
+	c, _ := sumPages(calls)
+	require.Equal(t, n, c.Mirrored)
+	require.Equal(t, len(audienceStatuses), mc.Counts()["GET /lists/{list_id}/members"], "the first page, and a count of each later status")
+	require.Equal(t, len(audienceStatuses)-1, mc.PeakInFlight(), "the later statuses counted at once")
+}
