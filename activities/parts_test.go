@@ -132,6 +132,18 @@ func TestMarketingUnsubscribesReadInParts(t *testing.T) {
 	require.Less(t, reads, n/100+4*pagesInFlight, "the parts read no page twice: %d reads", reads)
 }
 
+// mirrorOf is an integration mirroring audience "aud" of mc (with field
+// sync on, pages of 100, four a call) and its activities and ledger.
+func mirrorOf(t *testing.T, mc *mailchimptest.Server) (Settings, *Activities, *ledger.SQL) {
+	t.Helper()
+	client, err := mailchimp.New(mailchimp.Options{APIKey: mc.APIKey, BaseURL: mc.URL})
+	require.NoError(t, err)
+	s := Settings{IntegrationID: "mirror", MarketingKind: "mailchimp", CRMKind: "netsuite", Audience: "aud", RecordTypes: []string{"customer"},
+		FieldMap: map[string]string{"firstName": "FNAME"}, PageSize: 100, PagesPerActivity: 4}
+	led := ledgertest.Open(t, ledger.SQLite)
+	return s, New(MapRegistry{s.IntegrationID: {Settings: s, Marketing: client, CRM: connectorstest.NewCRM()}}, led, nil), led
+}
+
 // TestAudienceMirrorReadsInParts: the audience read is split into parts
 // read at once after its first page, and the parts, carried from one
 // activity call to the next in the cursor, mirror every member once; the
@@ -147,12 +159,7 @@ func TestAudienceMirrorReadsInParts(t *testing.T) {
 			MergeFields: map[string]string{"FNAME": fmt.Sprint(i)}, LastChanged: past.Add(time.Duration(i) * 7 * time.Second)}
 	}))
 	require.NoError(t, mc.AddMember("aud", mailchimptest.MemberSeed{Email: "gone@example.com", Status: "unsubscribed", LastChanged: past}))
-	client, err := mailchimp.New(mailchimp.Options{APIKey: mc.APIKey, BaseURL: mc.URL})
-	require.NoError(t, err)
-	s := Settings{IntegrationID: "mirror", MarketingKind: "mailchimp", CRMKind: "netsuite", Audience: "aud", RecordTypes: []string{"customer"},
-		FieldMap: map[string]string{"firstName": "FNAME"}, PageSize: 100, PagesPerActivity: 4}
-	led := ledgertest.Open(t, ledger.SQLite)
-	acts := New(MapRegistry{s.IntegrationID: {Settings: s, Marketing: client, CRM: connectorstest.NewCRM()}}, led, nil)
+	s, acts, led := mirrorOf(t, mc)
 	mc.ResetCounts()
 	c, sawParts := sumPages(drainPages(t, acts, acts.SyncAudience, PageInput{IntegrationID: s.IntegrationID}))
 	require.True(t, sawParts, "the read went on in parts across activity calls")
@@ -247,12 +254,7 @@ func TestAudienceStatusesReadInPartsOfTheirOwn(t *testing.T) {
 	seed("s", "subscribed", subscribed)
 	seed("u", "unsubscribed", unsubscribed)
 	seed("c", "cleaned", cleaned)
-	client, err := mailchimp.New(mailchimp.Options{APIKey: mc.APIKey, BaseURL: mc.URL})
-	require.NoError(t, err)
-	s := Settings{IntegrationID: "mirror", MarketingKind: "mailchimp", CRMKind: "netsuite", Audience: "aud", RecordTypes: []string{"customer"},
-		FieldMap: map[string]string{"firstName": "FNAME"}, PageSize: 100, PagesPerActivity: 4}
-	led := ledgertest.Open(t, ledger.SQLite)
-	acts := New(MapRegistry{s.IntegrationID: {Settings: s, Marketing: client, CRM: connectorstest.NewCRM()}}, led, nil)
+	s, acts, led := mirrorOf(t, mc)
 	calls := drainPages(t, acts, acts.SyncAudience, PageInput{IntegrationID: s.IntegrationID})
 
 	// The first call's cursor names the parts left, by status.
@@ -308,11 +310,7 @@ func TestAudienceMirrorOfAFewMembersReadsNoEmptyStatus(t *testing.T) {
 	require.NoError(t, mc.Generate("aud", n, func(i int) mailchimptest.MemberSeed {
 		return mailchimptest.MemberSeed{Email: fmt.Sprintf("f%d@example.com", i), Status: "subscribed", LastChanged: past.Add(time.Duration(i) * time.Second)}
 	}))
-	client, err := mailchimp.New(mailchimp.Options{APIKey: mc.APIKey, BaseURL: mc.URL})
-	require.NoError(t, err)
-	s := Settings{IntegrationID: "few", MarketingKind: "mailchimp", CRMKind: "netsuite", Audience: "aud", RecordTypes: []string{"customer"},
-		FieldMap: map[string]string{"firstName": "FNAME"}, PageSize: 100, PagesPerActivity: 4}
-	acts := New(MapRegistry{s.IntegrationID: {Settings: s, Marketing: client, CRM: connectorstest.NewCRM()}}, ledgertest.Open(t, ledger.SQLite), nil)
+	s, acts, _ := mirrorOf(t, mc)
 	mc.SetFaults(emulator.Faults{Latency: 50 * time.Millisecond}) // so that requests at once overlap
 	mc.ResetCounts()
 	calls := drainPages(t, acts, acts.SyncAudience, PageInput{IntegrationID: s.IntegrationID})
